@@ -1,0 +1,87 @@
+# thplab — newcomer entry points:
+#   make lab    set up .venv (first time only) and open the lessons in JupyterLab
+#   make test   set up .venv, make sure Chromium is there, run the test suite and the lessons
+#
+# Everything else here is an internal helper.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# First Python >= 3.11 found on PATH (override with `make PYTHON=/path/to/python3.12 ...`).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3 python; do \
+	  if command -v $$p >/dev/null 2>&1 && \
+	     $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then \
+	    command -v $$p; break; fi; done)
+
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+STAMP     := $(VENV)/.thplab-installed
+OVERRIDES := etc/jupyterlab/overrides.json
+LAB_OVERRIDES_STAMP := $(VENV)/.thplab-lab-overrides
+CHROMIUM  ?= /usr/bin/chromium
+PYTEST    := $(VPY) -m pytest
+
+.PHONY: help lab test venv install lab-settings chromium test-tests test-notebooks clean-venv
+
+help:
+	@echo "make lab    - create .venv if needed and open the lessons in JupyterLab"
+	@echo "make test   - create .venv if needed and run all tests (incl. real-browser test and lessons)"
+
+# ---------------------------------------------------------------- environment
+$(VPY):
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: need Python >= 3.11 on PATH (or run: make PYTHON=/path/to/python3.11 ...)" >&2; \
+	  exit 1; fi
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changed (or the venv is new).
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -e '.[lab,test]'
+	@touch $@
+
+$(LAB_OVERRIDES_STAMP): $(OVERRIDES) etc/jupyterlab/install_overrides.py $(STAMP)
+	$(VPY) etc/jupyterlab/install_overrides.py
+	@touch $@
+
+venv: $(VPY)
+install: $(STAMP)
+lab-settings: $(LAB_OVERRIDES_STAMP)
+
+clean-venv:
+	rm -rf $(VENV)
+
+# ---------------------------------------------------------------- lab
+lab: $(STAMP) $(LAB_OVERRIDES_STAMP)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00-index.ipynb
+
+# ---------------------------------------------------------------- tests
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then \
+	  echo "chromium: $(CHROMIUM)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "chromium not found: installing Debian's chromium package"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+	  echo "error: $(CHROMIUM) is missing and this is not root." >&2; \
+	  echo "       Install it with: sudo apt-get install chromium   (Debian/Ubuntu)," >&2; \
+	  echo "       or point CHROMIUM=/path/to/chromium at another Chromium/Chrome." >&2; \
+	  exit 1; fi
+
+# Both suites always run; the target fails if either failed.
+test: $(STAMP) $(LAB_OVERRIDES_STAMP) chromium
+	@rc=0; \
+	$(MAKE) --no-print-directory test-tests || rc=1; \
+	$(MAKE) --no-print-directory test-notebooks || rc=1; \
+	exit $$rc
+
+test-tests: $(STAMP) $(LAB_OVERRIDES_STAMP)
+	THPLAB_CHROMIUM=$(CHROMIUM) $(PYTEST) -q tests
+
+# pytest exits 5 when it collects nothing: only acceptable while notebooks/ has no notebook.
+test-notebooks: $(STAMP)
+	@if [ -z "$$(find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | head -n 1)" ]; then \
+	  echo "notebooks/: no notebooks yet, nothing to run with nbval"; \
+	else \
+	  echo "$(PYTEST) -q --nbval-lax notebooks"; \
+	  $(PYTEST) -q --nbval-lax notebooks; \
+	fi
