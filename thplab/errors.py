@@ -1,0 +1,51 @@
+"""thplab's exception hierarchy.
+
+Expected kernel failures are return values (``-EBUSY``), as in the kernel.
+Exceptions are for two other things: a request the kernel would refuse
+(bad address, unknown process, ...), raised *before* any state changes, and
+"this cannot happen" (:class:`VMBug`, the model's ``VM_BUG_ON``).
+"""
+
+
+class ThplabError(Exception):
+    """Base class of every error thplab raises."""
+
+
+class BadAddress(ThplabError, ValueError):
+    """An address or length the kernel would refuse.
+
+    ``errno`` is the kernel's error for the same request (``EINVAL``,
+    ``ENOMEM``, ``EFAULT``), so a learner can compare with ``man 2 munmap``.
+    """
+
+    def __init__(self, message, errno=None):
+        super().__init__(message)
+        self.errno = errno
+
+
+class Segfault(ThplabError):
+    """An access the kernel would answer with ``SIGSEGV``."""
+
+
+class NoSuchProcess(ThplabError, LookupError):
+    """No live process has this pid."""
+
+
+class BadPage(ThplabError, ValueError):
+    """A page-frame number that is out of range or in the wrong state for the call."""
+
+
+class OutOfMemory(ThplabError, MemoryError):
+    """The simulated machine has no free page of the order asked for."""
+
+
+class KernelFunctionRemoved(ThplabError, AttributeError):
+    """The kernel at this series level has no such function."""
+
+
+class VMBug(ThplabError):
+    """A ``VM_BUG_ON()`` fired: the model reached a state the kernel forbids."""
+
+
+class InvariantViolation(ThplabError, AssertionError):
+    """An accounting identity or consistency check failed."""

@@ -1,0 +1,83 @@
+"""``get_user_pages()`` and ``get_user_pages_fast()``.
+
+Mirrors ``mm/gup.c`` (v3.16) and ``arch/x86/mm/gup.c``.  The level-dependent
+steps (``follow_page_mask``, ``gup_pmd_range``, ``gup_huge_pmd``) come from
+the kernel table.  Pages are handled a PMD's worth at a time, as arrays.
+"""
+
+import numpy as np
+
+from .errors import KernelFunctionRemoved, VMBug
+from .params import FOLL_GET, FOLL_SPLIT, FOLL_TOUCH, FOLL_WRITE, HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT
+
+
+def _chunk(addr, remaining):
+    return min(remaining, ((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE - addr) >> PAGE_SHIFT)
+
+
+def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
+    """Mirrors ``__get_user_pages()``: pin ``nr_pages`` pages from ``start``, faulting as needed.
+
+    Returns the pinned pages (each holds one reference, dropped with ``put_page()``).
+    """
+    flags = FOLL_GET | FOLL_TOUCH | (FOLL_WRITE if write else 0)
+    if foll_split:
+        if not k.caps["foll_split"]:
+            raise KernelFunctionRemoved("FOLL_SPLIT does not exist at this level: patch 01 "
+                                        "(mm, thp: drop FOLL_SPLIT) removed it")
+        flags |= FOLL_SPLIT
+    out = []
+    addr, remaining = start, nr_pages
+    faults = 0
+    while remaining:
+        vma = mm.find_vma(addr)
+        n = _chunk(addr, remaining)
+        pages = k.follow_page_mask(vma, addr, flags, n)
+        if pages is None or not len(pages):
+            faults += 1
+            if faults > 64:
+                raise VMBug(f"get_user_pages: page at {addr:#x} never became present")
+            k.point("get_user_pages: faultin_page", address=hex(addr))
+            k.__handle_mm_fault(mm, vma, addr, write)
+            continue
+        faults = 0
+        out.append(pages)
+        addr += len(pages) << PAGE_SHIFT
+        remaining -= len(pages)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def __get_user_pages_fast(k, mm, start, nr_pages, write=False):
+    """Mirrors ``__get_user_pages_fast()``: the lock-free walk only, caller has IRQs off.
+
+    Returns the pages pinned, possibly fewer than asked (or an empty array).
+    """
+    out = []
+    addr, remaining = start, nr_pages
+    while remaining:
+        n = _chunk(addr, remaining)
+        pages = k.gup_pmd_range(mm, addr, n, write)
+        if pages is None or not len(pages):
+            break
+        out.append(pages)
+        addr += len(pages) << PAGE_SHIFT
+        remaining -= len(pages)
+        if len(pages) < n:
+            break
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def get_user_pages_fast(k, mm, start, nr_pages, write=False):
+    """Mirrors ``get_user_pages_fast()`` (x86): interrupts off, walk; the rest by the slow path."""
+    smp = k.machine.smp
+    k.point("get_user_pages_fast: local_irq_disable")
+    smp.local_irq_disable()
+    try:
+        fast = __get_user_pages_fast(k, mm, start, nr_pages, write)
+    finally:
+        smp.local_irq_enable()
+    k.point("get_user_pages_fast: local_irq_enable", pinned=len(fast))
+    if len(fast) == nr_pages:
+        return fast
+    rest = get_user_pages(k, mm, start + (len(fast) << PAGE_SHIFT), nr_pages - len(fast), write)
+    return np.concatenate([fast, rest])

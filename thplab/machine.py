@@ -1,0 +1,411 @@
+"""A simulated x86-64 machine: memory, processes and one kernel from the series.
+
+:class:`Machine` is the entry point.  Its methods are the system calls and
+kernel entry points a lesson needs (``mmap``, ``fork``, page faults,
+``get_user_pages``...).  Each checks its arguments first and raises a thplab
+error *before* changing anything, then runs the kernel functions of the
+booted series level.
+
+>>> m = Machine.boot("16M", patches=0, seed=0)
+>>> pid = m.spawn()
+>>> addr = m.mmap(pid, 2 << 20)
+>>> m.touch(pid, addr, 2 << 20)
+>>> int(m.vmstat["thp_fault_alloc"])
+1
+"""
+
+import collections
+import re
+
+import numpy as np
+
+from . import memory as mem
+from . import mmap as mmap_
+from .errors import BadAddress, BadPage, NoSuchProcess, OutOfMemory, Segfault
+from .gup import get_user_pages, get_user_pages_fast
+from .mm_types import AnonVma, MmStruct
+from .page_alloc import PageAllocator
+from .page_flags import PageCompound, PageHead, PageTail, Use, compound_head
+from .params import (EFAULT, EINVAL, ENOMEM, HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE,
+                     MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE,
+                     TASK_SIZE, VM_HUGEPAGE, VM_READ, VM_WRITE)
+from .pgtable import PageTables
+from .series import Kernel
+from .smp import Smp
+from .vmstat import VmStat
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.I)
+
+
+def parse_size(size):
+    """Bytes from ``4096``, ``"64M"``, ``"1 GiB"``..."""
+    if isinstance(size, (int, np.integer)):
+        return int(size)
+    match = _SIZE.match(str(size))
+    if not match:
+        raise ValueError(f"cannot read {size!r} as a memory size (try 64M or 1G)")
+    return int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match[2].upper()]
+
+
+def parse_prot(prot):
+    """``PROT_*`` bits from ``"rw"``, ``"r"``, ``"none"``... or an int."""
+    if isinstance(prot, (int, np.integer)):
+        return int(prot)
+    text = str(prot).lower()
+    if text in ("none", "---", ""):
+        return 0
+    if set(text) - set("rwx-"):
+        raise ValueError(f"protection {prot!r}: use letters r, w, x (or 'none')")
+    return ((PROT_READ if "r" in text else 0) | (PROT_WRITE if "w" in text else 0)
+            | (PROT_EXEC if "x" in text else 0))
+
+
+class Machine:
+    """A booted machine.  Use :meth:`boot`."""
+
+    def __init__(self, nr_pages, patches, seed, nodes, thp):
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.allocator = PageAllocator(nr_pages)
+        self.pgtables = PageTables(nr_pages)
+        self.nodes = nodes
+        self.thp_enabled = thp
+        self.smp = Smp(self)
+        self.tracer = None
+        self.costs = collections.Counter()
+        self.processes = {}
+        self.anon_vmas = {}
+        #: Pins handed out by :meth:`get_user_pages` and friends, per page, not
+        #: yet dropped with :meth:`put_page` (thplab's ground truth for checks).
+        self.pins = np.zeros(nr_pages, dtype=np.int32)
+        self._next_pid = 1
+        self._next_anon_vma = 1
+        self.kernel = Kernel(self, patches)
+        self.vmstat = VmStat(self.kernel.VM_EVENTS,
+                             live={"nr_free_pages": lambda: self.allocator.nr_free_pages})
+
+    @classmethod
+    def boot(cls, mem=None, *, nr_pages=None, patches=0, seed=0, nodes=1, thp="madvise"):
+        """Boot a machine with ``mem`` bytes of RAM (or ``nr_pages`` 4 KiB pages).
+
+        ``patches`` is the series level: 0 is the old kernel, k applies
+        patches 01..k of the RFC.  ``seed`` seeds the machine's random
+        generator (``machine.rng``).  ``nodes`` splits memory into NUMA nodes
+        for ``move_pages``; ``thp`` is the sysfs ``enabled`` mode.
+        """
+        if (mem is None) == (nr_pages is None):
+            raise ValueError("give the memory size (e.g. '64M') or nr_pages, not both")
+        if nr_pages is None:
+            nr_pages = parse_size(mem) >> PAGE_SHIFT
+        if nr_pages < HPAGE_PMD_NR or nr_pages % HPAGE_PMD_NR:
+            raise ValueError(f"memory must be a positive multiple of 2 MiB; got {nr_pages} pages")
+        if thp not in ("always", "madvise", "never"):
+            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {thp!r}")
+        if nodes < 1 or (nr_pages // HPAGE_PMD_NR) % nodes:
+            raise ValueError(f"{nodes} nodes do not divide {nr_pages // HPAGE_PMD_NR} 2 MiB blocks")
+        return cls(int(nr_pages), int(patches), seed, int(nodes), thp)
+
+    def __repr__(self):
+        return (f"<Machine {self.nr_pages * PAGE_SIZE >> 20} MiB, level {self.kernel.level}, "
+                f"seed {self.seed}, {len(self.processes)} processes>")
+
+    # ----------------------------------------------------------- properties
+
+    @property
+    def mem_map(self):
+        """The ``struct page`` array (numpy structured array, one row per pfn)."""
+        return self.allocator.mem_map
+
+    @property
+    def nr_pages(self):
+        return self.allocator.nr_pages
+
+    @property
+    def level(self):
+        return self.kernel.level
+
+    def page_to_nid(self, page):
+        return int(page) * self.nodes // self.nr_pages
+
+    def node_range(self, node):
+        per = self.nr_pages // self.nodes
+        return node * per, (node + 1) * per
+
+    def new_anon_vma(self):
+        av = AnonVma(id=self._next_anon_vma)
+        self._next_anon_vma += 1
+        self.anon_vmas[av.id] = av
+        return av
+
+    def anon_vma_of(self, page):
+        """The anon_vma a page's ``mapping`` points to (head's, for a THP)."""
+        head = int(compound_head(self.mem_map, page))
+        return self.anon_vmas[int(self.mem_map["mapping"][head]) >> 2]
+
+    # ----------------------------------------------------------- checks
+
+    def _mm(self, pid):
+        mm = self.processes.get(pid) if isinstance(pid, (int, np.integer)) else None
+        if mm is None:
+            live = ", ".join(map(str, self.processes)) or "none"
+            raise NoSuchProcess(f"no process with pid {pid!r} (live pids: {live}); "
+                                "an exited process cannot be used")
+        return mm
+
+    @staticmethod
+    def _range(op, addr, length, errno=EINVAL):
+        if not isinstance(addr, (int, np.integer)) or not isinstance(length, (int, np.integer)):
+            raise BadAddress(f"{op}: address and length must be integers", EINVAL)
+        addr, length = int(addr), int(length)
+        if addr % PAGE_SIZE:
+            raise BadAddress(f"{op}: address {addr:#x} is not 4 KiB aligned "
+                             "(the kernel returns -EINVAL)", EINVAL)
+        if length <= 0:
+            raise BadAddress(f"{op}: length must be positive, got {length}", EINVAL)
+        end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        if addr < 0 or end > TASK_SIZE:
+            raise BadAddress(f"{op}: range {addr:#x}+{length:#x} is outside user space "
+                             f"(0..{TASK_SIZE:#x})", EINVAL)
+        return addr, end
+
+    def _covered(self, op, mm, start, end, need=0, errno=ENOMEM):
+        """Raise unless VMAs cover ``[start, end)`` without holes (and allow ``need``)."""
+        at = start
+        for vma in mm.vmas_in(start, end):
+            if vma.vm_start > at:
+                break
+            if need and (vma.vm_flags & need) != need:
+                raise Segfault(f"{op}: {at:#x} is in {vma} which does not allow "
+                               f"{'writing' if need & VM_WRITE else 'reading'} (SIGSEGV)")
+            at = vma.vm_end
+        if at < end:
+            raise (Segfault if errno == EFAULT else BadAddress)(
+                f"{op}: {at:#x} is not mapped in pid {mm.pid}", errno)
+
+    def _page(self, pfn, what="page"):
+        return self.allocator.check_pfn(pfn, what)
+
+    # ----------------------------------------------------------- processes
+
+    def spawn(self):
+        """A new process with an empty address space; returns its pid."""
+        pid = self._next_pid
+        pgd = mem.pgd_alloc(self.kernel)
+        self.processes[pid] = MmStruct(pid=pid, pgd=pgd, mmap_base=MMAP_BASE)
+        self._next_pid += 1
+        return pid
+
+    def fork(self, pid):
+        """``fork(2)``: a child sharing every page of ``pid`` copy-on-write; returns the child pid."""
+        mm = self._mm(pid)
+        child = mmap_.dup_mmap(self.kernel, mm, self._next_pid)
+        self.processes[child.pid] = child
+        self._next_pid += 1
+        return child.pid
+
+    def exit(self, pid):
+        """``exit(2)``: unmap everything and free the page tables.  Pins survive."""
+        mm = self._mm(pid)
+        mmap_.exit_mmap(self.kernel, mm)
+        del self.processes[pid]
+
+    # ----------------------------------------------------------- mappings
+
+    def mmap(self, pid, length, prot="rw", *, thp=True, addr=None):
+        """Anonymous private ``mmap(2)``; with ``thp`` also ``madvise(MADV_HUGEPAGE)``.
+
+        Without ``addr`` the mapping starts on a 2 MiB boundary, so that THPs
+        fit.  With ``addr`` (``MAP_FIXED``) whatever was there is unmapped first.
+        """
+        mm = self._mm(pid)
+        vm_flags = mem.vm_flags_for(parse_prot(prot)) | (VM_HUGEPAGE if thp else 0)
+        if addr is None:
+            _, end = self._range("mmap", MMAP_BASE, length)
+            size = end - MMAP_BASE
+            addr = (mm.mmap_base + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
+            mm.mmap_base = addr + ((size + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE
+            end = addr + size
+        else:
+            addr, end = self._range("mmap", addr, length)
+            mmap_.do_munmap(self.kernel, mm, addr, end)
+        mmap_.mmap_region(self.kernel, mm, addr, end - addr, vm_flags)
+        return addr
+
+    def munmap(self, pid, addr, length):
+        """``munmap(2)``: may cut VMAs and (depending on the level) split THPs."""
+        mm = self._mm(pid)
+        start, end = self._range("munmap", addr, length)
+        mmap_.do_munmap(self.kernel, mm, start, end)
+
+    def mprotect(self, pid, addr, length, prot):
+        """``mprotect(2)`` on ``[addr, addr+length)``, which must be fully mapped."""
+        mm = self._mm(pid)
+        start, end = self._range("mprotect", addr, length)
+        rwx = mem.vm_flags_for(parse_prot(prot)) & 0x7
+        self._covered("mprotect", mm, start, end)
+        mmap_.mprotect_fixup(self.kernel, mm, start, end, rwx)
+
+    # ----------------------------------------------------------- access
+
+    def fault(self, pid, addr, write=True):
+        """One page fault at ``addr`` (a read or write access that missed)."""
+        mm = self._mm(pid)
+        addr = self._range("fault", addr & ~(PAGE_SIZE - 1) if isinstance(addr, int) else addr, 1)[0]
+        self._covered("fault", mm, addr, addr + PAGE_SIZE,
+                      need=VM_WRITE if write else VM_READ, errno=EFAULT)
+        vma = mm.find_vma(addr)
+        for _ in range(64):
+            w = mem.walk(self.kernel, mm, [addr])
+            if w["level"][0] and (w["writable"][0] or not write):
+                return
+            mem.handle_mm_fault(self.kernel, mm, vma, addr, write)
+        raise Segfault(f"fault at {addr:#x} in pid {pid} did not resolve")
+
+    def touch(self, pid, addr, length, write=True):
+        """Access every 4 KiB page of a range, faulting those not (writably) mapped."""
+        mm = self._mm(pid)
+        start, end = self._range("touch", addr, length)
+        self._covered("touch", mm, start, end, need=VM_WRITE if write else VM_READ, errno=EFAULT)
+        pages = np.arange(start, end, PAGE_SIZE, dtype=np.uint64)
+        for _ in range(len(pages) + 1):
+            w = mem.walk(self.kernel, mm, pages)
+            missing = (w["level"] == 0) | (~w["writable"] if write else False)
+            if not missing.any():
+                return
+            self.fault(pid, int(pages[np.argmax(missing)]), write)
+
+    def walk(self, pid, addrs):
+        """Translate addresses through ``pid``'s page tables (see :func:`thplab.memory.walk`)."""
+        return mem.walk(self.kernel, self._mm(pid), addrs)
+
+    # ----------------------------------------------------------- pins
+
+    def _pin_range(self, op, pid, addr, nr_pages, write):
+        mm = self._mm(pid)
+        if not isinstance(nr_pages, (int, np.integer)) or nr_pages <= 0:
+            raise BadAddress(f"{op}: nr_pages must be a positive integer, got {nr_pages!r}", EINVAL)
+        start, end = self._range(op, addr, int(nr_pages) * PAGE_SIZE)
+        self._covered(op, mm, start, end, need=VM_WRITE if write else VM_READ, errno=EFAULT)
+        return mm, start
+
+    def get_user_pages(self, pid, addr, nr_pages=1, write=False, foll_split=False):
+        """Pin pages with the slow path (``get_user_pages(FOLL_GET)``); returns their pfns."""
+        mm, start = self._pin_range("get_user_pages", pid, addr, nr_pages, write)
+        if foll_split and not self.kernel.caps["foll_split"]:
+            get_user_pages(self.kernel, mm, start, 0, write, foll_split=True)
+        pages = get_user_pages(self.kernel, mm, start, int(nr_pages), write, foll_split)
+        np.add.at(self.pins, pages, 1)
+        return pages
+
+    def get_user_pages_fast(self, pid, addr, nr_pages=1, write=False):
+        """Pin pages with ``get_user_pages_fast()``; returns their pfns."""
+        mm, start = self._pin_range("get_user_pages_fast", pid, addr, nr_pages, write)
+        pages = get_user_pages_fast(self.kernel, mm, start, int(nr_pages), write)
+        np.add.at(self.pins, pages, 1)
+        return pages
+
+    def put_page(self, pages):
+        """Drop pins taken by :meth:`get_user_pages` (``put_page()`` per page)."""
+        pages = np.atleast_1d(np.asarray(pages))
+        if pages.dtype.kind not in "iu":
+            raise BadPage(f"put_page takes page-frame numbers, got {pages.dtype} values")
+        for p in np.unique(pages).tolist():
+            self._page(p)
+        want = np.bincount(pages, minlength=self.nr_pages)
+        over = np.flatnonzero(want > self.pins)
+        if len(over):
+            p = int(over[0])
+            raise BadPage(f"put_page({p:#x}): no pin on this page is held here "
+                          f"({self.pins[p]} held, {want[p]} dropped) -- a double put_page() "
+                          "would free a page that is still in use")
+        self.kernel.put_page(pages)
+        np.subtract.at(self.pins, pages, 1)
+
+    # ----------------------------------------------------------- THP entry points
+
+    def split_huge_page(self, page):
+        """Call ``split_huge_page()`` on the THP holding ``page``, as a kernel caller does.
+
+        The caller's reference is taken and dropped around the call (reclaim
+        and migration hold one).  Returns the kernel's result: 0, 1 or ``-EBUSY``.
+        """
+        page = self._page(page)
+        if not PageCompound(self.mem_map, page) or self.mem_map["use"][page] != Use.anon:
+            raise BadPage(f"pfn {page:#x} is not part of a transparent huge page")
+        if self.mem_map["_count"][compound_head(self.mem_map, page)] <= 0:
+            raise BadPage(f"pfn {page:#x} is free")
+        head = int(compound_head(self.mem_map, page))
+        k = self.kernel
+        k.get_page(head)
+        ret = k.split_huge_page(head)
+        k.put_page(head)
+        return ret
+
+    def split_huge_pmd(self, pid, addr):
+        """Split the huge PMD mapping ``addr`` in ``pid`` the way the kernel's call sites do.
+
+        Before patch 03 that is ``split_huge_page_pmd()`` (which splits the
+        whole THP); from patch 04 on only this one PMD is split.
+        """
+        mm = self._mm(pid)
+        start, _ = self._range("split_huge_pmd", addr & ~(PAGE_SIZE - 1), 1)
+        self._covered("split_huge_pmd", mm, start, start + PAGE_SIZE, errno=EFAULT)
+        pmdp = mem.pmd_offset(self.kernel, mm, start)
+        if pmdp is None or not mem.pt.pmd_trans_huge(mem.entry(self.kernel, pmdp)):
+            raise BadAddress(f"split_huge_pmd: {start:#x} in pid {pid} is not mapped by a huge PMD")
+        self.kernel.split_pmd(mm.find_vma(start), pmdp, start)
+
+    def move_pages(self, pid, addrs, node):
+        """``move_pages(2)``: migrate the pages at ``addrs`` to NUMA ``node``; per-page status."""
+        mm = self._mm(pid)
+        if not 0 <= node < self.nodes:
+            raise ValueError(f"node {node} does not exist (this machine has {self.nodes})")
+        addrs = [self._range("move_pages", a, 1)[0] for a in np.atleast_1d(addrs).tolist()]
+        for a in addrs:
+            self._covered("move_pages", mm, a, a + PAGE_SIZE, errno=EFAULT)
+        return self.kernel.do_move_page_to_node_array(mm, addrs, node)
+
+    def get_futex_key(self, pid, addr):
+        """``get_futex_key()`` for a shared futex at ``addr``; returns the key."""
+        mm = self._mm(pid)
+        start, _ = self._range("get_futex_key", addr & ~(PAGE_SIZE - 1), 1)
+        self._covered("get_futex_key", mm, start, start + PAGE_SIZE, need=VM_READ, errno=EFAULT)
+        return self.kernel.get_futex_key(mm, addr)
+
+    # ----------------------------------------------------------- reading state
+
+    def page_count(self, pages):
+        """``page_count()`` of pages (vectorized)."""
+        return self.kernel.page_count(np.asarray(pages))
+
+    def page_mapcount(self, pages):
+        """``page_mapcount()`` of this level (vectorized)."""
+        return self.kernel.page_mapcount(np.asarray(pages))
+
+    def thp_heads(self):
+        """pfns of every compound (THP) head page."""
+        return np.flatnonzero(PageHead(self.mem_map, np.arange(self.nr_pages)))
+
+    def anon_rss(self, pid):
+        """``MM_ANONPAGES`` of a process, in 4 KiB pages."""
+        return self._mm(pid).anon_rss
+
+    def smaps_anon_huge_kb(self, pid, addr, length):
+        """``AnonHugePages`` of ``/proc/pid/smaps`` for a range: 2048 kB per huge PMD."""
+        mm = self._mm(pid)
+        start, end = self._range("smaps", addr, length)
+        heads = np.arange(start & HPAGE_PMD_MASK, end, HPAGE_PMD_SIZE, dtype=np.uint64)
+        heads = heads[heads >= start]
+        return int((mem.walk(self.kernel, mm, heads)["level"] == 2).sum()) * 2048
+
+    def check(self):
+        """Check every invariant of this level; raise :class:`InvariantViolation` on failure."""
+        from .invariants import check
+
+        check(self)
+
+    def PageTail(self, pages):
+        return PageTail(self.mem_map, pages)
+
+
+__all__ = ["Machine", "parse_size", "parse_prot"]

@@ -1,0 +1,482 @@
+"""Page tables of a process: allocation, walk, fault, zap, copy and protection change.
+
+Mirrors the level-independent parts of ``mm/memory.c``, ``mm/mprotect.c`` and
+``mm/pgtable-generic.c`` (v3.14).  Every step whose behaviour the RFC series
+changes is a call into the kernel table ``k`` (``k.put_page``,
+``k.zap_huge_pmd``, ``k.split_pmd``...), so this code runs unchanged at every
+level.  Work on the entries of one table is a numpy operation, never a loop.
+"""
+
+import numpy as np
+
+from . import pgtable as pt
+from .errors import VMBug
+from .page_flags import PG, PAGE_MAPPING_ANON, Use
+from .params import (HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE,
+                     PGDIR_SHIFT, PUD_SHIFT, VM_EXEC, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ,
+                     VM_WRITE)
+
+VM_FAULT_OOM = 0x0001
+VM_FAULT_FALLBACK = 0x0800
+
+_LEVEL_PTE, _LEVEL_PMD, _LEVEL_PUD, _LEVEL_PGD = 1, 2, 3, 4
+
+
+def vm_get_page_prot(vm_flags):
+    """Mirrors ``vm_get_page_prot()`` for a private mapping: ``protection_map[]``."""
+    return pt.PROTECTION_MAP[vm_flags & (VM_READ | VM_WRITE | VM_EXEC)]
+
+
+def transparent_hugepage_enabled(k, vma):
+    """Mirrors ``transparent_hugepage_enabled()`` for the sysfs ``enabled`` mode."""
+    mode = k.machine.thp_enabled
+    if vma.vm_flags & VM_NOHUGEPAGE or mode == "never":
+        return False
+    return mode == "always" or bool(vma.vm_flags & VM_HUGEPAGE)
+
+
+# ---------------------------------------------------------------- table pages
+
+def _table_page_alloc(k, level):
+    m = k.machine
+    pfn = m.allocator.alloc_pages(0, Use.pgtable)
+    m.pgtables.add(pfn, level)
+    return pfn
+
+
+def _table_page_free(k, pfn):
+    m = k.machine
+    m.pgtables.remove(pfn)
+    m.mem_map["_count"][pfn] -= 1
+    m.allocator.free_pages([pfn])
+
+
+def pgd_alloc(k):
+    """Mirrors ``pgd_alloc()``: an empty top-level table for a new mm."""
+    return _table_page_alloc(k, _LEVEL_PGD)
+
+
+def pte_alloc_one(k, mm):
+    """Mirrors ``pte_alloc_one()``: a zeroed PTE-table page (``NR_PAGETABLE`` +1)."""
+    pfn = _table_page_alloc(k, _LEVEL_PTE)
+    k.machine.vmstat.count("nr_page_table_pages")
+    return pfn
+
+
+def pte_free(k, mm, pfn):
+    """Mirrors ``pte_free()``."""
+    _table_page_free(k, pfn)
+    k.machine.vmstat.count("nr_page_table_pages", -1)
+
+
+def entry(k, slot):
+    """The value of a page-table slot ``(table_pfn, index)``."""
+    tpfn, idx = slot
+    return int(k.machine.pgtables.table(tpfn)[idx])
+
+
+def set_entry(k, slot, value):
+    """Store ``value`` in slot ``(table_pfn, index)`` (``set_pte_at``/``set_pmd_at``)."""
+    tpfn, idx = slot
+    k.machine.pgtables.table(tpfn)[idx] = np.uint64(value)
+
+
+def _descend(k, slot, level, alloc):
+    e = entry(k, slot)
+    if e == 0:
+        if not alloc:
+            return None
+        tpfn = _table_page_alloc(k, level)
+        set_entry(k, slot, pt.mk_table_entry(tpfn))
+        return tpfn
+    return int(pt.pte_pfn(e))
+
+
+def pmd_offset(k, mm, address, alloc=False):
+    """Walk PGD -> PUD -> PMD: the PMD slot of ``address``, allocating tables if asked.
+
+    Mirrors ``pgd_offset()``/``pud_alloc()``/``pmd_alloc()``.  Returns
+    ``(pmd_table_pfn, index)`` or None when a level is missing.
+    """
+    pud_t = _descend(k, (mm.pgd, int(pt.pgd_index(address))), _LEVEL_PUD, alloc)
+    if pud_t is None:
+        return None
+    pmd_t = _descend(k, (pud_t, int(pt.pud_index(address))), _LEVEL_PMD, alloc)
+    if pmd_t is None:
+        return None
+    return (pmd_t, int(pt.pmd_index(address)))
+
+
+def pte_table_of(k, pmd_value):
+    """The PTE-table page a non-huge, present PMD points to."""
+    return int(pt.pte_pfn(pmd_value))
+
+
+def __pte_alloc(k, mm, pmdp):
+    """Mirrors ``__pte_alloc()``: give an empty PMD a PTE table."""
+    new = pte_alloc_one(k, mm)
+    if entry(k, pmdp) != 0:  # populated meanwhile (an interleaved fault)
+        pte_free(k, mm, new)
+        return
+    mm.nr_ptes += 1
+    set_entry(k, pmdp, pt.mk_table_entry(new))
+
+
+def pgtable_trans_huge_deposit(k, mm, pmdp, pgtable):
+    """Mirrors ``pgtable_trans_huge_deposit()``: park a PTE table beside a huge PMD."""
+    mm.pmd_huge_pte.setdefault(pmdp[0], []).append(pgtable)
+
+
+def pgtable_trans_huge_withdraw(k, mm, pmdp):
+    """Mirrors ``pgtable_trans_huge_withdraw()``: take back the newest deposited table."""
+    deposited = mm.pmd_huge_pte.get(pmdp[0])
+    if not deposited:
+        raise VMBug(f"pgtable_trans_huge_withdraw: nothing deposited for PMD table {pmdp[0]:#x}")
+    pgtable = deposited.pop()
+    if not deposited:
+        del mm.pmd_huge_pte[pmdp[0]]
+    return pgtable
+
+
+# ---------------------------------------------------------------- rmap
+
+def anon_vma_prepare(k, vma):
+    """Mirrors ``anon_vma_prepare()``: give the VMA an anon_vma on its first fault."""
+    if vma.anon_vma is None:
+        av = k.machine.new_anon_vma()
+        av.root = av
+        vma.anon_vma = av
+        vma.anon_vma_chain.append(av)
+        av.vmas.append(vma)
+
+
+def page_add_new_anon_rmap(k, page, vma, address):
+    """Mirrors ``page_add_new_anon_rmap()``: first mapping of a new anon page.
+
+    ``_mapcount`` raw 0, ``mapping`` = anon_vma | ``PAGE_MAPPING_ANON``,
+    ``index`` = linear page index, on the LRU; a THP head also moves
+    ``nr_anon_transparent_hugepages``.
+    """
+    mm = k.mem_map
+    mm["_mapcount"][page] = 0
+    mm["mapping"][page] = vma.anon_vma.id << 2 | PAGE_MAPPING_ANON
+    mm["index"][page] = vma.linear_page_index(address)
+    mm["flags"][page] |= np.uint32((1 << PG.swapbacked) | (1 << PG.uptodate) | (1 << PG.lru))
+    if mm["flags"][page] & np.uint32(1 << PG.head):
+        k.machine.vmstat.count("nr_anon_transparent_hugepages")
+
+
+def page_dup_rmap(k, pages):
+    """Mirrors ``page_dup_rmap()`` (fork): one more mapping of each page."""
+    np.add.at(k.mem_map["_mapcount"], np.asarray(pages), 1)
+
+
+# ---------------------------------------------------------------- faults
+
+def do_anonymous_page(k, mm, vma, address, ptep, write):
+    """Mirrors ``do_anonymous_page()``: a fresh 4 KiB page behind an empty PTE.
+
+    SIMPLIFICATION: no zero page.  v3.14 maps the shared zero page on a read
+    fault and allocates on the first write; thplab allocates at once, as the
+    kernel does when the zero page is not used.
+    """
+    anon_vma_prepare(k, vma)
+    page = k.machine.allocator.alloc_pages(0, Use.anon)
+    e = pt.mk_pte(page, vm_get_page_prot(vma.vm_flags))
+    if vma.vm_flags & VM_WRITE:
+        e = pt.set_bits(e, pt._PAGE_RW | pt._PAGE_DIRTY)
+    mm.anon_rss += 1
+    page_add_new_anon_rmap(k, page, vma, address)
+    set_entry(k, ptep, e)
+    return 0
+
+
+def do_wp_page(k, mm, vma, address, ptep, orig_pte):
+    """Mirrors ``do_wp_page()``: write to a write-protected PTE in a writable VMA.
+
+    Reuse the page if this is its only mapping (``reuse_swap_page()``:
+    ``page_mapcount() == 1``), otherwise copy it to a new page.
+    """
+    old = int(pt.pte_pfn(orig_pte))
+    if k.PageAnon(old) and k.page_mapcount(old) == 1:
+        set_entry(k, ptep, pt.set_bits(orig_pte, pt._PAGE_RW | pt._PAGE_DIRTY | pt._PAGE_ACCESSED))
+        return 0
+    anon_vma_prepare(k, vma)
+    new = k.machine.allocator.alloc_pages(0, Use.anon)
+    if not k.PageAnon(old):
+        mm.file_rss -= 1
+        mm.anon_rss += 1
+    e = pt.set_bits(pt.mk_pte(new, vm_get_page_prot(vma.vm_flags)), pt._PAGE_RW | pt._PAGE_DIRTY)
+    page_add_new_anon_rmap(k, new, vma, address)
+    set_entry(k, ptep, e)
+    k.page_remove_rmap(np.array([old]))
+    k.put_page(np.array([old]))
+    return 0
+
+
+def handle_mm_fault(k, mm, vma, address, write):
+    """Mirrors ``handle_mm_fault()``: the level's ``__handle_mm_fault()``."""
+    return k.__handle_mm_fault(mm, vma, address, write)
+
+
+def handle_pte_fault(k, mm, vma, address, pmdp, write):
+    """Mirrors ``handle_pte_fault()`` for anonymous memory."""
+    ptep = (pte_table_of(k, entry(k, pmdp)), int(pt.pte_index(address)))
+    e = entry(k, ptep)
+    if not pt.pte_present(e):
+        return do_anonymous_page(k, mm, vma, address, ptep, write)
+    if write and not pt.pte_write(e):
+        return do_wp_page(k, mm, vma, address, ptep, e)
+    bits = pt._PAGE_ACCESSED | (pt._PAGE_DIRTY if write else 0)
+    set_entry(k, ptep, pt.set_bits(e, bits))
+    return 0
+
+
+# ---------------------------------------------------------------- zap
+
+def zap_pte_range(k, mm, vma, pte_table, start, end):
+    """Mirrors ``zap_pte_range()``: clear the PTEs of ``[start, end)``, drop their pages.
+
+    One PTE table, one vector operation: ``page_remove_rmap()`` and
+    ``put_page()`` (via the TLB gather) on every page that was mapped.
+    """
+    i0, i1 = int(pt.pte_index(start)), int(pt.pte_index(end - PAGE_SIZE)) + 1
+    entries = k.machine.pgtables.table(pte_table)[i0:i1]
+    present = pt.pte_present(entries)
+    if not present.any():
+        return
+    pages = pt.pte_pfn(entries[present])
+    entries[present] = 0
+    anon = k.PageAnon(pages)
+    mm.anon_rss -= int(anon.sum())
+    mm.file_rss -= int((~anon).sum())
+    k.page_remove_rmap(pages)
+    k.put_page(pages)
+
+
+def zap_pmd_range(k, mm, vma, start, end):
+    """Mirrors ``zap_pmd_range()``: whole huge PMDs are zapped, partial ones split first."""
+    addr = start
+    while addr < end:
+        nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
+        pmdp = pmd_offset(k, mm, addr)
+        if pmdp is not None:
+            e = entry(k, pmdp)
+            if pt.pmd_trans_huge(e):
+                if nxt - addr != HPAGE_PMD_SIZE:
+                    k.split_pmd(vma, pmdp, addr)
+                elif k.zap_huge_pmd(vma, pmdp, addr):
+                    addr = nxt
+                    continue
+                e = entry(k, pmdp)
+            if e and not pt.pmd_trans_huge(e):
+                zap_pte_range(k, mm, vma, pte_table_of(k, e), addr, nxt)
+        addr = nxt
+
+
+def free_pgtables(k, mm, start, end):
+    """Mirrors ``free_pgtables()``: free tables under ``[start, end)`` that no VMA needs.
+
+    SIMPLIFICATION: the kernel frees between the neighbouring VMAs' floor
+    and ceiling; thplab frees every PTE, PMD and PUD table whose whole span is
+    outside all VMAs, which is the same set of tables.
+    """
+    def unused(lo, size):
+        return not mm.vmas_in(lo, lo + size)
+
+    m = k.machine
+    lo = start & ~((1 << PGDIR_SHIFT) - 1)
+    for g in range(lo, end, 1 << PGDIR_SHIFT):
+        pgd_slot = (mm.pgd, int(pt.pgd_index(g)))
+        pud_t = entry(k, pgd_slot)
+        if not pud_t:
+            continue
+        pud_t = int(pt.pte_pfn(pud_t))
+        for u in range(max(g, start & ~((1 << PUD_SHIFT) - 1)), min(g + (1 << PGDIR_SHIFT), end), 1 << PUD_SHIFT):
+            pud_slot = (pud_t, int(pt.pud_index(u)))
+            pmd_t = entry(k, pud_slot)
+            if not pmd_t:
+                continue
+            pmd_t = int(pt.pte_pfn(pmd_t))
+            table = m.pgtables.table(pmd_t)
+            first = max(u, start & HPAGE_PMD_MASK)
+            last = min(u + (1 << PUD_SHIFT), end)
+            for a in range(first, last, HPAGE_PMD_SIZE):
+                i = int(pt.pmd_index(a))
+                e = int(table[i])
+                if e and not pt.pmd_trans_huge(e) and unused(a, HPAGE_PMD_SIZE):
+                    table[i] = 0
+                    pte_free(k, mm, int(pt.pte_pfn(e)))
+                    mm.nr_ptes -= 1
+            if not table.any() and unused(u, 1 << PUD_SHIFT) and pmd_t not in mm.pmd_huge_pte:
+                set_entry(k, pud_slot, 0)
+                _table_page_free(k, pmd_t)
+        if not m.pgtables.table(pud_t).any() and unused(g, 1 << PGDIR_SHIFT):
+            set_entry(k, pgd_slot, 0)
+            _table_page_free(k, pud_t)
+
+
+def free_all_pgtables(k, mm):
+    """Free every table of an mm that has no VMAs left, and its PGD (end of ``exit_mmap()``)."""
+    tables = k.machine.pgtables
+    pgd = tables.table(mm.pgd)
+    for gi in np.flatnonzero(pgd).tolist():
+        pud_t = int(pt.pte_pfn(pgd[gi]))
+        pud = tables.table(pud_t)
+        for ui in np.flatnonzero(pud).tolist():
+            pmd_t = int(pt.pte_pfn(pud[ui]))
+            pmd = tables.table(pmd_t)
+            for di in np.flatnonzero(pmd).tolist():
+                if pt.pmd_trans_huge(pmd[di]):
+                    raise VMBug(f"free_all_pgtables: huge PMD left in pid {mm.pid}")
+                pte_free(k, mm, int(pt.pte_pfn(pmd[di])))
+                mm.nr_ptes -= 1
+            if pmd_t in mm.pmd_huge_pte:
+                raise VMBug(f"free_all_pgtables: deposited tables left in pid {mm.pid}")
+            _table_page_free(k, pmd_t)
+        _table_page_free(k, pud_t)
+    _table_page_free(k, mm.pgd)
+
+
+# ---------------------------------------------------------------- fork
+
+def copy_pte_range(k, dst_mm, src_mm, dst_pmdp, src_pte_table, vma, start, end):
+    """Mirrors ``copy_pte_range()``/``copy_one_pte()``: share every mapped page with the child.
+
+    Each page gets ``get_page()`` and ``page_dup_rmap()``; a writable entry is
+    write-protected in both (COW), and the child's copy is made old.
+    """
+    if entry(k, dst_pmdp) == 0:
+        __pte_alloc(k, dst_mm, dst_pmdp)
+    i0, i1 = int(pt.pte_index(start)), int(pt.pte_index(end - PAGE_SIZE)) + 1
+    src = k.machine.pgtables.table(src_pte_table)[i0:i1]
+    dst = k.machine.pgtables.table(pte_table_of(k, entry(k, dst_pmdp)))[i0:i1]
+    present = pt.pte_present(src)
+    if not present.any():
+        return
+    pages = pt.pte_pfn(src[present])
+    k.get_page(pages)
+    page_dup_rmap(k, pages)
+    src[present] = pt.clear_bits(src[present], pt._PAGE_RW)
+    dst[present] = pt.clear_bits(src[present], pt._PAGE_ACCESSED)
+    anon = k.PageAnon(pages)
+    dst_mm.anon_rss += int(anon.sum())
+    dst_mm.file_rss += int((~anon).sum())
+
+
+def copy_page_range(k, dst_mm, src_mm, vma):
+    """Mirrors ``copy_page_range()``/``copy_pmd_range()`` for one VMA."""
+    addr, end = vma.vm_start, vma.vm_end
+    while addr < end:
+        nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
+        src_pmdp = pmd_offset(k, src_mm, addr)
+        if src_pmdp is not None and entry(k, src_pmdp):
+            dst_pmdp = pmd_offset(k, dst_mm, addr, alloc=True)
+            if pt.pmd_trans_huge(entry(k, src_pmdp)):
+                if k.copy_huge_pmd(dst_mm, src_mm, dst_pmdp, src_pmdp, addr, vma) == 0:
+                    addr = nxt
+                    continue
+            src_e = entry(k, src_pmdp)
+            if src_e and not pt.pmd_trans_huge(src_e):
+                copy_pte_range(k, dst_mm, src_mm, dst_pmdp, pte_table_of(k, src_e), vma, addr, nxt)
+        addr = nxt
+
+
+# ---------------------------------------------------------------- mprotect
+
+def change_pte_range(k, mm, pte_table, start, end, newprot):
+    """Mirrors ``change_pte_range()``: ``pte_modify()`` every mapped entry of the range."""
+    i0, i1 = int(pt.pte_index(start)), int(pt.pte_index(end - PAGE_SIZE)) + 1
+    entries = k.machine.pgtables.table(pte_table)[i0:i1]
+    present = pt.pte_present(entries)
+    entries[present] = pt.pte_modify(entries[present], newprot)
+
+
+def change_protection(k, mm, vma, start, end, newprot):
+    """Mirrors ``change_protection()``/``change_pmd_range()``."""
+    addr = start
+    while addr < end:
+        nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
+        pmdp = pmd_offset(k, mm, addr)
+        if pmdp is not None:
+            e = entry(k, pmdp)
+            if pt.pmd_trans_huge(e):
+                if nxt - addr != HPAGE_PMD_SIZE:
+                    k.split_pmd(vma, pmdp, addr)
+                elif k.change_huge_pmd(vma, pmdp, addr, newprot):
+                    addr = nxt
+                    continue
+                e = entry(k, pmdp)
+            if e and not pt.pmd_trans_huge(e):
+                change_pte_range(k, mm, pte_table_of(k, e), addr, nxt, newprot)
+        addr = nxt
+
+
+def vma_adjust_trans_huge(k, vma, address):
+    """Mirrors ``__vma_adjust_trans_huge()``: a VMA boundary is about to move to ``address``.
+
+    If ``address`` is not 2 MiB aligned and the VMA could hold a huge PMD
+    around it, that PMD must be split first (``split_huge_page_address()``).
+    """
+    if address & ~HPAGE_PMD_MASK and vma.vm_start <= (address & HPAGE_PMD_MASK) \
+            and (address & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE <= vma.vm_end:
+        k.split_huge_page_address(vma, address)
+
+
+# ---------------------------------------------------------------- walk
+
+def walk(k, mm, addresses):
+    """Translate many virtual addresses at once, as the MMU would.
+
+    Returns a dict of arrays, one element per address: ``pfn`` (-1 when not
+    mapped), ``level`` (2 = mapped by a huge PMD, 1 = by a PTE, 0 = not
+    mapped), ``pmd`` and ``pte`` (the entries read; 0 where absent), and
+    ``writable``.
+    """
+    m = k.machine
+    tables = m.pgtables
+    a = np.atleast_1d(np.asarray(addresses, dtype=np.uint64))
+    n = len(a)
+    out = {"pfn": np.full(n, -1, np.int64), "level": np.zeros(n, np.int8),
+           "pmd": np.zeros(n, np.uint64), "pte": np.zeros(n, np.uint64),
+           "writable": np.zeros(n, bool)}
+
+    def step(table_pfns, index, ok):
+        rows = np.where(ok, tables.row_of[np.where(ok, table_pfns, 0)], -1)
+        ok = ok & (rows >= 0)
+        e = np.where(ok, tables.entries[np.where(ok, rows, 0), index.astype(np.int64)], 0).astype(np.uint64)
+        return e, ok & (e != 0)
+
+    ok = np.ones(n, bool)
+    g, ok = step(np.full(n, mm.pgd), pt.pgd_index(a), ok)
+    u, ok = step(pt.pte_pfn(g), pt.pud_index(a), ok)
+    d, ok = step(pt.pte_pfn(u), pt.pmd_index(a), ok)
+    out["pmd"] = np.where(ok, d, 0).astype(np.uint64)
+    huge = ok & pt.pmd_trans_huge(d)
+    sub = ((a >> np.uint64(PAGE_SHIFT)) & np.uint64(HPAGE_PMD_NR - 1)).astype(np.int64)
+    out["pfn"][huge] = pt.pmd_pfn(d[huge]) + sub[huge]
+    out["level"][huge] = 2
+    out["writable"][huge] = pt.pte_write(d[huge])
+    table = ok & ~huge
+    e, okp = step(pt.pte_pfn(d), pt.pte_index(a), table)
+    okp &= pt.pte_present(e)
+    out["pte"] = np.where(table, e, 0).astype(np.uint64)
+    out["pfn"][okp] = pt.pte_pfn(e[okp])
+    out["level"][okp] = 1
+    out["writable"][okp] = pt.pte_write(e[okp])
+    return out
+
+
+def vm_flags_for(prot):
+    """vm_flags for an anonymous private mapping with ``prot`` (``calc_vm_prot_bits``)."""
+    from .params import PROT_EXEC, PROT_READ, PROT_WRITE, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE
+
+    flags = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    if prot & PROT_READ:
+        flags |= VM_READ
+    if prot & PROT_WRITE:
+        flags |= VM_WRITE
+    if prot & PROT_EXEC:
+        flags |= VM_EXEC
+    return flags
+

@@ -1,0 +1,168 @@
+"""How thplab builds a kernel: the base plus a prefix of the patch series.
+
+A :class:`Patch` records the kernel functions one patch of the RFC series
+replaces or removes.  :class:`Kernel` stacks patches 1..k on the base, the way
+a series is bisected, and answers ``kernel.<name>`` from the newest definition.
+Shared code calls ``k.get_page(...)``; it never asks which level it runs at.
+"""
+
+import difflib
+import inspect
+import threading
+import types
+from dataclasses import dataclass, field
+
+from ..errors import KernelFunctionRemoved
+
+
+@dataclass(eq=False)
+class Patch:
+    """One email of the series: its metadata and the functions it changes."""
+
+    number: int
+    subject: str
+    #: ``{path: lines changed}`` from the cover letter's diffstat, where known.
+    files: dict
+    summary: str
+    why: str
+    link: str
+    #: How sure thplab is about this patch's content: "posted" (read in the
+    #: archive) or "reconstructed" (body not archived; see kernel-semantics §2.0).
+    source: str = "posted"
+    capabilities: dict = field(default_factory=dict)
+    functions: dict = field(default_factory=dict)
+    removed: dict = field(default_factory=dict)
+    #: Kernel data this patch defines or replaces (e.g. ``VM_EVENTS``).
+    data: dict = field(default_factory=dict)
+
+    def replaces(self, fn=None, *, name=None):
+        """Decorator: ``fn`` is this patch's version of the kernel function of its name."""
+        def register(f):
+            self.functions[name or f.__name__] = f
+            return f
+        return register(fn) if fn is not None else register
+
+    def removes(self, *names, why):
+        """Record kernel functions that no longer exist after this patch."""
+        for n in names:
+            self.removed[n] = why
+
+    @property
+    def title(self):
+        return f"[PATCH, RFC {self.number:02d}/10] {self.subject}"
+
+
+class _Removed:
+    def __init__(self, name, patch, why):
+        self.name, self.patch, self.why = name, patch, why
+
+
+class Kernel:
+    """A kernel: ``BASE`` with patches ``1..level`` of the series applied in order.
+
+    Attribute access returns the newest definition bound to this kernel, so
+    ``k.put_page(pages)`` runs the put_page of this level.  A function a
+    patch removed raises :class:`KernelFunctionRemoved` with the reason.
+    """
+
+    def __init__(self, machine, level):
+        from . import BASE, PATCHES
+
+        if not 0 <= level <= len(PATCHES):
+            raise ValueError(f"series level must be 0..{len(PATCHES)}, got {level}")
+        self.machine = machine
+        self.level = level
+        self.patches = PATCHES[:level]
+        self._table = {}
+        self._history = {}
+        self.caps = {}
+        for patch in [BASE] + list(self.patches):
+            self.caps.update(patch.capabilities)
+            for name, fn in patch.functions.items():
+                self._history.setdefault(name, []).append((patch, fn))
+                self._table[name] = fn
+            for name, value in patch.data.items():
+                self._history.setdefault(name, []).append((patch, value))
+                self.__dict__[name] = value
+            for name, why in patch.removed.items():
+                self._history.setdefault(name, []).append((patch, None))
+                self._table[name] = _Removed(name, patch, why)
+        self._local = threading.local()
+
+    def __getattr__(self, name):
+        table = self.__dict__.get("_table")
+        if table is None or name not in table:
+            raise AttributeError(f"kernel level {self.__dict__.get('level')} has no "
+                                 f"function or attribute {name!r}")
+        fn = table[name]
+        if isinstance(fn, _Removed):
+            raise KernelFunctionRemoved(
+                f"{name}() does not exist at series level {self.level}: removed by patch "
+                f"{fn.patch.number:02d} ({fn.patch.subject}). {fn.why}")
+        bound = types.MethodType(fn, self)
+        self.__dict__[name] = bound
+        return bound
+
+    def __repr__(self):
+        top = self.patches[-1].title if self.patches else "old kernel (before the series)"
+        return f"<Kernel level {self.level}: {top}>"
+
+    def has(self, name):
+        """Whether this kernel defines ``name`` (not removed)."""
+        return name in self._table and not isinstance(self._table[name], _Removed)
+
+    def defined_by(self, name):
+        """The patch (or base) whose definition of ``name`` this kernel runs."""
+        patch = None
+        for p, _ in self._history.get(name, []):
+            patch = p
+        return patch
+
+    def previous(self, name, patch):
+        """The definition of ``name`` just before ``patch`` (for patches that wrap one)."""
+        fn = None
+        for p, f in self._history.get(name, []):
+            if p is patch:
+                break
+            fn = f
+        if fn is None:
+            raise KernelFunctionRemoved(f"{name}() has no definition before patch {patch.number:02d}")
+        return types.MethodType(fn, self)
+
+    # Python-only helpers the model code uses; not kernel functions.
+    @property
+    def mem_map(self):
+        return self.machine.mem_map
+
+    def count_vm_event(self, name, n=1):
+        """Mirrors ``count_vm_event()``; the event must exist at this level."""
+        self.machine.vmstat.count(name, n)
+
+    def cost(self, what, n=1):
+        """Count ``n`` operations of kind ``what`` for the cost model."""
+        self.machine.costs[what] += int(n)
+
+    def point(self, name, **detail):
+        """A kernel-named point where a step-through records and an interleaving may switch."""
+        tracer = self.machine.tracer
+        if tracer is not None:
+            tracer.point(name, detail)
+
+
+def function_diff(patch, name, level_kernel_cls=None):
+    """Unified diff of ``name`` before and after ``patch``, from the model's sources."""
+    from . import BASE, PATCHES
+
+    before = None
+    for p in [BASE] + PATCHES:
+        if p is patch:
+            break
+        if name in p.functions:
+            before = p.functions[name]
+        if name in p.removed:
+            before = None
+    after = patch.functions.get(name)
+    a = inspect.getsource(before).splitlines() if before else []
+    b = inspect.getsource(after).splitlines() if after else []
+    return "\n".join(difflib.unified_diff(a, b, f"{name} before {patch.number:02d}",
+                                          f"{name} after {patch.number:02d}", lineterm=""))

@@ -1,0 +1,775 @@
+"""Level 0: the kernel before the series (v3.14, with the v3.16 ``_PAGE_SPLITTING`` bit).
+
+Every kernel function whose behaviour patches 01-10 change lives here under
+its kernel name.  Tail pages are refcounted: ``get_page()`` on a tail bumps
+the head's ``_count`` *and* the tail's ``_mapcount``, which therefore counts
+pins, not mappings.  ``split_huge_page()`` never fails: it splits the whole
+compound page in every process that maps it, in three phases.
+
+Sources: kernel-semantics.md §1 (v3.14 ``mm/huge_memory.c``, ``mm/swap.c``,
+``include/linux/mm.h``, ``mm/gup.c``, ``arch/x86/mm/gup.c``, ``kernel/futex.c``).
+"""
+
+import numpy as np
+
+from .. import memory as mem
+from .. import pgtable as pt
+from ..errors import VMBug
+from ..page_alloc import dump_page
+from ..page_flags import PG, PageCompound, PageHead, PageTail, Use, compound_head
+from ..params import (EAGAIN, EBUSY, EFAULT, FOLL_GET, FOLL_SPLIT, FOLL_WRITE,
+                      HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, VM_WRITE)
+from ._kernel import Patch
+
+BASE = Patch(
+    number=0,
+    subject="the kernel before the series (v3.14-v3.16)",
+    files={},
+    summary="Tail-page refcounting; split_huge_page() never fails and splits every mapping.",
+    why="Designed around two requirements: split must never fail, and get_user_pages() "
+        "keeps its interface. So every pin on a tail must be recorded on that tail.",
+    link="https://elixir.bootlin.com/linux/v3.14/source/mm/huge_memory.c",
+    capabilities={
+        "tail_pins": True,               # tail _mapcount counts pins
+        "pte_mapped_thp": False,         # a THP is never mapped by PTEs
+        "split_can_fail": False,
+        "foll_split": True,
+        "splitting_pmd": True,           # _PAGE_SPLITTING exists
+        "futex_thp_special_case": True,
+        "page_anon_on_tail": False,
+        "split_huge_page_works": True,
+    },
+)
+replaces = BASE.replaces
+
+#: ``enum vm_event_item`` THP events under their /proc/vmstat names (v3.14).
+BASE.data["VM_EVENTS"] = ("thp_fault_alloc", "thp_fault_fallback", "thp_collapse_alloc",
+                          "thp_collapse_alloc_failed", "thp_split", "thp_zero_page_alloc",
+                          "thp_zero_page_alloc_failed")
+
+
+def _pages(page):
+    return np.atleast_1d(np.asarray(page, dtype=np.int64))
+
+
+def _release(k, heads):
+    """Free the pages among ``heads`` whose ``_count`` reached 0 (``__put_single_page``/compound dtor)."""
+    heads = np.unique(heads)
+    dead = heads[k.mem_map["_count"][heads] == 0]
+    if len(dead):
+        k.machine.allocator.free_pages(dead)
+    return dead
+
+
+# ------------------------------------------------------------ page accessors
+
+@replaces
+def PageAnon(k, page):
+    """Mirrors ``PageAnon()`` (v3.14): bit 0 of *this* struct page's ``mapping``.
+
+    A tail's ``mapping`` is NULL, so ``PageAnon(tail)`` is false -- patch 02 changes this.
+    """
+    return (k.mem_map["mapping"][page] & 1) != 0
+
+
+@replaces
+def page_mapcount(k, page):
+    """Mirrors ``page_mapcount()``: ``_mapcount + 1`` of this struct page, no compound logic.
+
+    On a tail in this kernel that is the number of *pins* on the tail.
+    """
+    return k.mem_map["_mapcount"][page] + 1
+
+
+@replaces
+def page_count(k, page):
+    """Mirrors ``page_count()``: the head's ``_count``."""
+    return k.mem_map["_count"][compound_head(k.mem_map, page)]
+
+
+@replaces
+def get_page(k, page):
+    """Mirrors ``get_page()`` (include/linux/mm.h, mm/swap.c ``__get_page_tail()``), vectorized.
+
+    Head or normal page: ``_count`` +1.  THP tail: head ``_count`` +1 *and*
+    tail ``_mapcount`` +1, under ``compound_lock`` with interrupts off, so
+    that a split can hand each pin to the right tail.
+    """
+    mm = k.mem_map
+    pages = _pages(page)
+    heads = compound_head(mm, pages)
+    if (mm["_count"][heads] <= 0).any():
+        bad = int(pages[mm["_count"][heads] <= 0][0])
+        raise VMBug(dump_page(mm, bad, "get_page: VM_BUG_ON(page_count <= 0)"))
+    tails = pages[PageTail(mm, pages)]
+    for head in np.unique(compound_head(mm, tails)).tolist():
+        k.machine.smp.lock(k, ("compound_lock", head), "__get_page_tail: compound_lock")
+        k.machine.smp.unlock(k, ("compound_lock", head))
+    np.add.at(mm["_count"], heads, 1)
+    np.add.at(mm["_mapcount"], tails, 1)
+    # get_page_unless_zero(head) + lock + atomic_inc(tail->_mapcount) + unlock
+    k.cost("atomic", len(pages) - len(tails) + 4 * len(tails))
+    k.cost("compound_lock", len(tails))
+    k.cost("irq_save", len(tails))
+
+
+@replaces
+def get_page_foll(k, page):
+    """Mirrors ``get_page_foll()`` (mm/internal.h): like ``get_page()`` without ``compound_lock``.
+
+    ``follow_page()`` holds the page-table lock, which already excludes a split.
+    """
+    mm = k.mem_map
+    pages = _pages(page)
+    tails = pages[PageTail(mm, pages)]
+    np.add.at(mm["_count"], compound_head(mm, pages), 1)
+    np.add.at(mm["_mapcount"], tails, 1)
+    k.cost("atomic", len(pages) + len(tails))
+
+
+@replaces
+def put_page(k, page):
+    """Mirrors ``put_page()``/``put_compound_page()`` (mm/swap.c, v3.14), vectorized.
+
+    Tail: under ``compound_lock``, tail ``_mapcount`` -1, then head ``_count`` -1.
+    A page whose ``_count`` reaches 0 is freed (a THP as one 2 MiB block).
+    """
+    mm = k.mem_map
+    pages = _pages(page)
+    heads = compound_head(mm, pages)
+    tails = pages[PageTail(mm, pages)]
+    if (mm["_count"][heads] <= 0).any():
+        bad = int(pages[mm["_count"][heads] <= 0][0])
+        raise VMBug(dump_page(mm, bad, "put_page: VM_BUG_ON(page_count == 0)"))
+    if len(tails):
+        pins = np.bincount(tails - tails.min(), minlength=1)
+        idx = np.flatnonzero(pins)
+        if (mm["_mapcount"][tails.min() + idx] + 1 < pins[idx]).any():
+            raise VMBug(dump_page(mm, int(tails[0]), "put_compound_page: tail has no pin to drop"))
+    for head in np.unique(compound_head(mm, tails)).tolist():
+        k.point("put_compound_page: compound_lock_irqsave(head)", head=head)
+        k.machine.smp.lock(k, ("compound_lock", head), "put_compound_page: compound_lock")
+        k.machine.smp.unlock(k, ("compound_lock", head))
+    np.add.at(mm["_mapcount"], tails, -1)
+    np.add.at(mm["_count"], heads, -1)
+    # get_page_unless_zero(head), lock, put_page_testzero(head), atomic_dec(tail), unlock, put(head)
+    k.cost("atomic", len(pages) - len(tails) + 6 * len(tails))
+    k.cost("compound_lock", len(tails))
+    k.cost("irq_save", len(tails))
+    _release(k, heads)
+
+
+# ------------------------------------------------------------ rmap
+
+@replaces
+def page_remove_rmap(k, page, compound=False):
+    """Mirrors ``page_remove_rmap()`` (mm/rmap.c, v3.14) for anon pages, vectorized.
+
+    ``_mapcount`` -1; when a THP head's count goes back to -1 the THP no
+    longer counts in ``nr_anon_transparent_hugepages``.  (``compound`` is
+    accepted so that callers are the same at every level; v3.14 decides by
+    ``PageTransHuge()``.)
+    """
+    mm = k.mem_map
+    pages = _pages(page)
+    np.add.at(mm["_mapcount"], pages, -1)
+    gone = pages[(mm["_mapcount"][pages] == -1) & PageHead(mm, pages)]
+    if len(gone):
+        k.machine.vmstat.count("nr_anon_transparent_hugepages", -len(np.unique(gone)))
+
+
+# ------------------------------------------------------------ huge PMD faults and fork
+
+@replaces
+def do_huge_pmd_anonymous_page(k, mm, vma, address, pmdp, write):
+    """Mirrors ``do_huge_pmd_anonymous_page()``: map a new THP with one PMD leaf.
+
+    SIMPLIFICATION: no huge zero page (as with ``use_zero_page`` = 0): a read
+    fault allocates a THP too.
+    """
+    haddr = address & HPAGE_PMD_MASK
+    if haddr < vma.vm_start or haddr + HPAGE_PMD_SIZE > vma.vm_end:
+        return mem.VM_FAULT_FALLBACK
+    alloc = k.machine.allocator
+    if not alloc.can_alloc(HPAGE_PMD_NR.bit_length() - 1) or alloc.nr_free_pages < HPAGE_PMD_NR + 1:
+        k.count_vm_event("thp_fault_fallback")
+        return mem.VM_FAULT_FALLBACK
+    mem.anon_vma_prepare(k, vma)
+    pgtable = mem.pte_alloc_one(k, mm)
+    page = alloc.alloc_pages(HPAGE_PMD_NR.bit_length() - 1, Use.anon)
+    e = pt.set_bits(pt.mk_huge_pmd(page, mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
+    if vma.vm_flags & VM_WRITE:
+        e = pt.set_bits(e, pt._PAGE_RW)
+    mem.page_add_new_anon_rmap(k, page, vma, haddr)
+    mem.pgtable_trans_huge_deposit(k, mm, pmdp, pgtable)
+    mem.set_entry(k, pmdp, e)
+    mm.anon_rss += HPAGE_PMD_NR
+    mm.nr_ptes += 1
+    k.count_vm_event("thp_fault_alloc")
+    return 0
+
+
+@replaces
+def do_huge_pmd_wp_page(k, mm, vma, address, pmdp, orig_pmd):
+    """Mirrors ``do_huge_pmd_wp_page()``: write fault on a write-protected huge PMD.
+
+    Reuse the THP when ``page_mapcount(head) == 1``; else copy all 2 MiB to a
+    new THP.  SIMPLIFICATION: when no THP is free, v3.14 copies into 512
+    small pages (``do_huge_pmd_wp_page_fallback``); thplab splits the PMD and
+    lets the 4 KiB fault path copy on demand.
+    """
+    haddr = address & HPAGE_PMD_MASK
+    page = int(pt.pmd_pfn(orig_pmd))
+    if k.page_mapcount(page) == 1:
+        mem.set_entry(k, pmdp, pt.set_bits(orig_pmd, pt._PAGE_RW | pt._PAGE_DIRTY | pt._PAGE_ACCESSED))
+        return 0
+    k.get_page(page)
+    alloc = k.machine.allocator
+    if not alloc.can_alloc(HPAGE_PMD_NR.bit_length() - 1):
+        k.split_pmd(vma, pmdp, address)
+        k.put_page(page)
+        k.count_vm_event("thp_fault_fallback")
+        return mem.VM_FAULT_FALLBACK
+    new = alloc.alloc_pages(HPAGE_PMD_NR.bit_length() - 1, Use.anon)
+    e = pt.set_bits(pt.mk_huge_pmd(new, mem.vm_get_page_prot(vma.vm_flags)),
+                    pt._PAGE_DIRTY | pt._PAGE_RW)
+    mem.page_add_new_anon_rmap(k, new, vma, haddr)
+    mem.set_entry(k, pmdp, e)
+    k.page_remove_rmap(page, compound=True)
+    k.put_page([page, page])  # the PMD's reference and ours
+    k.count_vm_event("thp_fault_alloc")
+    return 0
+
+
+@replaces
+def copy_huge_pmd(k, dst_mm, src_mm, dst_pmdp, src_pmdp, addr, vma):
+    """Mirrors ``copy_huge_pmd()`` (fork): share the THP, write-protect both PMDs.
+
+    A PMD being split makes fork wait for the split and copy at PTE level
+    (``-EAGAIN``).
+    """
+    pgtable = mem.pte_alloc_one(k, dst_mm)
+    pmd = mem.entry(k, src_pmdp)
+    if not pt.pmd_trans_huge(pmd):
+        mem.pte_free(k, dst_mm, pgtable)
+        return -EAGAIN
+    if pt.pmd_trans_splitting(pmd):
+        mem.pte_free(k, dst_mm, pgtable)
+        k.wait_split_huge_page(vma.anon_vma, src_pmdp)
+        return -EAGAIN
+    page = int(pt.pmd_pfn(pmd))
+    k.get_page(page)
+    mem.page_dup_rmap(k, page)
+    dst_mm.anon_rss += HPAGE_PMD_NR
+    pmd = pt.clear_bits(pmd, pt._PAGE_RW)
+    mem.set_entry(k, src_pmdp, pmd)
+    mem.pgtable_trans_huge_deposit(k, dst_mm, dst_pmdp, pgtable)
+    mem.set_entry(k, dst_pmdp, pt.clear_bits(pmd, pt._PAGE_ACCESSED))
+    dst_mm.nr_ptes += 1
+    return 0
+
+
+@replaces
+def pmd_trans_huge_lock(k, pmdp, vma):
+    """Mirrors ``__pmd_trans_huge_lock()`` (v3.14): 1 if a stable huge PMD, -1 after waiting for a split."""
+    pmd = mem.entry(k, pmdp)
+    if not pt.pmd_trans_huge(pmd):
+        return 0
+    if k.pmd_trans_splitting(pmd):
+        k.wait_split_huge_page(vma.anon_vma, pmdp)
+        return -1
+    return 1
+
+
+@replaces
+def zap_huge_pmd(k, vma, pmdp, addr):
+    """Mirrors ``zap_huge_pmd()``: unmap a whole THP mapping; free the deposited table."""
+    if k.pmd_trans_huge_lock(pmdp, vma) != 1:
+        return 0
+    mm = vma.mm
+    orig = mem.entry(k, pmdp)
+    mem.set_entry(k, pmdp, 0)
+    pgtable = mem.pgtable_trans_huge_withdraw(k, mm, pmdp)
+    page = int(pt.pmd_pfn(orig))
+    k.page_remove_rmap(page, compound=True)
+    mm.anon_rss -= HPAGE_PMD_NR
+    mem.pte_free(k, mm, pgtable)
+    mm.nr_ptes -= 1
+    k.put_page(page)
+    return 1
+
+
+@replaces
+def change_huge_pmd(k, vma, pmdp, addr, newprot):
+    """Mirrors ``change_huge_pmd()``: mprotect() of a whole aligned THP rewrites the PMD."""
+    if k.pmd_trans_huge_lock(pmdp, vma) != 1:
+        return 0
+    mem.set_entry(k, pmdp, pt.pte_modify(mem.entry(k, pmdp), newprot))
+    return 1
+
+
+@replaces
+def __handle_mm_fault(k, mm, vma, address, write):
+    """Mirrors ``__handle_mm_fault()`` (mm/memory.c, v3.14) for anonymous memory.
+
+    Returns 0 when done -- also when the PMD is being split, in which case
+    the access simply faults again once the split is over.
+    """
+    pmdp = mem.pmd_offset(k, mm, address, alloc=True)
+    pmd = mem.entry(k, pmdp)
+    if pmd == 0 and mem.transparent_hugepage_enabled(k, vma):
+        ret = k.do_huge_pmd_anonymous_page(mm, vma, address, pmdp, write)
+        if not ret & mem.VM_FAULT_FALLBACK:
+            return ret
+    elif pt.pmd_trans_huge(pmd):
+        if k.pmd_trans_splitting(pmd):
+            k.point("__handle_mm_fault: PMD is splitting, retry the fault")
+            return 0
+        if write and not pt.pte_write(pmd):
+            ret = k.do_huge_pmd_wp_page(mm, vma, address, pmdp, pmd)
+            if not ret & mem.VM_FAULT_FALLBACK:
+                return ret
+        else:
+            mem.set_entry(k, pmdp, pt.set_bits(pmd, pt._PAGE_ACCESSED))
+            return 0
+    if mem.entry(k, pmdp) == 0:
+        mem.__pte_alloc(k, mm, pmdp)
+    if pt.pmd_trans_huge(mem.entry(k, pmdp)):
+        return 0
+    return mem.handle_pte_fault(k, mm, vma, address, pmdp, write)
+
+
+# ------------------------------------------------------------ get_user_pages
+
+@replaces
+def follow_trans_huge_pmd(k, vma, addr, pmdp, flags, nr):
+    """Mirrors ``follow_trans_huge_pmd()``: the subpages of a huge PMD, pinned with FOLL_GET.
+
+    Vectorized over ``nr`` consecutive subpages (the kernel's GUP loop calls
+    it once per page).  None if a write needs a COW fault first.
+    """
+    pmd = mem.entry(k, pmdp)
+    if flags & FOLL_WRITE and not pt.pte_write(pmd):
+        return None
+    first = int(pt.pmd_pfn(pmd)) + ((addr & ~HPAGE_PMD_MASK) >> 12)
+    pages = np.arange(first, first + nr, dtype=np.int64)
+    if flags & FOLL_GET:
+        k.get_page_foll(pages)
+    return pages
+
+
+@replaces
+def follow_page_mask(k, vma, address, flags, nr):
+    """Mirrors ``follow_page_mask()`` (mm/gup.c, v3.16) for up to ``nr`` pages in one PMD.
+
+    ``FOLL_SPLIT`` splits a huge PMD -- and with it the whole THP -- before
+    looking at the PTEs.  A PMD being split makes the walker wait.
+    Returns an array of the pages found (shorter than ``nr`` where a page
+    needs a fault), or None when the first page needs one.
+    """
+    mm = vma.mm
+    pmdp = mem.pmd_offset(k, mm, address)
+    if pmdp is None or mem.entry(k, pmdp) == 0:
+        return None
+    pmd = mem.entry(k, pmdp)
+    if pt.pmd_trans_huge(pmd):
+        if flags & FOLL_SPLIT:
+            k.split_huge_page_pmd(vma, address, pmdp)
+        elif k.pmd_trans_splitting(pmd):
+            k.wait_split_huge_page(vma.anon_vma, pmdp)
+        else:
+            return k.follow_trans_huge_pmd(vma, address, pmdp, flags, nr)
+    return _follow_pte_range(k, pmdp, address, flags, nr)
+
+
+def _follow_pte_range(k, pmdp, address, flags, nr):
+    """The PTE half of ``follow_page_mask()``, vectorized over one PTE table."""
+    pmd = mem.entry(k, pmdp)
+    if pmd == 0 or pt.pmd_trans_huge(pmd):
+        return None
+    i0 = int(pt.pte_index(address))
+    entries = k.machine.pgtables.table(mem.pte_table_of(k, pmd))[i0:i0 + nr]
+    ok = pt.pte_present(entries)
+    if flags & FOLL_WRITE:
+        ok &= pt.pte_write(entries)
+    n = len(ok) if ok.all() else int(np.argmin(ok))
+    if n == 0:
+        return None
+    pages = pt.pte_pfn(entries[:n])
+    if flags & FOLL_GET:
+        k.get_page_foll(pages)
+    return pages
+
+
+@replaces
+def gup_huge_pmd(k, pmd, addr, nr, write):
+    """Mirrors x86 ``gup_huge_pmd()`` (arch/x86/mm/gup.c): pin subpages of a 2 MiB leaf.
+
+    Every tail in the range gets ``get_huge_page_tail()`` (tail ``_mapcount``
+    +1); the head gets all ``nr`` references at once.
+    """
+    need = pt._PAGE_PRESENT | pt._PAGE_USER | (pt._PAGE_RW if write else 0)
+    if int(pmd) & need != need:
+        return None
+    head = int(pt.pmd_pfn(pmd))
+    pages = head + ((addr & ~HPAGE_PMD_MASK) >> 12) + np.arange(nr, dtype=np.int64)
+    mm = k.mem_map
+    if (mm["_count"][head] <= 0):
+        raise VMBug(dump_page(mm, head, "gup_huge_pmd: page_count == 0"))
+    tails = pages[pages != head]
+    np.add.at(mm["_mapcount"], tails, 1)
+    k.point("gup_huge_pmd: tail pins taken, head not yet", head=head)
+    mm["_count"][head] += nr
+    mm["flags"][head] |= np.uint32(1 << PG.referenced)
+    k.cost("atomic", 1 + len(tails))
+    return pages
+
+
+@replaces
+def gup_pmd_range(k, mm, addr, nr, write):
+    """Mirrors x86 ``gup_pmd_range()``: lock-free walk with interrupts disabled.
+
+    Bails out (returns None, so the caller takes the slow path) on an empty
+    PMD and -- in this kernel -- on a PMD being split: waiting here, with
+    interrupts off, would deadlock against the splitter's TLB-flush IPI.
+    """
+    pmdp = mem.pmd_offset(k, mm, addr)
+    if pmdp is None:
+        return None
+    pmd = mem.entry(k, pmdp)
+    k.point("gup_pmd_range: PMD read", pmd=hex(pmd))
+    if pmd == 0 or k.pmd_trans_splitting(pmd):
+        return None
+    if pt.pmd_trans_huge(pmd):
+        return k.gup_huge_pmd(pmd, addr, nr, write)
+    return _gup_pte_range(k, pmd, addr, nr, write)
+
+
+def _gup_pte_range(k, pmd, addr, nr, write):
+    """Mirrors x86 ``gup_pte_range()``: pin mapped user pages until the first that is not."""
+    i0 = int(pt.pte_index(addr))
+    entries = k.machine.pgtables.table(mem.pte_table_of(k, pmd))[i0:i0 + nr]
+    need = np.uint64(pt._PAGE_PRESENT | pt._PAGE_USER | (pt._PAGE_RW if write else 0))
+    ok = (entries & need) == need
+    n = len(ok) if ok.all() else int(np.argmin(ok))
+    if n == 0:
+        return None
+    pages = pt.pte_pfn(entries[:n])
+    k.get_page(pages)
+    return pages
+
+
+# ------------------------------------------------------------ splitting PMDs
+
+@replaces
+def pmd_trans_splitting(k, pmd):
+    """Mirrors x86 ``pmd_trans_splitting()``: is ``_PAGE_SPLITTING`` set?"""
+    return bool(pt.pmd_trans_splitting(pmd))
+
+
+@replaces
+def pmdp_splitting_flush(k, vma, address, pmdp):
+    """Mirrors x86 ``pmdp_splitting_flush()``: set ``_PAGE_SPLITTING``, flush the TLB range.
+
+    The PMD stays present and huge.  The flush exists "only to serialize
+    against gup-fast": its IPI cannot be taken by a CPU running gup-fast
+    with interrupts off, so when the flush returns no gup-fast still holds a
+    stale view of this PMD.
+    """
+    mem.set_entry(k, pmdp, pt.set_bits(mem.entry(k, pmdp), pt._PAGE_SPLITTING))
+    k.point("pmdp_splitting_flush: _PAGE_SPLITTING set", pid=vma.mm.pid)
+    k.machine.smp.flush_tlb_range(k, "pmdp_splitting_flush")
+
+
+@replaces
+def wait_split_huge_page(k, anon_vma, pmdp):
+    """Mirrors ``wait_split_huge_page()``: take and drop the anon_vma lock the splitter holds."""
+    key = ("anon_vma", anon_vma.root.id)
+    k.machine.smp.lock(k, key, "wait_split_huge_page: anon_vma_lock_write")
+    k.machine.smp.unlock(k, key)
+    if pt.pmd_trans_huge(mem.entry(k, pmdp)):
+        raise VMBug("wait_split_huge_page: PMD still huge after the split finished")
+
+
+def page_check_address_pmd(k, page, mm, address, splitting):
+    """Mirrors ``page_check_address_pmd()``: the PMD slot mapping THP ``page`` at ``address``.
+
+    ``splitting`` False: only a PMD not yet marked (``..._NOTSPLITTING_FLAG``);
+    True: only a marked one (``..._SPLITTING_FLAG``).
+    """
+    if address & ~HPAGE_PMD_MASK:
+        return None
+    pmdp = mem.pmd_offset(k, mm, address)
+    if pmdp is None:
+        return None
+    pmd = mem.entry(k, pmdp)
+    if not pt.pmd_trans_huge(pmd) or int(pt.pmd_pfn(pmd)) != page:
+        return None
+    if bool(pt.pmd_trans_splitting(pmd)) != splitting:
+        return None
+    return pmdp
+
+
+def rmap_walk_vmas(k, page):
+    """The VMAs an rmap walk of anon page ``page`` visits (``anon_vma_interval_tree_foreach``).
+
+    Yields ``(vma, address)`` where the page's index falls inside the VMA.
+    """
+    av = k.machine.anon_vma_of(page)
+    index = int(k.mem_map["index"][page])
+    for vma in list(av.vmas):
+        address = vma.vma_address(index)
+        if vma.vm_start <= address < vma.vm_end:
+            yield vma, address
+
+
+# ------------------------------------------------------------ old split_huge_page()
+
+@replaces
+def split_huge_page_to_list(k, page, list=None):
+    """Mirrors ``split_huge_page_to_list()`` (v3.14): never fails while the THP is mapped.
+
+    Returns 0, or 1 when the page is no longer anon-mapped
+    (``page_get_anon_vma()`` failed) -- the only way it does not split.
+    """
+    if not k.PageAnon(page):
+        raise VMBug(dump_page(k.mem_map, page, "split_huge_page: BUG_ON(!PageAnon(page))"))
+    if k.mem_map["_mapcount"][page] < 0:  # page_get_anon_vma(): !page_mapped(page)
+        return 1
+    anon_vma = k.machine.anon_vma_of(page)
+    key = ("anon_vma", anon_vma.root.id)
+    k.point("split_huge_page: anon_vma_lock_write")
+    k.machine.smp.lock(k, key, "split_huge_page: anon_vma_lock_write")
+    try:
+        if not PageCompound(k.mem_map, page):
+            return 0
+        k.__split_huge_page(page, anon_vma, list)
+        k.count_vm_event("thp_split")
+    finally:
+        k.machine.smp.unlock(k, key)
+    k.point("split_huge_page: done")
+    return 0
+
+
+@replaces
+def split_huge_page(k, page):
+    """Mirrors ``split_huge_page()``: ``split_huge_page_to_list(page, NULL)``."""
+    return k.split_huge_page_to_list(page, None)
+
+
+@replaces
+def __split_huge_page(k, page, anon_vma, list):
+    """Mirrors ``__split_huge_page()``: mark every PMD, split the refcount, map with PTEs."""
+    mapcount = 0
+    for vma, addr in rmap_walk_vmas(k, page):
+        mapcount += k.__split_huge_page_splitting(page, vma, addr)
+    if mapcount != k.page_mapcount(page):
+        raise VMBug(dump_page(k.mem_map, page, f"__split_huge_page: found {mapcount} PMDs, "
+                                               f"mapcount says {k.page_mapcount(page)}"))
+    k.__split_huge_page_refcount(page, list)
+    mapcount2 = 0
+    for vma, addr in rmap_walk_vmas(k, page):
+        mapcount2 += k.__split_huge_page_map(page, vma, addr)
+    if mapcount != mapcount2:
+        raise VMBug(f"__split_huge_page: mapcount {mapcount} mapcount2 {mapcount2}")
+
+
+@replaces
+def __split_huge_page_splitting(k, page, vma, address):
+    """Mirrors ``__split_huge_page_splitting()``: phase 1, mark one PMD ``_PAGE_SPLITTING``."""
+    pmdp = page_check_address_pmd(k, page, vma.mm, address, splitting=False)
+    if pmdp is None:
+        return 0
+    k.point("__split_huge_page_splitting", pid=vma.mm.pid, address=hex(address))
+    k.pmdp_splitting_flush(vma, address, pmdp)
+    return 1
+
+
+@replaces
+def __split_huge_page_refcount(k, page, list):
+    """Mirrors ``__split_huge_page_refcount()`` (v3.14): phase 2, give each tail its counts.
+
+    Under ``compound_lock``, for every tail i: ``_count += pm(head) + pins_i + 1``
+    and ``_mapcount := head._mapcount``; then head ``_count -= Σ pins`` and
+    the page stops being compound; finally ``put_page()`` on every tail drops
+    the "+1" (freeing tails nobody maps or pins).
+    """
+    mm = k.mem_map
+    smp = k.machine.smp
+    smp.lock(k, ("compound_lock", page), "__split_huge_page_refcount: compound_lock")
+    tails = np.arange(page + 1, page + HPAGE_PMD_NR, dtype=np.int64)
+    if (mm["_count"][tails] != 0).any():
+        raise VMBug(dump_page(mm, int(tails[mm["_count"][tails] != 0][0]), "tail _count != 0"))
+    pins = mm["_mapcount"][tails] + 1
+    k.point("__split_huge_page_refcount: tail pins read", pins=int(pins.sum()))
+    pins = mm["_mapcount"][tails] + 1
+    tail_count = int(pins.sum())
+    mm["_count"][tails] += mm["_mapcount"][page] + 1 + pins + 1
+    keep = np.uint32((1 << PG.referenced) | (1 << PG.swapbacked) | (1 << PG.mlocked)
+                     | (1 << PG.uptodate) | (1 << PG.active) | (1 << PG.unevictable))
+    mm["flags"][tails] = (mm["flags"][page] & keep) | np.uint32((1 << PG.dirty) | (1 << PG.lru))
+    mm["_mapcount"][tails] = mm["_mapcount"][page]
+    if (mm["mapping"][tails] != 0).any():
+        raise VMBug("__split_huge_page_refcount: tail mapping not NULL")
+    mm["mapping"][tails] = mm["mapping"][page]
+    mm["index"][tails] = mm["index"][page] + np.arange(1, HPAGE_PMD_NR)
+    mm["first_page"][tails] = -1
+    if mm["_count"][page] - tail_count <= 0:
+        raise VMBug(dump_page(mm, page, "__split_huge_page_refcount: head _count would drop to 0"))
+    mm["_count"][page] -= tail_count
+    k.machine.vmstat.count("nr_anon_transparent_hugepages", -1)
+    mm["flags"][page] &= ~np.uint32(1 << PG.head)
+    mm["compound_order"][page + 1] = 0
+    k.point("__split_huge_page_refcount: counts redistributed")
+    smp.unlock(k, ("compound_lock", page))
+    k.put_page(tails)
+
+
+@replaces
+def __split_huge_page_map(k, page, vma, address):
+    """Mirrors ``__split_huge_page_map()``: phase 3, turn one PMD into a table of 512 PTEs."""
+    mm = vma.mm
+    pmdp = page_check_address_pmd(k, page, mm, address, splitting=True)
+    if pmdp is None:
+        return 0
+    pmd = mem.entry(k, pmdp)
+    if pt.pte_write(pmd) and k.page_mapcount(page) != 1:
+        raise VMBug(dump_page(k.mem_map, page, "__split_huge_page_map: writable PMD, mapcount != 1"))
+    pgtable = mem.pgtable_trans_huge_withdraw(k, mm, pmdp)
+    ptes = pt.set_bits(pt.mk_pte(np.arange(page, page + HPAGE_PMD_NR),
+                                 mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
+    if pt.pte_write(pmd) and vma.vm_flags & VM_WRITE:
+        ptes = pt.set_bits(ptes, pt._PAGE_RW)
+    if not pt.pte_young(pmd):
+        ptes = pt.clear_bits(ptes, pt._PAGE_ACCESSED)
+    k.machine.pgtables.table(pgtable)[:] = ptes
+    mem.set_entry(k, pmdp, pt.clear_bits(pmd, pt._PAGE_PRESENT))  # pmdp_invalidate()
+    k.point("__split_huge_page_map: pmdp_invalidate", pid=mm.pid, address=hex(address))
+    k.machine.smp.flush_tlb_range(k, "pmdp_invalidate")
+    mem.set_entry(k, pmdp, pt.mk_table_entry(pgtable))  # pmd_populate()
+    return 1
+
+
+@replaces
+def split_huge_page_pmd(k, vma, address, pmdp):
+    """Mirrors ``split_huge_page_pmd()``/``__split_huge_page_pmd()`` (v3.14).
+
+    Despite its name it splits the whole THP (``split_huge_page()``), in
+    every process -- there is no way to split just one PMD.
+    """
+    while pt.pmd_trans_huge(mem.entry(k, pmdp)):
+        page = int(pt.pmd_pfn(mem.entry(k, pmdp)))
+        k.get_page(page)
+        k.split_huge_page(page)
+        k.put_page(page)
+
+
+@replaces
+def split_huge_page_address(k, vma, address):
+    """Mirrors ``split_huge_page_address()``: split the huge PMD (if any) at ``address``."""
+    pmdp = mem.pmd_offset(k, vma.mm, address & HPAGE_PMD_MASK)
+    if pmdp is not None and pt.pmd_trans_huge(mem.entry(k, pmdp)):
+        k.split_pmd(vma, pmdp, address)
+
+
+@replaces
+def split_pmd(k, vma, pmdp, address):
+    """What the call sites (zap, mprotect, VMA boundaries, migration...) call to split a PMD.
+
+    A thplab-only name: ``split_huge_page_pmd(vma, address, pmd)`` before
+    patch 03, ``split_huge_pmd(vma, pmd, address)`` from patch 03 on --
+    patch 03 is exactly this change at every call site.
+    """
+    k.split_huge_page_pmd(vma, address, pmdp)
+
+
+# ------------------------------------------------------------ users of FOLL_SPLIT and futex
+
+@replaces
+def do_move_page_to_node_array(k, mm, addresses, node):
+    """Mirrors ``do_move_page_to_node_array()`` (mm/migrate.c, v3.14), for ``move_pages(2)``.
+
+    ``follow_page(FOLL_GET | FOLL_SPLIT)``: a THP is split (whole, never
+    fails) and its 4 KiB subpage migrated.  Returns the status array.
+    """
+    from ..migrate import migrate_one
+
+    status = []
+    for address in addresses:
+        vma = mm.find_vma(address)
+        pages = k.follow_page_mask(vma, address, FOLL_GET | FOLL_SPLIT, 1) if vma else None
+        if pages is None:
+            status.append(-EFAULT)
+            continue
+        status.append(migrate_one(k, int(pages[0]), node))
+    return status
+
+
+@replaces
+def get_futex_key(k, mm, address):
+    """Mirrors ``get_futex_key()`` (kernel/futex.c, v3.14) for a shared futex on anon memory.
+
+    Needs the *head* page stable.  A GUP pin on a tail does not stop a split
+    from running, so with interrupts off (holding up the split's IPI) it
+    re-pins with ``__get_user_pages_fast()`` and swaps the tail pin for a
+    head pin.  Returns the key ``(mm pid, address)``.
+    """
+    from ..gup import get_user_pages_fast, __get_user_pages_fast
+
+    smp = k.machine.smp
+    while True:
+        page = int(get_user_pages_fast(k, mm, address, 1, write=False)[0])
+        page_head = page
+        if PageTail(k.mem_map, page):
+            k.put_page(page)
+            k.point("get_futex_key: tail page, local_irq_disable")
+            smp.local_irq_disable()
+            got = __get_user_pages_fast(k, mm, address, 1, write=False)
+            if got is not None and len(got):
+                page = int(got[0])
+                page_head = int(compound_head(k.mem_map, page))
+                if page != page_head:
+                    k.get_page(page_head)
+                    k.put_page(page)
+                smp.local_irq_enable()
+            else:
+                smp.local_irq_enable()
+                continue
+        break
+    k.point("get_futex_key: lock_page(head)", head=page_head)
+    smp.lock(k, ("page_lock", page_head), "get_futex_key: lock_page")
+    key = (mm.pid, address & ~(PAGE_SIZE - 1))
+    smp.unlock(k, ("page_lock", page_head))
+    k.put_page(page_head)
+    return key
+
+
+# ------------------------------------------------------------ accounting identity
+
+@replaces
+def check_refcounts(k, pmd_maps, pte_maps, pins):
+    """The old scheme's identities, for the invariant checker.
+
+    Per THP: ``head._count == pm(head) + Σ tail pins + head pins`` where
+    ``pm(head)`` = PMD mappings and ``pm(tail)`` = pins on that tail; no
+    THP is ever mapped by PTEs.  Returns a list of problems (empty = fine).
+    """
+    mm = k.mem_map
+    problems = []
+    heads = np.flatnonzero(PageHead(mm, np.arange(len(mm))))
+    if len(heads):
+        idx = heads[:, None] + np.arange(HPAGE_PMD_NR)
+        tails = idx[:, 1:]
+        if (pte_maps[idx] != 0).any():
+            problems.append("a THP subpage is mapped by a PTE, impossible in this kernel")
+        if (mm["_mapcount"][heads] + 1 != pmd_maps[heads]).any():
+            problems.append("head _mapcount + 1 != number of PMDs mapping it")
+        if (mm["_mapcount"][tails] + 1 != pins[tails]).any():
+            problems.append("tail _mapcount + 1 != pins on that tail")
+        want = pmd_maps[heads] + pins[tails].sum(axis=1) + pins[heads]
+        if (mm["_count"][heads] != want).any():
+            h = int(heads[mm["_count"][heads] != want][0])
+            problems.append(f"head {h:#x}: _count {mm['_count'][h]} != PMD maps + tail pins + head pins")
+        if (mm["_count"][tails] != 0).any():
+            problems.append("a tail's _count is not 0")
+    return problems

@@ -1,0 +1,78 @@
+"""CPUs, locks and interrupts, as far as the refcounting races need them.
+
+thplab runs one operation at a time unless an :class:`~thplab.trace.Interleaving`
+drives two of them on two simulated CPUs, switching at kernel-named points.
+The locks below are the ones the THP refcounting design leans on: the
+anon_vma rwsem, ``compound_lock`` (a bit spinlock in the head's flags), the
+page lock, and interrupts disabled on a CPU (which holds up a TLB-flush IPI).
+
+SIMPLIFICATION: page-table locks, ``zone->lru_lock`` and ``mmap_sem`` are not
+modelled; no interleaving in the lessons depends on them.
+"""
+
+import threading
+
+import numpy as np
+
+from .errors import VMBug
+from .page_flags import PG
+
+
+class Smp:
+    """Lock and interrupt state of a machine's CPUs."""
+
+    def __init__(self, machine):
+        self.machine = machine
+        self.held = {}
+        self.irqs_off = set()
+        self._local = threading.local()
+
+    @property
+    def cpu(self):
+        """Name of the CPU running the current operation."""
+        return getattr(self._local, "cpu", "CPU0")
+
+    @cpu.setter
+    def cpu(self, name):
+        self._local.cpu = name
+
+    def _wait(self, k, busy, what):
+        while busy():
+            if self.machine.tracer is None or not getattr(self.machine.tracer, "interleaving", False):
+                raise VMBug(f"{self.cpu} would wait forever: {what}")
+            k.point(what, blocked=True)
+
+    def lock(self, k, key, what):
+        """Take lock ``key``; under an interleaving, spin (at a point) while another CPU holds it."""
+        me = self.cpu
+        self._wait(k, lambda: self.held.get(key, me) != me, f"{what}: waiting, held by {self.held.get(key)}")
+        self.held[key] = me
+        if key[0] == "compound_lock":
+            k.machine.mem_map["flags"][key[1]] |= np.uint32(1 << PG.compound_lock)
+        elif key[0] == "page_lock":
+            k.machine.mem_map["flags"][key[1]] |= np.uint32(1 << PG.locked)
+
+    def unlock(self, k, key):
+        if self.held.get(key) != self.cpu:
+            raise VMBug(f"{self.cpu} unlocks {key} it does not hold")
+        del self.held[key]
+        if key[0] == "compound_lock":
+            k.machine.mem_map["flags"][key[1]] &= ~np.uint32(1 << PG.compound_lock)
+        elif key[0] == "page_lock":
+            k.machine.mem_map["flags"][key[1]] &= ~np.uint32(1 << PG.locked)
+
+    def is_locked(self, key):
+        return key in self.held
+
+    def local_irq_disable(self):
+        self.irqs_off.add(self.cpu)
+
+    def local_irq_enable(self):
+        self.irqs_off.discard(self.cpu)
+
+    def flush_tlb_range(self, k, what):
+        """Mirrors ``flush_tlb_range()``: the IPI completes only when no other CPU has IRQs off."""
+        me = self.cpu
+        self._wait(k, lambda: bool(self.irqs_off - {me}),
+                   f"{what}: TLB-flush IPI waits for {', '.join(sorted(self.irqs_off - {me}))} "
+                   "(interrupts disabled there)")
