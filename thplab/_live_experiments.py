@@ -134,13 +134,13 @@ class Libc:
         return self._check("mmap", ret, failed=ctypes.c_void_p(-1).value)
 
     def munmap(self, addr, length):
-        self._check("munmap", self._libc.munmap(addr, length))
+        return self._check("munmap", self._libc.munmap(addr, length))
 
     def mprotect(self, addr, length, prot):
-        self._check("mprotect", self._libc.mprotect(addr, length, prot))
+        return self._check("mprotect", self._libc.mprotect(addr, length, prot))
 
     def madvise(self, addr, length, advice):
-        self._check("madvise", self._libc.madvise(addr, length, advice))
+        return self._check("madvise", self._libc.madvise(addr, length, advice))
 
     def vmsplice(self, fd, addr, length):
         """``vmsplice(fd, {addr, length}, 1, 0)``; returns the bytes spliced."""
@@ -192,8 +192,9 @@ class ThpArea:
 
     def munmap(self, first, nr):
         """``munmap()`` `nr` subpages from subpage `first` on."""
-        self.libc.munmap(self.subpage(first), nr * PAGE_SIZE)
+        ret = self.libc.munmap(self.subpage(first), nr * PAGE_SIZE)
         self.unmapped[first:first + nr] = True
+        return ret
 
     def subpage(self, index):
         """Virtual address of subpage `index`."""
@@ -330,9 +331,8 @@ class ForkedChild:
 def _step(name, op, operation, area, child=None):
     """Run `operation`, with vmstat read right around it, then observe."""
     before = live.read_vmstat().counters
-    ret = 0
     try:
-        operation()
+        ret = operation() or 0
     except OSError as exc:
         ret = -exc.errno
     after = live.read_vmstat().counters

@@ -472,17 +472,15 @@ def read_thp_settings():
     """Read the THP sysfs controls; see :class:`ThpSettings`."""
     if reason := _not_linux():
         return ThpSettings(False, reason)
-    try:
-        settings = ThpSettings(
-            True,
-            enabled=parse_sysfs_choice(_read_text(f"{SYS_THP}/enabled")),
-            defrag=parse_sysfs_choice(_read_text(f"{SYS_THP}/defrag")),
-            hpage_pmd_size=int(_read_text(f"{SYS_THP}/hpage_pmd_size")),
-            use_zero_page=_read_text(f"{SYS_THP}/use_zero_page").strip() == "1",
-        )
-    except (OSError, ValueError) as exc:
-        path = getattr(exc, "filename", None) or SYS_THP
-        return ThpSettings(False, _why(path, exc))
+    values = {}
+    for name, parse in (("enabled", parse_sysfs_choice), ("defrag", parse_sysfs_choice),
+                        ("hpage_pmd_size", int), ("use_zero_page", lambda text: bool(int(text)))):
+        path = f"{SYS_THP}/{name}"
+        try:
+            values[name] = parse(_read_text(path))
+        except (OSError, ValueError) as exc:
+            return ThpSettings(False, _why(path, exc))
+    settings = ThpSettings(True, **values)
     per_size = f"{SYS_THP}/hugepages-{settings.hpage_pmd_size // 1024}kB/enabled"
     try:
         settings.pmd_size_enabled = parse_sysfs_choice(_read_text(per_size))

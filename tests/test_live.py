@@ -1,0 +1,490 @@
+"""Tests of thplab.live: parsers on sample files, decoders on synthetic bytes,
+the unavailability paths, and (marked ``live``) the experiments on the kernel
+this runs on.
+
+The samples in tests/data/live were taken on Linux 6.18 (x86-64, THP
+``[madvise]``): ``proc/self/smaps`` after mprotect(PROT_READ) of 64 KiB in a
+THP at 0x200000000000, ``proc/4242/smaps`` right after the THP fault.
+"""
+
+import gzip
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from thplab import live
+
+DATA = Path(__file__).parent / "data" / "live"
+THP_START = 0x200000000000
+THP_SIZE = 2 << 20
+
+
+@pytest.fixture
+def sample_paths(monkeypatch):
+    """Point the probes at the sample /proc and /sys trees."""
+    monkeypatch.setattr(live, "PROC", str(DATA / "proc"))
+    monkeypatch.setattr(live, "SYS_THP", str(DATA / "sys-thp"))
+
+
+@pytest.fixture
+def sys_thp(tmp_path, monkeypatch):
+    """A writable copy of the sample THP sysfs tree, used by the probes."""
+    root = tmp_path / "sys-thp"
+    shutil.copytree(DATA / "sys-thp", root)
+    monkeypatch.setattr(live, "SYS_THP", str(root))
+    monkeypatch.setattr(live, "PROC", str(DATA / "proc"))
+    return root
+
+
+@pytest.fixture
+def fake_proc(tmp_path, monkeypatch):
+    """An empty /proc stand-in that tests fill with synthetic files."""
+    (tmp_path / "self").mkdir()
+    monkeypatch.setattr(live, "PROC", str(tmp_path))
+    return tmp_path
+
+
+def u64(values):
+    return np.asarray(values, dtype="<u8").tobytes()
+
+
+# --------------------------------------------------------------- parsers
+
+
+@pytest.mark.parametrize("text, choice", [
+    ("always [madvise] never\n", "madvise"),
+    ("[always] madvise never", "always"),
+    ("always defer defer+madvise [madvise] never\n", "madvise"),
+    ("always [inherit] madvise never\n", "inherit"),
+])
+def test_parse_sysfs_choice(text, choice):
+    assert live.parse_sysfs_choice(text) == choice
+
+
+@pytest.mark.parametrize("text", ["always madvise never", "", "[always] [never]", "[ ]"])
+def test_parse_sysfs_choice_rejects_malformed(text):
+    with pytest.raises(ValueError, match="bracketed"):
+        live.parse_sysfs_choice(text)
+
+
+def test_parse_vmstat_sample():
+    counters = live.parse_vmstat((DATA / "proc" / "vmstat").read_text())
+    assert counters["thp_fault_alloc"] == 148
+    assert counters["nr_anon_transparent_hugepages"] == 0
+    assert len(counters) > 150
+
+
+def test_parse_vmstat_skips_malformed_lines():
+    text = "nr_free_pages 10\ngarbage\nthp_split_pmd x1\na b c\n\nthp_fault_alloc 2\nneg -3\n"
+    assert live.parse_vmstat(text) == {"nr_free_pages": 10, "thp_fault_alloc": 2, "neg": -3}
+
+
+def test_thp_counters_selects_thp_entries():
+    counters = {"thp_fault_alloc": 1, "nr_anon_transparent_hugepages": 2, "nr_free_pages": 3,
+                "pgfault": 4}
+    assert live.thp_counters(counters) == {"thp_fault_alloc": 1, "nr_anon_transparent_hugepages": 2}
+
+
+def test_vmstat_delta_keeps_core_events_and_moved_ones():
+    before = {"thp_fault_alloc": 5, "thp_split_pmd": 2, "thp_swpout": 1, "thp_zero_page_alloc": 0,
+              "pgfault": 100}
+    after = {"thp_fault_alloc": 6, "thp_split_pmd": 2, "thp_swpout": 3, "thp_zero_page_alloc": 0,
+             "pgfault": 900, "thp_new_in_after": 7}
+    assert live.vmstat_delta(before, after) == {
+        "thp_fault_alloc": 1, "thp_split_pmd": 0, "thp_swpout": 2}
+
+
+def test_parse_smaps_sample():
+    vmas = live.parse_smaps((DATA / "proc" / "self" / "smaps").read_text())
+    assert [vma.perms for vma in vmas] == ["r--p", "rw-p", "r--p", "rw-p", "rw-p"]
+    libc, before, readonly, after, rest = vmas
+    assert libc.pathname.endswith("libc.so.6") and libc.inode > 0
+    assert (readonly.start, readonly.end) == (THP_START + 0x100000, THP_START + 0x110000)
+    assert readonly.fields["Rss"] == 64 and readonly.fields["AnonHugePages"] == 0
+    assert readonly.fields["THPeligible"] == 0
+    assert "hg" in readonly.vmflags and "hg" not in rest.vmflags
+    assert before.fields["Anonymous"] + readonly.fields["Anonymous"] + after.fields["Anonymous"] == 2048
+
+
+def test_parse_smaps_skips_malformed_lines():
+    text = ("Rss: 4 kB\n"  # before any header: ignored
+            "7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n"
+            "Rss:                   4 kB\n"
+            "not a field line\n"
+            "AnonHugePages: lots kB\n"
+            "VmFlags: rd wr\n"
+            "zzzz-yyyy broken header\n")
+    (vma,) = live.parse_smaps(text)
+    assert vma.fields == {"Rss": 4}
+    assert vma.vmflags == ("rd", "wr") and vma.pathname == ""
+
+
+def test_parse_kernel_config():
+    text = "CONFIG_TRANSPARENT_HUGEPAGE=y\n# CONFIG_NO_PAGE_MAPCOUNT is not set\nCONFIG_X=\"a b\"\n"
+    assert live.parse_kernel_config(text, ["CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_NO_PAGE_MAPCOUNT",
+                                           "CONFIG_X"]) == {
+        "CONFIG_TRANSPARENT_HUGEPAGE": "y", "CONFIG_NO_PAGE_MAPCOUNT": None, "CONFIG_X": '"a b"'}
+
+
+# --------------------------------------------------------------- decoders
+
+
+def test_decode_pagemap_bits():
+    swap = live.PM_SWAP | (1234 << live.MAX_SWAPFILES_SHIFT) | 3
+    entries = [
+        live.PM_PRESENT | live.PM_MMAP_EXCLUSIVE | live.PM_SOFT_DIRTY | 0x12345,
+        live.PM_PRESENT | live.PM_FILE | 0x7,
+        swap,
+        live.PM_PRESENT | live.PM_UFFD_WP | live.PM_PFRAME_MASK,
+        0,
+    ]
+    decoded = live.decode_pagemap(u64(entries))
+    assert decoded["present"].tolist() == [True, True, False, True, False]
+    assert decoded["pfn"].tolist() == [0x12345, 7, -1, live.PM_PFRAME_MASK, -1]
+    assert decoded["exclusive"].tolist() == [True, False, False, False, False]
+    assert decoded["soft_dirty"].tolist() == [True, False, False, False, False]
+    assert decoded["file_shared"].tolist() == [False, True, False, False, False]
+    assert decoded["uffd_wp"].tolist() == [False, False, False, True, False]
+    assert decoded["swapped"].tolist() == [False, False, True, False, False]
+    assert decoded["swap_type"].tolist() == [-1, -1, 3, -1, -1]
+    assert decoded["swap_offset"].tolist() == [-1, -1, 1234, -1, -1]
+
+
+def test_decode_pagemap_accepts_arrays():
+    raw = np.array([live.PM_PRESENT | 42], dtype=np.uint64)
+    assert live.decode_pagemap(raw)["pfn"].tolist() == [42]
+
+
+def test_kpf_bits_are_the_kernel_numbers():
+    # include/uapi/linux/kernel-page-flags.h and pagemap.rst
+    assert (live.KPF_ANON, live.KPF_COMPOUND_HEAD, live.KPF_COMPOUND_TAIL, live.KPF_HUGE,
+            live.KPF_THP, live.KPF_ZERO_PAGE, live.KPF_PGTABLE) == (12, 15, 16, 17, 22, 24, 26)
+    assert live.KPF_NAMES[22] == "KPF_THP" and live.KPF_NAMES[10] == "KPF_BUDDY"
+
+
+def test_kpageflags_decoders():
+    head = (1 << live.KPF_ANON) | (1 << live.KPF_COMPOUND_HEAD) | (1 << live.KPF_THP)
+    tail = (1 << live.KPF_COMPOUND_TAIL) | (1 << live.KPF_THP) | (1 << 60)
+    flags = np.array([head, tail, 0], dtype=np.uint64)
+    assert live.kpf_test(flags, live.KPF_THP).tolist() == [True, True, False]
+    assert live.kpf_test(flags, live.KPF_COMPOUND_HEAD).tolist() == [True, False, False]
+    assert live.kpageflags_names(head) == ["KPF_ANON", "KPF_COMPOUND_HEAD", "KPF_THP"]
+    assert live.kpageflags_names(tail) == ["KPF_COMPOUND_TAIL", "KPF_THP", "bit60"]
+    assert live.kpageflags_names(0) == []
+
+
+# --------------------------------------------------------------- probes on samples
+
+
+def test_read_thp_settings_sample(sample_paths):
+    settings = live.read_thp_settings()
+    assert settings.available and settings.reason == ""
+    assert (settings.enabled, settings.defrag) == ("madvise", "madvise")
+    assert settings.hpage_pmd_size == 2 << 20 and settings.use_zero_page is True
+    assert settings.pmd_size_enabled == "inherit" and settings.process_thp_enabled is True
+    assert settings.madvise_thp_usable
+
+
+@pytest.mark.parametrize("path, text, why", [
+    ("enabled", "always madvise [never]\n", "[never]"),
+    ("hugepages-2048kB/enabled", "always inherit madvise [never]\n", "hugepages-2048kB"),
+])
+def test_thp_disabled_is_reported(sys_thp, path, text, why):
+    (sys_thp / path).write_text(text)
+    settings = live.read_thp_settings()
+    assert settings.available and not settings.madvise_thp_usable
+    assert why in live.thp_unavailable_reason()
+
+
+def test_process_thp_disable_is_reported(sys_thp, tmp_path, monkeypatch):
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "status").write_text("Name:\tx\nTHP_enabled:\t0\n")
+    monkeypatch.setattr(live, "PROC", str(tmp_path))
+    settings = live.read_thp_settings()
+    assert settings.process_thp_enabled is False
+    assert "PR_SET_THP_DISABLE" in live.thp_unavailable_reason()
+
+
+def test_per_size_control_is_optional(sys_thp):
+    shutil.rmtree(sys_thp / "hugepages-2048kB")
+    settings = live.read_thp_settings()
+    assert settings.pmd_size_enabled is None and settings.madvise_thp_usable
+
+
+def test_missing_thp_sysfs(monkeypatch, tmp_path):
+    monkeypatch.setattr(live, "SYS_THP", str(tmp_path / "nothing"))
+    settings = live.read_thp_settings()
+    assert not settings.available and "does not exist" in settings.reason
+    assert "does not exist" in live.thp_unavailable_reason()
+
+
+def test_malformed_thp_sysfs(sys_thp):
+    (sys_thp / "hpage_pmd_size").write_text("two megabytes\n")
+    settings = live.read_thp_settings()
+    assert not settings.available
+    assert settings.reason.startswith(f"{sys_thp}/hpage_pmd_size: invalid literal")
+
+
+def test_read_vmstat_sample(sample_paths):
+    vmstat = live.read_vmstat()
+    assert vmstat.available
+    assert vmstat.thp()["thp_split_pmd"] == 93
+    assert "pgfault" not in vmstat.thp()
+
+
+def test_read_vmstat_missing_and_empty(fake_proc):
+    missing = live.read_vmstat()
+    assert not missing.available and "does not exist" in missing.reason
+    (fake_proc / "vmstat").write_text("nonsense\n")
+    empty = live.read_vmstat()
+    assert not empty.available and "no 'name value' lines" in empty.reason
+
+
+def test_read_smaps_range(sample_paths):
+    smaps = live.read_smaps(THP_START, THP_SIZE)
+    assert smaps.available
+    assert smaps.summary() == {"nr_vmas": 3, "AnonHugePages": 0, "Rss": 2048, "Anonymous": 2048}
+    assert live.read_smaps(THP_START + 0x100000, 4096).nr_vmas == 1
+    assert live.read_smaps(0x1000, 4096).summary()["nr_vmas"] == 0
+
+
+def test_read_smaps_other_process(sample_paths):
+    smaps = live.read_smaps(THP_START, THP_SIZE, pid=4242)
+    assert smaps.summary() == {"nr_vmas": 1, "AnonHugePages": 2048, "Rss": 2048, "Anonymous": 2048}
+    assert "hg" in smaps.vmas[0].vmflags
+
+
+def test_read_smaps_missing_process(sample_paths):
+    smaps = live.read_smaps(THP_START, THP_SIZE, pid=1)
+    assert not smaps.available and "does not exist" in smaps.reason
+
+
+def test_read_pagemap_synthetic(fake_proc):
+    entries = [live.PM_PRESENT | live.PM_MMAP_EXCLUSIVE | 1000, live.PM_PRESENT | 1001, 0,
+               live.PM_SWAP | 1 << 5]
+    # A sparse file: the entry of a page sits at 8 x its virtual page number.
+    with open(fake_proc / "self" / "pagemap", "wb") as f:
+        f.seek(8 * (THP_START // live.PAGE_SIZE))
+        f.write(u64(entries))
+    pagemap = live.read_pagemap(THP_START, 4 * live.PAGE_SIZE)
+    assert pagemap.available and pagemap.pfns_visible and pagemap.reason == ""
+    assert pagemap.pfn.tolist() == [1000, 1001, -1, -1]
+    assert pagemap.exclusive.tolist() == [True, False, False, False]
+    assert pagemap.swapped.tolist() == [False, False, False, True]
+
+
+def test_read_pagemap_hidden_pfns(fake_proc):
+    # What a process without CAP_SYS_ADMIN reads (v4.2+): present, PFN 0.
+    (fake_proc / "self" / "pagemap").write_bytes(u64([live.PM_PRESENT | live.PM_MMAP_EXCLUSIVE] * 2))
+    pagemap = live.read_pagemap(0, 2 * live.PAGE_SIZE)
+    assert pagemap.available and not pagemap.pfns_visible
+    assert "CAP_SYS_ADMIN" in pagemap.reason
+    assert pagemap.pfn.tolist() == [-1, -1] and pagemap.present.all()
+
+
+def test_read_pagemap_short_and_missing(fake_proc):
+    assert "does not exist" in live.read_pagemap(0, live.PAGE_SIZE).reason
+    (fake_proc / "self" / "pagemap").write_bytes(u64([live.PM_PRESENT | 5]))
+    short = live.read_pagemap(0, 2 * live.PAGE_SIZE)
+    assert not short.available and "short read" in short.reason
+
+
+def test_read_pagemap_rejects_unaligned():
+    with pytest.raises(ValueError, match="page-aligned"):
+        live.read_pagemap(123, live.PAGE_SIZE)
+
+
+def test_read_kpage_tables(fake_proc):
+    flags = np.arange(100, dtype=np.uint64) * 3
+    (fake_proc / "kpageflags").write_bytes(u64(flags))
+    (fake_proc / "kpagecount").write_bytes(u64(np.arange(100) % 4))
+    pfns = np.array([7, 8, 9, 42, -1, 7, 99, 150])  # runs, a repeat, unmapped, past the end
+    got = live.read_kpageflags(pfns)
+    assert got.available
+    assert got.values.tolist() == [21, 24, 27, 126, 0, 21, 297, 0]
+    assert live.read_kpagecount(pfns).values.tolist() == [3, 0, 1, 2, 0, 3, 3, 0]
+    assert live.read_kpagecount([]).values.size == 0
+
+
+def test_read_kpage_permission_denied(fake_proc, monkeypatch):
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("kpageflags"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    got = live.read_kpageflags([1, 2])
+    assert not got.available and "permission denied" in got.reason
+    assert got.pfns.tolist() == [1, 2]
+
+
+def test_read_kernel_config(fake_proc):
+    assert not live.read_kernel_config().available
+    (fake_proc / "config.gz").write_bytes(gzip.compress(b"CONFIG_PAGE_MAPCOUNT=y\n"))
+    config = live.read_kernel_config()
+    assert config.available and config.options["CONFIG_PAGE_MAPCOUNT"] == "y"
+    assert config.options["CONFIG_NO_PAGE_MAPCOUNT"] is None
+
+
+def test_not_linux(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    probes = [live.read_thp_settings(), live.read_vmstat(), live.read_smaps(0, 4096),
+              live.read_pagemap(0, 4096), live.read_kpageflags([1]), live.read_kpagecount([1]),
+              live.read_kernel_config()]
+    for probe in probes:
+        assert not probe.available and "not Linux" in probe.reason
+    result = live.run_experiment("fault")
+    assert result.status == "unavailable" and "not Linux" in result.reason
+
+
+def test_unknown_experiment():
+    with pytest.raises(ValueError, match="unknown experiment"):
+        live.run_experiment("swapout")
+
+
+# --------------------------------------------------------------- recorded run
+
+
+def test_load_recorded():
+    run = live.load_recorded()
+    assert run.source == "recorded" and run.kernel and run.date
+    assert set(run.experiments) == set(live.EXPERIMENTS)
+    for result in run.experiments.values():
+        assert result.source == "recorded" and result.status == "ok"
+        assert result.kernel == run.kernel
+        assert result.step("fault")["views"]["self"]["smaps"]["AnonHugePages"] == 2048
+
+
+def test_save_and_load_round_trip(tmp_path):
+    run = live.load_recorded()
+    path = tmp_path / "run.json"
+    live.save_run(run, path)
+    again = live.load_recorded(path)
+    assert again.to_dict() == run.to_dict()
+
+
+# --------------------------------------------------------------- the real kernel
+
+def _live_skip_reason():
+    if reason := live.thp_unavailable_reason():
+        return reason
+    if os.geteuid() != 0:
+        return "not root: PFNs in pagemap and /proc/kpage* need CAP_SYS_ADMIN"
+    return ""
+
+
+LIVE_SKIP = _live_skip_reason()
+needs_kernel = pytest.mark.skipif(bool(LIVE_SKIP), reason=f"live kernel probing: {LIVE_SKIP}")
+
+
+@pytest.fixture(scope="module")
+def real():
+    """Runs an experiment on this machine's kernel once, and checks that it ran."""
+    results = live.run_all().experiments
+
+    def get(name):
+        assert results[name].status == "ok", f"{name}: {results[name].reason}"
+        return results[name]
+
+    return get
+
+
+def self_view(result, step):
+    return result.step(step)["views"]["self"]
+
+
+def samples(view):
+    return {sample["index"]: sample for sample in view["samples"]}
+
+
+@pytest.mark.live
+@needs_kernel
+def test_live_fault(real):
+    step = real("fault").step("fault")
+    view = step["views"]["self"]
+    assert step["vmstat_delta"]["thp_fault_alloc"] >= 1
+    assert view["smaps"]["AnonHugePages"] == 2048 and view["smaps"]["nr_vmas"] == 1
+    assert view["mapped"] == 512 and view["mapping_thp"] == 512  # contiguous PFNs
+    assert view["compound"] == 512 and view["thp"] == 512 and view["content_ok"]
+    head, tail = samples(view)[0], samples(view)[1]
+    assert head["compound_head"] and head["thp"] and "KPF_ANON" in head["flags"]
+    assert tail["compound_tail"] and not tail["compound_head"] and tail["thp"]
+    assert head["kpagecount"] == tail["kpagecount"] == 1
+
+
+@pytest.mark.live
+@needs_kernel
+def test_live_partial_munmap(real):
+    step = real("partial_munmap").step("munmap")
+    view = step["views"]["self"]
+    assert step["ret"] == 0 and step["vmstat_delta"]["thp_split_pmd"] >= 1
+    assert view["mapped"] == 511 and view["content_ok"]  # the rest is still readable
+    assert view["smaps"]["AnonHugePages"] == 0 and view["smaps"]["nr_vmas"] == 2
+    middle = samples(view)[256]
+    assert not middle["mapped"]
+    assert samples(view)[255]["mapped"] and samples(view)[255]["kpagecount"] == 1
+
+
+@pytest.mark.live
+@needs_kernel
+def test_live_mprotect(real):
+    step = real("mprotect").step("mprotect")
+    view = step["views"]["self"]
+    assert step["vmstat_delta"]["thp_split_pmd"] >= 1
+    assert view["smaps"]["nr_vmas"] == 3 and view["smaps"]["AnonHugePages"] == 0
+    assert view["mapped"] == 512 and view["compound"] == 512 and view["content_ok"]
+
+
+@pytest.mark.live
+@needs_kernel
+def test_live_fork(real):
+    fork = real("fork")
+    shared = fork.step("fork")["views"]
+    for view in shared.values():
+        assert view["smaps"]["AnonHugePages"] == 2048 and view["exclusive"] == 0
+        assert {sample["kpagecount"] for sample in view["samples"]} == {2}
+    cow = fork.step("child_write")
+    assert cow["vmstat_delta"]["thp_split_pmd"] >= 1
+    child, parent = cow["views"]["child"], cow["views"]["self"]
+    assert child["content_ok"] and parent["content_ok"]
+    assert not samples(child)[256]["mapping_thp"] and samples(child)[255]["mapping_thp"]
+    assert parent["smaps"]["AnonHugePages"] == 2048
+    alone = self_view(fork, "child_exit")
+    assert {sample["kpagecount"] for sample in alone["samples"]} == {1}
+
+
+@pytest.mark.live
+@needs_kernel
+def test_live_pin_blocks_split(real):
+    pin = real("pin")
+    assert pin.step("pin")["ret"] == live.PAGE_SIZE  # bytes vmsplice()d
+    failed = pin.step("split_pinned")
+    assert failed["ret"] == 0 and failed["vmstat_delta"]["thp_split_page_failed"] >= 1
+    assert failed["views"]["self"]["compound"] == 512
+    done = pin.step("split_unpinned")
+    assert done["vmstat_delta"]["thp_split_page"] >= 1
+    view = done["views"]["self"]
+    assert not samples(view)[0]["compound_head"] and not samples(view)[0]["thp"]
+    assert view["mapped"] == 511 and view["content_ok"]
+
+
+@pytest.mark.live
+@needs_kernel
+def test_live_full_munmap(real):
+    step = real("full_munmap").step("munmap")
+    assert step["ret"] == 0
+    view = step["views"]["self"]
+    assert view["mapped"] == 0 and view["smaps"]["nr_vmas"] == 0
+
+
+@pytest.mark.live
+@needs_kernel
+def test_live_timeout_is_contained():
+    result = live.run_experiment("fault", timeout=0.01)
+    assert result.status == "failed" and "timed out" in result.reason
