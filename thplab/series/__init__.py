@@ -1,12 +1,28 @@
 """The RFC series "[PATCH, RFC 00/10] THP refcounting redesign" (Kirill A. Shutemov, 9 June 2014).
 
 ``BASE`` is the kernel before the series; ``PATCHES[i]`` is patch i+1.  A
-kernel at level k is ``Kernel(machine, k)``: the base with patches 1..k.
+kernel at level k is ``Kernel(machine, k)``: the base with patches 1..k,
+applied in order -- the way a series is bisected.
 """
 
 from ._kernel import Kernel, Patch, function_diff
 from .p00_base import BASE
+from .p01_drop_foll_split import P01
+from .p02_pageanon import P02
+from .p03_rename import P03
+from .p04_pmd_split import P04
+from .p05_vmstat import P05
+from .p06_split_huge_page import P06
+from .p07_generic_splitting import P07
+from .p08_x86_splitting import P08
+from .p09_futex import P09
+from .p10_documentation import NEW_DOC, OLD_DOC, P10
 
-PATCHES = []
+PATCHES = [P01, P02, P03, P04, P05, P06, P07, P08, P09, P10]
 
-__all__ = ["BASE", "PATCHES", "Kernel", "Patch", "function_diff"]
+BASE.data["TRANSHUGE_DOC"] = OLD_DOC
+P01.data["TRANSHUGE_DOC"] = {
+    section: (text.split(" In case")[0] if section == "get_user_pages and follow_page" else text)
+    for section, text in OLD_DOC.items()}
+
+__all__ = ["BASE", "PATCHES", "Kernel", "Patch", "function_diff", "OLD_DOC", "NEW_DOC"]

@@ -43,6 +43,7 @@ BASE = Patch(
 replaces = BASE.replaces
 
 #: ``enum vm_event_item`` THP events under their /proc/vmstat names (v3.14).
+
 BASE.data["VM_EVENTS"] = ("thp_fault_alloc", "thp_fault_fallback", "thp_collapse_alloc",
                           "thp_collapse_alloc_failed", "thp_split", "thp_zero_page_alloc",
                           "thp_zero_page_alloc_failed")
@@ -214,15 +215,22 @@ def do_huge_pmd_wp_page(k, mm, vma, address, pmdp, orig_pmd):
     """Mirrors ``do_huge_pmd_wp_page()``: write fault on a write-protected huge PMD.
 
     Reuse the THP when ``page_mapcount(head) == 1``; else copy all 2 MiB to a
-    new THP.  SIMPLIFICATION: when no THP is free, v3.14 copies into 512
-    small pages (``do_huge_pmd_wp_page_fallback``); thplab splits the PMD and
-    lets the 4 KiB fault path copy on demand.
+    new THP.
     """
-    haddr = address & HPAGE_PMD_MASK
     page = int(pt.pmd_pfn(orig_pmd))
     if k.page_mapcount(page) == 1:
         mem.set_entry(k, pmdp, pt.set_bits(orig_pmd, pt._PAGE_RW | pt._PAGE_DIRTY | pt._PAGE_ACCESSED))
         return 0
+    return huge_pmd_copy(k, vma, address, pmdp, page)
+
+
+def huge_pmd_copy(k, vma, address, pmdp, page):
+    """The copying half of ``do_huge_pmd_wp_page()``: give this mapping its own THP.
+
+    SIMPLIFICATION: when no THP is free, v3.14 copies into 512 small pages
+    (``do_huge_pmd_wp_page_fallback``); thplab splits the PMD and lets the
+    4 KiB fault path copy on demand.
+    """
     k.get_page(page)
     alloc = k.machine.allocator
     if not alloc.can_alloc(HPAGE_PMD_NR.bit_length() - 1):
@@ -233,7 +241,7 @@ def do_huge_pmd_wp_page(k, mm, vma, address, pmdp, orig_pmd):
     new = alloc.alloc_pages(HPAGE_PMD_NR.bit_length() - 1, Use.anon)
     e = pt.set_bits(pt.mk_huge_pmd(new, mem.vm_get_page_prot(vma.vm_flags)),
                     pt._PAGE_DIRTY | pt._PAGE_RW)
-    mem.page_add_new_anon_rmap(k, new, vma, haddr)
+    mem.page_add_new_anon_rmap(k, new, vma, address & HPAGE_PMD_MASK)
     mem.set_entry(k, pmdp, e)
     k.page_remove_rmap(page, compound=True)
     k.put_page([page, page])  # the PMD's reference and ours

@@ -1,0 +1,172 @@
+"""Consistency checks that must hold after every operation, at every level.
+
+The page tables are the ground truth for *mappings* and ``Machine.pins``
+for *pins*; ``struct page`` counters must agree with both, by the identity of
+the booted level (``kernel.check_refcounts``), and nothing may be lost:
+every allocated page is mapped, pinned, a live or deposited page table, or a
+knowingly held part of a compound page.
+"""
+
+import numpy as np
+
+from . import pgtable as pt
+from .errors import InvariantViolation
+from .page_flags import PG, PageCompound, PageHead, Use, compound_head
+from .params import HPAGE_PMD_NR
+
+
+def _rows(m, pfns):
+    rows = m.pgtables.row_of[pfns]
+    if (rows < 0).any():
+        raise InvariantViolation(f"an entry points at pfn {int(pfns[rows < 0][0]):#x}, "
+                                 "which is not a page table")
+    return m.pgtables.entries[rows]
+
+
+def mapping_counts(m):
+    """Count mappings by walking every process's page tables, vectorized per level.
+
+    Returns ``pmd_maps`` and ``pte_maps`` (per pfn: huge PMDs whose head it
+    is, PTEs mapping it), ``tables`` (every table pfn reachable from a PGD)
+    and per-pid ``rss`` and ``nr_ptes`` as the tables say.
+    """
+    n = m.nr_pages
+    pmd_heads, pte_pfns, tables = [], [], []
+    per_mm = {}
+    for pid, mm in m.processes.items():
+        g = m.pgtables.table(mm.pgd)
+        pud_t = pt.pte_pfn(g[g != 0])
+        u = _rows(m, pud_t)
+        pmd_t = pt.pte_pfn(u[u != 0])
+        d = _rows(m, pmd_t)
+        d = d[d != 0]
+        huge = pt.pmd_trans_huge(d)
+        heads = pt.pmd_pfn(d[huge])
+        pte_t = pt.pte_pfn(d[~huge])
+        e = _rows(m, pte_t)
+        e = e[pt.pte_present(e)]
+        ptes = pt.pte_pfn(e)
+        pmd_heads.append(heads)
+        pte_pfns.append(ptes)
+        deposited = [p for lst in mm.pmd_huge_pte.values() for p in lst]
+        tables.append(np.concatenate([[mm.pgd], pud_t, pmd_t, pte_t, np.asarray(deposited, np.int64)]))
+        per_mm[pid] = {"rss": len(heads) * HPAGE_PMD_NR + len(ptes),
+                       "nr_ptes": len(pte_t) + len(deposited),
+                       "huge_per_table": _huge_per_table(m, pmd_t),
+                       "deposited": {t: len(v) for t, v in mm.pmd_huge_pte.items()}}
+    cat = (lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64))
+    return {"pmd_maps": np.bincount(cat(pmd_heads), minlength=n),
+            "pte_maps": np.bincount(cat(pte_pfns), minlength=n),
+            "tables": cat(tables), "per_mm": per_mm}
+
+
+def _huge_per_table(m, pmd_tables):
+    out = {}
+    for t in pmd_tables.tolist():
+        nr = int(pt.pmd_trans_huge(m.pgtables.table(t)).sum())
+        if nr:
+            out[t] = nr
+    return out
+
+
+def held_pages(m, counts=None):
+    """Subpages of compound pages that no page table maps and nobody pins.
+
+    These are the memory the RFC's partial munmap() keeps allocated ("munmap()
+    on part of huge page will not split and free unmapped part immediately").
+    Returns ``{head pfn: number of such subpages}`` for THPs that have any.
+    """
+    counts = counts or mapping_counts(m)
+    mem_map = m.mem_map
+    heads = np.flatnonzero(PageHead(mem_map, np.arange(m.nr_pages)))
+    if not len(heads):
+        return {}
+    idx = heads[:, None] + np.arange(HPAGE_PMD_NR)
+    used = (counts["pte_maps"][idx] > 0) | (m.pins[idx] > 0)
+    used |= (counts["pmd_maps"][heads] > 0)[:, None]
+    idle = (~used).sum(axis=1)
+    return {int(h): int(i) for h, i in zip(heads, idle) if i}
+
+
+def problems(m):
+    """Every violated invariant, as sentences; empty when the machine is consistent."""
+    out = []
+    mem_map = m.mem_map
+    k = m.kernel
+    counts = mapping_counts(m)
+    pmd_maps, pte_maps, pins = counts["pmd_maps"], counts["pte_maps"], m.pins
+    use = mem_map["use"]
+    free = use == Use.free
+
+    # Free pages: unreferenced, unmapped, unpinned, clean.
+    bad = free & ((mem_map["_count"] != 0) | ~np.isin(mem_map["_mapcount"], (-1, -128))
+                  | (mem_map["flags"] != 0) | (pins != 0) | (pmd_maps != 0) | (pte_maps != 0))
+    if bad.any():
+        out.append(f"free page {int(np.argmax(bad)):#x} is referenced, mapped, pinned or flagged")
+    if int(free.sum()) != m.allocator.nr_free_pages or m.vmstat["nr_free_pages"] != int(free.sum()):
+        out.append("nr_free_pages disagrees with the pages marked free")
+
+    # Page tables: reachable exactly once, refcount 1, accounted.
+    live = m.pgtables.pfn_of[m.pgtables.pfn_of >= 0]
+    tables = counts["tables"]
+    if len(np.unique(tables)) != len(tables):
+        out.append("a page-table page is used twice")
+    if set(live.tolist()) != set(tables.tolist()):
+        out.append(f"page tables not reachable from any process: "
+                   f"{sorted(set(live.tolist()) - set(tables.tolist()))[:5]}")
+    pg = use == Use.pgtable
+    if set(np.flatnonzero(pg).tolist()) != set(live.tolist()):
+        out.append("pages marked as page tables differ from the tables in use")
+    if (mem_map["_count"][pg] != 1).any():
+        out.append("a page-table page has _count != 1")
+    nr_pte_tables = int((m.pgtables.level[m.pgtables.pfn_of >= 0] == 1).sum())
+    if m.vmstat["nr_page_table_pages"] != nr_pte_tables:
+        out.append(f"nr_page_table_pages {m.vmstat['nr_page_table_pages']} != {nr_pte_tables} PTE tables")
+    for pid, mm in m.processes.items():
+        c = counts["per_mm"][pid]
+        if mm.anon_rss + mm.file_rss != c["rss"]:
+            out.append(f"pid {pid}: rss {mm.anon_rss}+{mm.file_rss} != {c['rss']} pages mapped")
+        if mm.file_rss:
+            out.append(f"pid {pid}: MM_FILEPAGES is {mm.file_rss} for anonymous memory")
+        if mm.nr_ptes != c["nr_ptes"]:
+            out.append(f"pid {pid}: nr_ptes {mm.nr_ptes} != {c['nr_ptes']} PTE tables")
+        if c["huge_per_table"] != c["deposited"]:
+            out.append(f"pid {pid}: deposited tables {c['deposited']} != huge PMDs {c['huge_per_table']}")
+
+    # Anon pages: mapped or pinned pages are not free; non-compound counts agree.
+    anon = use == Use.anon
+    if ((pmd_maps > 0) & ~anon).any() or ((pte_maps > 0) & ~anon).any() or ((pins > 0) & ~anon).any():
+        out.append("a mapped or pinned page is not an allocated anon page")
+    single = anon & ~PageCompound(mem_map, np.arange(m.nr_pages))
+    if (mem_map["_mapcount"][single] + 1 != pte_maps[single]).any():
+        p = int(np.flatnonzero(single & (mem_map["_mapcount"] + 1 != pte_maps))[0])
+        out.append(f"page {p:#x}: _mapcount {mem_map['_mapcount'][p]} but {pte_maps[p]} PTEs map it")
+    if (mem_map["_count"][single] != pte_maps[single] + pins[single]).any():
+        p = int(np.flatnonzero(single & (mem_map["_count"] != pte_maps + pins))[0])
+        out.append(f"page {p:#x}: _count {mem_map['_count'][p]} != {pte_maps[p]} maps + {pins[p]} pins")
+    if (pmd_maps[single] != 0).any():
+        out.append("a huge PMD maps a page that is not a THP head")
+    lost = single & (pte_maps == 0) & (pins == 0)
+    if lost.any():
+        out.append(f"page {int(np.argmax(lost)):#x} is allocated but neither mapped nor pinned (leak)")
+
+    # THPs: the level's accounting identity, and no compound page is lost.
+    out.extend(k.check_refcounts(pmd_maps, pte_maps, pins))
+    heads = np.flatnonzero(PageHead(mem_map, np.arange(m.nr_pages)))
+    if len(heads):
+        idx = heads[:, None] + np.arange(HPAGE_PMD_NR)
+        used = (pte_maps[idx] > 0).any(axis=1) | (pins[idx] > 0).any(axis=1) | (pmd_maps[heads] > 0)
+        if (~used).any():
+            out.append(f"THP {int(heads[~used][0]):#x} is allocated but nothing maps or pins it (leak)")
+        if (compound_head(mem_map, idx) != heads[:, None]).any():
+            out.append("a THP's tails do not all point at its head")
+        if (mem_map["flags"][heads] & np.uint32(1 << PG.compound_lock)).any() and not m.smp.held:
+            out.append("compound_lock left held")
+    return out
+
+
+def check(m):
+    """Raise :class:`InvariantViolation` listing every problem, if any."""
+    found = problems(m)
+    if found:
+        raise InvariantViolation(f"level {m.kernel.level}: " + "; ".join(found))

@@ -1,0 +1,156 @@
+"""Patch 06/10: "thp: implement new split_huge_page()".
+
+Splitting the compound page is back, with a precondition: nobody may hold a
+pin.  With no tail pins recorded, "pinned" is read from the head:
+``Σ page_mapcount(subpages) == page_count(head) - 1`` (the -1 is the caller's
+own reference) holds exactly when every reference is a mapping.  The test
+runs twice: racily before any PMD is split (to avoid splitting PMDs for
+nothing) and again under ``compound_lock``, after every PMD has become a PTE
+table.  A pin taken in between makes the second test fail: ``-EBUSY``, with
+the PMDs split but the compound page intact.
+
+``get_page()``/``put_page()`` on a tail take ``compound_lock`` again, only to
+keep the head's ``_count`` still while the split reads it.
+
+As posted, the first test returned without unlocking the anon_vma or
+counting the failure, and the PMD loop called ``__split_huge_pmd()`` with the
+PMD lock held; v2 fixed both.  thplab follows the evident intent.
+"""
+
+import numpy as np
+
+from .. import memory as mem
+from .. import pgtable as pt
+from ..errors import VMBug
+from ..page_alloc import dump_page
+from ..page_flags import PG, PageCompound, PageTail, compound_head
+from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
+from ._kernel import Patch
+from .p00_base import _pages, rmap_walk_vmas
+from .p04_pmd_split import _put_heads
+
+P06 = Patch(
+    number=6,
+    subject="thp: implement new split_huge_page()",
+    files={"mm/huge_memory.c": "412 (series total)", "mm/swap.c": "285 (series total)",
+           "mm/internal.h": "31 (series total)", "include/linux/mm.h": "66 (series total)"},
+    summary="split_huge_page() splits every PMD mapping the page (split_huge_pmd), then the "
+            "compound page, giving each tail _count = its mapcount; it fails with -EBUSY when "
+            "Σ page_mapcount != page_count - 1, i.e. when the page is pinned.",
+    why="Only swap-out, memory failure, migration and KSM need the page itself split, and all "
+        "of them can cope with failure.",
+    link="https://lore.kernel.org/linux-mm/1402329861-7037-7-git-send-email-kirill.shutemov@linux.intel.com/",
+    capabilities={"split_huge_page_works": True},
+)
+
+
+def _with_compound_lock(k, pages, what):
+    mem_map = k.mem_map
+    tails = pages[PageTail(mem_map, pages)]
+    for head in np.unique(compound_head(mem_map, tails)).tolist():
+        k.point(f"{what}: compound_lock_irqsave(head)", head=head)
+        k.machine.smp.lock(k, ("compound_lock", head), f"{what}: compound_lock")
+        k.machine.smp.unlock(k, ("compound_lock", head))
+    return len(tails)
+
+
+@P06.replaces
+def get_page(k, page):
+    """Mirrors ``get_page()``/``__get_page_tail()`` after patch 06: head ``_count`` +1 under ``compound_lock``."""
+    pages = _pages(page)
+    nr_tails = _with_compound_lock(k, pages, "__get_page_tail")
+    k.previous("get_page", P06)(pages)
+    k.cost("atomic", 2 * nr_tails)  # lock + unlock around the increment
+    k.cost("compound_lock", nr_tails)
+    k.cost("irq_save", nr_tails)
+
+
+@P06.replaces
+def put_page(k, page):
+    """Mirrors ``put_page()``/``put_compound_page()`` after patch 06: head ``_count`` -1 under ``compound_lock``."""
+    pages = _pages(page)
+    nr_tails = _with_compound_lock(k, pages, "put_compound_page")
+    _put_heads(k, pages, compound_head(k.mem_map, pages))
+    k.cost("atomic", len(pages) + 2 * nr_tails)
+    k.cost("compound_lock", nr_tails)
+    k.cost("irq_save", nr_tails)
+
+
+def total_mapcount(k, head):
+    """Σ ``page_mapcount()`` over the 512 subpages (thplab helper; v4.5 names it ``total_mapcount()``)."""
+    return int((k.mem_map["_mapcount"][head:head + HPAGE_PMD_NR] + 1).sum())
+
+
+@P06.replaces
+def split_huge_page_to_list(k, page, list=None):
+    """Mirrors ``split_huge_page_to_list()`` (v1 patch 06). Returns 0 or ``-EBUSY``."""
+    mem_map = k.mem_map
+    if not k.PageAnon(page):
+        raise VMBug(dump_page(mem_map, page, "split_huge_page: BUG_ON(!PageAnon(page))"))
+    head = int(compound_head(mem_map, page))
+    if mem_map["_mapcount"][head:head + HPAGE_PMD_NR].max() < 0:  # page_get_anon_vma() failed
+        k.count_vm_event("thp_split_page_failed")
+        return -EBUSY
+    anon_vma = k.machine.anon_vma_of(head)
+    key = ("anon_vma", anon_vma.root.id)
+    k.machine.smp.lock(k, key, "split_huge_page: anon_vma_lock_write")
+    try:
+        if not PageCompound(mem_map, head):
+            return 0
+        mapcount, count = total_mapcount(k, head), int(mem_map["_count"][head])
+        k.point("split_huge_page: racy check", total_mapcount=mapcount, page_count=count)
+        if mapcount > count - 1:
+            raise VMBug(dump_page(mem_map, head, "split_huge_page: Σ mapcount > page_count - 1"))
+        if mapcount != count - 1:
+            ret = -EBUSY
+        else:
+            for vma, address in rmap_walk_vmas(k, head):
+                pmdp = mem.pmd_offset(k, vma.mm, address & HPAGE_PMD_MASK)
+                if pmdp is not None and pt.pmd_trans_huge(mem.entry(k, pmdp)) \
+                        and int(pt.pmd_pfn(mem.entry(k, pmdp))) == head:
+                    k.__split_huge_pmd(vma, pmdp, address)
+            ret = k.__split_huge_page_refcount(head, list)
+    finally:
+        k.machine.smp.unlock(k, key)
+    k.count_vm_event("thp_split_page_failed" if ret else "thp_split_page")
+    k.point("split_huge_page: done", ret=ret)
+    return ret
+
+
+@P06.replaces
+def __split_huge_page_refcount(k, page, list):
+    """Mirrors ``__split_huge_page_refcount()`` (v1): re-check, then split the compound page.
+
+    Under ``compound_lock``: if ``Σ page_mapcount != page_count - 1`` a pin
+    arrived since the racy check: ``-EBUSY``.  Otherwise tail i gets
+    ``_count += mapcount_i + 1``, the head loses ``Σ mapcount_i``, the page
+    stops being compound, and ``put_page()`` on every tail drops the "+1" --
+    freeing tails that no PTE maps.  Tail ``_mapcount`` is left alone: it is
+    already a real mapcount.
+    """
+    mem_map = k.mem_map
+    smp = k.machine.smp
+    smp.lock(k, ("compound_lock", page), "__split_huge_page_refcount: compound_lock")
+    k.point("__split_huge_page_refcount: compound_lock taken")
+    if total_mapcount(k, page) != mem_map["_count"][page] - 1:
+        smp.unlock(k, ("compound_lock", page))
+        return -EBUSY
+    tails = np.arange(page + 1, page + HPAGE_PMD_NR, dtype=np.int64)
+    if (mem_map["_count"][tails] != 0).any():
+        raise VMBug(dump_page(mem_map, int(tails[0]), "__split_huge_page_refcount: tail _count != 0"))
+    mapcounts = mem_map["_mapcount"][tails] + 1
+    mem_map["_count"][tails] += mapcounts + 1
+    keep = np.uint32((1 << PG.referenced) | (1 << PG.swapbacked) | (1 << PG.mlocked)
+                     | (1 << PG.uptodate) | (1 << PG.active) | (1 << PG.unevictable))
+    mem_map["flags"][tails] = (mem_map["flags"][page] & keep) | np.uint32((1 << PG.dirty) | (1 << PG.lru))
+    mem_map["mapping"][tails] = mem_map["mapping"][page]
+    mem_map["index"][tails] = mem_map["index"][page] + np.arange(1, HPAGE_PMD_NR)
+    mem_map["first_page"][tails] = -1
+    mem_map["_count"][page] -= int(mapcounts.sum())
+    k.machine.vmstat.count("nr_anon_transparent_hugepages", -1)
+    mem_map["flags"][page] &= ~np.uint32(1 << PG.head)
+    mem_map["compound_order"][page + 1] = 0
+    k.point("__split_huge_page_refcount: compound page split")
+    smp.unlock(k, ("compound_lock", page))
+    k.put_page(tails)
+    return 0
