@@ -8,6 +8,7 @@ THP at 0x200000000000, ``proc/4242/smaps`` right after the THP fault.
 """
 
 import gzip
+import json
 import os
 import shutil
 import sys
@@ -488,3 +489,76 @@ def test_live_full_munmap(real):
 def test_live_timeout_is_contained():
     result = live.run_experiment("fault", timeout=0.01)
     assert result.status == "failed" and "timed out" in result.reason
+
+
+# --------------------------------------------------------------- model side by side
+
+
+def rows_of(result, levels=(0, 10)):
+    return {(row.step, row.quantity): row for row in live.compare(result, levels)}
+
+
+def test_predict_fault_level0():
+    fault = live.predict("fault", 0)["fault"]
+    assert fault["thp_fault_alloc"] == 1 and fault["nr_anon_transparent_hugepages"] == 1
+    assert fault["AnonHugePages kB"] == 2048 and fault["page compound"] is True
+    # v3.14: a PMD mapping is counted in the head's _mapcount only.
+    assert (fault["kpagecount[0]"], fault["kpagecount[1]"]) == (1, 0)
+
+
+def test_compare_partial_munmap_level0():
+    rows = rows_of(live.load_recorded().experiments["partial_munmap"], levels=(0,))
+    compound = rows["munmap", "page compound"]
+    assert (compound.observed, compound.predicted[0], compound.verdict[0]) == (True, False, "differs")
+    assert "split_huge_page_pmd()" in compound.explanations[0]
+    thp_split = rows["munmap", "thp_split"]
+    assert thp_split.observed is None and thp_split.predicted[0] == 1
+    assert thp_split.verdict[0] == "n/a"
+    assert rows["munmap", "subpages mapped"].verdict[0] == "match"
+    assert rows["munmap", "nr_anon_transparent_hugepages"].explanations == []
+    # vmstat events that moved nowhere are left out.
+    assert ("munmap", "thp_fault_alloc") not in rows
+
+
+def test_compare_fork_cow_level0():
+    rows = rows_of(live.load_recorded().experiments["fork"], levels=(0,))
+    alloc = rows["child_write", "thp_fault_alloc"]
+    assert (alloc.observed, alloc.predicted[0], alloc.verdict[0]) == (0, 1, "differs")
+    assert "3917c80280c9" in alloc.explanations[0]
+    assert rows["fork", "kpagecount[0]"].verdict[0] == "match"
+
+
+def test_format_run_labels_recorded():
+    text = live.format_run(live.load_recorded(), levels=(0,))
+    assert "RECORDED on another machine, not a live reading" in text and "LIVE" not in text
+    assert "== pin:" in text and "thp_split_page_failed" in text
+    assert text.count("note: /proc/vmstat counters are system-wide") == 1
+
+
+def test_main_recorded(capsys):
+    assert live.main(["--recorded", "--experiment", "mprotect", "--levels", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "RECORDED" in out and "== mprotect:" in out and "== fault:" not in out
+
+
+def test_main_json(capsys):
+    assert live.main(["--recorded", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["source"] == "recorded" and set(data["experiments"]) == set(live.EXPERIMENTS)
+
+
+def test_main_falls_back_to_recorded(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(live, "SYS_THP", str(tmp_path / "no-thp"))
+    assert live.main(["--experiment", "fault", "--levels", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "live probing unavailable" in captured.err and "does not exist" in captured.err
+    assert "RECORDED" in captured.out
+
+
+@pytest.mark.live
+@needs_kernel
+def test_main_live(capsys, tmp_path):
+    path = tmp_path / "run.json"
+    assert live.main(["--experiment", "fault", "--levels", "0", "--record", str(path)]) == 0
+    assert "(LIVE, this machine)" in capsys.readouterr().out
+    assert live.load_recorded(path).experiments["fault"].status == "ok"

@@ -1,4 +1,4 @@
-"""THP experiments on the real kernel, run in a child process.
+"""THP experiments on the real kernel, and the same experiments on the model.
 
 ``python -m thplab._live_experiments NAME`` runs one experiment of
 :data:`thplab.live.EXPERIMENTS` and prints its result as one JSON object;
@@ -15,6 +15,10 @@ looks at the result through smaps, pagemap, kpageflags and kpagecount.
 The physical view follows the THP's 512 page frames (found at the fault)
 whatever maps them, so a subpage that was unmapped but not freed is still
 seen as part of the compound page.
+
+:func:`model_steps` runs the same steps on a thplab ``Machine``; both sides
+are reduced to the :data:`QUANTITIES` that :func:`thplab.live.compare` puts
+next to each other.
 """
 
 import ctypes
@@ -27,6 +31,8 @@ import sys
 import numpy as np
 
 from thplab import live
+from thplab.machine import Machine
+from thplab.page_flags import PageCompound, PageHead
 
 # include/uapi/asm-generic/mman-common.h, mman.h
 PROT_READ, PROT_WRITE = 0x1, 0x2
@@ -430,6 +436,145 @@ EXPERIMENT_STEPS = {
     "pin": pin,
     "full_munmap": full_munmap,
 }
+
+
+# --------------------------------------------------------------------------
+# The model's side: each experiment again, as a scenario on a thplab Machine
+# with the same step names, and the quantities both sides are compared on.
+# The scenarios only call Machine's public methods, so that a renamed entry
+# point is a one-line change here.
+
+#: Subpages whose kpagecount is compared: head, first tail, and MIDDLE.
+KPAGECOUNT_SUBPAGES = (0, 1, MIDDLE)
+#: The compared quantities, in display order: the vmstat events first.
+QUANTITIES = live.THP_EVENTS + (
+    "AnonHugePages kB", "VMAs", "subpages mapped", "page compound",
+    *(f"kpagecount[{i}]" for i in KPAGECOUNT_SUBPAGES),
+    "child AnonHugePages kB", "child subpages mapping the THP",
+)
+
+
+def model_fault(m, procs, addr):
+    return [("fault", lambda: m.touch(procs["self"], addr, HPAGE_PMD_SIZE, write=True))]
+
+
+def model_partial_munmap(m, procs, addr):
+    return model_fault(m, procs, addr) + [
+        ("munmap", lambda: m.munmap(procs["self"], addr + MIDDLE * PAGE_SIZE, PAGE_SIZE))]
+
+
+def model_mprotect(m, procs, addr):
+    return model_fault(m, procs, addr) + [
+        ("mprotect", lambda: m.mprotect(procs["self"], addr + MIDDLE * PAGE_SIZE,
+                                        MPROTECT_NR * PAGE_SIZE, "r"))]
+
+
+def model_fork(m, procs, addr):
+    def fork():
+        procs["child"] = m.fork(procs["self"])
+
+    return model_fault(m, procs, addr) + [
+        ("fork", fork),
+        ("child_write", lambda: m.touch(procs["child"], addr + MIDDLE * PAGE_SIZE, PAGE_SIZE)),
+        ("child_exit", lambda: m.exit(procs.pop("child"))),
+    ]
+
+
+def model_pin(m, procs, addr):
+    pins = []
+
+    def split():
+        # The real kernel splits on madvise(MADV_COLD) (split_folio()); the
+        # model calls split_huge_page() as such a caller does. The old kernel
+        # split the page at munmap already: then there is no THP left to split.
+        head = int(m.walk(procs["self"], [addr])["pfn"][0])
+        if PageCompound(m.mem_map, head):
+            m.split_huge_page(head)
+
+    return model_fault(m, procs, addr) + [
+        ("pin", lambda: pins.extend(m.get_user_pages_fast(procs["self"],
+                                                          addr + PIN_SUBPAGE * PAGE_SIZE))),
+        ("munmap", lambda: m.munmap(procs["self"], addr + MIDDLE * PAGE_SIZE, PAGE_SIZE)),
+        ("split_pinned", split),
+        ("unpin", lambda: m.put_page(pins)),
+        ("split_unpinned", split),
+    ]
+
+
+def model_full_munmap(m, procs, addr):
+    return model_fault(m, procs, addr) + [
+        ("munmap", lambda: m.munmap(procs["self"], addr, HPAGE_PMD_SIZE))]
+
+
+#: Experiment name -> function(machine, procs, addr) returning its
+#: ``[(step name, operation)]`` on the model.
+MODEL_STEPS = {
+    "fault": model_fault,
+    "partial_munmap": model_partial_munmap,
+    "mprotect": model_mprotect,
+    "fork": model_fork,
+    "pin": model_pin,
+    "full_munmap": model_full_munmap,
+}
+
+
+def model_quantities(m, procs, addr, thp_pfn, before, after):
+    """The compared quantities of the model after one step (see :data:`QUANTITIES`)."""
+    q = {name: after[name] - before[name] for name in live.THP_EVENTS if name in after}
+    pid = procs["self"]
+    subpages = addr + np.arange(HPAGE_PMD_NR, dtype=np.uint64) * PAGE_SIZE
+    mapped = m.walk(pid, subpages)["pfn"] >= 0
+    q["AnonHugePages kB"] = m.smaps_anon_huge_kb(pid, addr, HPAGE_PMD_SIZE)
+    q["VMAs"] = len(m.processes[pid].vmas_in(addr, addr + HPAGE_PMD_SIZE))
+    q["subpages mapped"] = int(mapped.sum())
+    if mapped[0]:
+        q["page compound"] = bool(PageHead(m.mem_map, thp_pfn))
+        for i in KPAGECOUNT_SUBPAGES:
+            if mapped[i]:
+                q[f"kpagecount[{i}]"] = int(m.page_mapcount(thp_pfn + i))
+    if "child" in procs:
+        child = m.walk(procs["child"], subpages)["pfn"]
+        q["child AnonHugePages kB"] = m.smaps_anon_huge_kb(procs["child"], addr, HPAGE_PMD_SIZE)
+        q["child subpages mapping the THP"] = int((child == thp_pfn + np.arange(HPAGE_PMD_NR)).sum())
+    return q
+
+
+def model_steps(name, level):
+    """Run experiment `name` on the model at series `level`; see :func:`thplab.live.predict`."""
+    m = Machine.boot(nr_pages=4096, patches=level, seed=0)
+    procs = {"self": m.spawn()}
+    addr = m.mmap(procs["self"], MAPPING_SIZE, prot="rw", thp=True)
+    steps, thp_pfn = {}, -1
+    for step, operation in MODEL_STEPS[name](m, procs, addr):
+        before = m.vmstat.as_dict()
+        operation()
+        after = m.vmstat.as_dict()
+        if thp_pfn < 0:
+            thp_pfn = int(m.walk(procs["self"], [addr])["pfn"][0])
+        steps[step] = model_quantities(m, procs, addr, thp_pfn, before, after)
+    return steps
+
+
+def observed_quantities(step):
+    """The compared quantities of the real kernel after one step of a result."""
+    q = {name: value for name, value in step["vmstat_delta"].items() if name in live.THP_EVENTS}
+    view = step["views"]["self"]
+    samples = {sample["index"]: sample for sample in view["samples"]}
+    if view["smaps"] is not None:
+        q["AnonHugePages kB"] = view["smaps"]["AnonHugePages"]
+        q["VMAs"] = view["smaps"]["nr_vmas"]
+    q["subpages mapped"] = view["mapped"]
+    # Once the head is unmapped the THP may be freed and its frames reused:
+    # they no longer say anything about it.
+    if samples[0]["mapped"] and not view["physical"]:
+        q["page compound"] = samples[0]["compound_head"]
+        for i in KPAGECOUNT_SUBPAGES:
+            if samples[i]["mapped"]:
+                q[f"kpagecount[{i}]"] = samples[i]["kpagecount"]
+    if child := step["views"].get("child"):
+        q["child AnonHugePages kB"] = child["smaps"]["AnonHugePages"]
+        q["child subpages mapping the THP"] = child.get("mapping_thp")
+    return q
 
 
 def _common_notes():

@@ -49,6 +49,7 @@ import platform
 import re
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,8 @@ __all__ = [
     "thp_unavailable_reason",
     "EXPERIMENTS", "ExperimentResult", "LiveRun",
     "run_experiment", "run_all", "load_recorded", "save_run",
-    "predict", "compare", "ComparisonRow", "format_run", "main",
+    "predict", "compare", "ComparisonRow", "EXPLANATIONS", "STEP_EXPLANATIONS",
+    "format_run", "main",
 ]
 
 #: Root of procfs. Module attributes, read at call time, so that tests can
@@ -797,9 +799,9 @@ class LiveRun:
     @classmethod
     def from_dict(cls, data, source=None):
         source = source or data.get("source", "live")
-        experiments = {}
-        for name, result in data["experiments"].items():
-            experiments[name] = ExperimentResult.from_dict({**result, "source": source})
+        experiments = {name: ExperimentResult.from_dict({**data["experiments"][name],
+                                                         "source": source})
+                       for name in EXPERIMENTS if name in data["experiments"]}
         return cls(source, data["kernel"], data["date"], data["settings"], experiments)
 
     def to_dict(self):
@@ -870,3 +872,239 @@ def load_recorded(path=None):
     """
     data = json.loads(Path(path or RECORDED_PATH).read_text())
     return LiveRun.from_dict(data, source="recorded")
+
+
+# --------------------------------------------------------------------------
+# The real kernel next to the model.
+
+
+def predict(name, level):
+    """What the model predicts for experiment `name` at series `level`.
+
+    Runs the experiment's scenario (:mod:`thplab._live_experiments`) on
+    ``Machine.boot(nr_pages=4096, patches=level, seed=0)``.
+
+    Returns
+    -------
+    dict
+        ``{step name: {quantity: value}}``, the quantities :func:`compare` uses.
+    """
+    from ._live_experiments import model_steps
+
+    return model_steps(name, level)
+
+
+_COW = ("Since v5.8 (3917c80280c9, 'thp: change CoW semantics for anon-THP') a write to a "
+        "shared PMD-mapped THP splits that PMD and copies one 4 KiB page; v3.14 and RFC v1 "
+        "allocated a new THP and copied all 2 MiB (do_huge_pmd_wp_page()).")
+
+#: Why today's kernel differs from the model, by quantity (all ``kpagecount[i]``
+#: share ``"kpagecount"``).
+EXPLANATIONS = {
+    "thp_split": "v3.14's only split event, once per compound page split; RFC patch 05 "
+                 "replaced it with thp_split_page, thp_split_page_failed and thp_split_pmd.",
+    "thp_split_pmd": "Counted since RFC patch 05, once per PMD split into a page table; the "
+                     "old kernel had no PMD-only split to count.",
+    "thp_split_page": "RFC patch 05's name for a compound page split; since v4.5 a partially "
+                      "unmapped THP is split later, by the deferred_split shrinker "
+                      "(asynchronously, under memory pressure) or by a caller such as "
+                      "madvise(MADV_COLD).",
+    "thp_split_page_failed": "split_huge_page() can fail only since the redesign (RFC patch 06: "
+                             "-EBUSY when page_count exceeds the mappings plus the caller's "
+                             "reference); v3.14's split never failed, it moved tail pins.",
+    "thp_deferred_split_page": "The deferred split queue came with the merged redesign "
+                               "(v4.5, deferred_split_huge_page()), this counter with v4.6; "
+                               "v3.14 split at once and RFC v1 left the page PTE-mapped.",
+    "nr_anon_transparent_hugepages": "Since v4.5 this counts PMD-mapped THPs (-1 when the last "
+                                     "PMD mapping goes, split or not); before, it dropped only "
+                                     "when the compound page was split or freed.",
+    "page compound": "v3.14 split the whole compound page here (split_huge_page_pmd() -> "
+                     "split_huge_page()); since RFC patch 04 (merged in v4.5) only the PMD is "
+                     "split and the compound page stays whole.",
+    "kpagecount": "kpagecount reads page_mapcount(). In v3.14 a tail's _mapcount counted GUP "
+                  "pins, and in RFC v1 a PMD mapping counted only in the head's _mapcount; "
+                  "v4.5 added the compound (PMD) mapcount to every subpage, and v6.x reports "
+                  "folio_precise_page_mapcount() (the folio average with "
+                  "CONFIG_NO_PAGE_MAPCOUNT).",
+}
+
+#: Why today's kernel differs from the model after one (experiment, step),
+#: whatever the quantity.
+STEP_EXPLANATIONS = {
+    ("fork", "child_write"): _COW,
+    ("fork", "child_exit"): _COW,
+}
+
+@dataclass
+class ComparisonRow:
+    """One quantity after one step: the real kernel next to the model.
+
+    ``observed`` or ``predicted[level]`` is ``None`` where that kernel has no
+    such quantity (e.g. a vmstat event it does not count); ``verdict[level]``
+    is then ``"n/a"``, else ``"match"`` or ``"differs"``. ``explanations``
+    says why today's kernel differs, where a verdict is not ``"match"``.
+    """
+
+    experiment: str
+    step: str
+    quantity: str
+    observed: object
+    predicted: dict
+    verdict: dict
+    explanations: list = field(default_factory=list)
+
+
+def _explain(experiment, step, quantity):
+    key = "kpagecount" if quantity.startswith("kpagecount[") else quantity
+    texts = [STEP_EXPLANATIONS.get((experiment, step)), EXPLANATIONS.get(key)]
+    return [text for text in texts if text]
+
+
+def compare(result, levels=(0, 10)):
+    """Put each observed quantity of `result` next to the model's predictions.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+        A successful experiment (live or recorded).
+    levels : sequence of int
+        Series levels to predict with (0: old kernel, 10: RFC v1).
+
+    Returns
+    -------
+    list of ComparisonRow
+        Per step, in the order of ``thplab._live_experiments.QUANTITIES``. A vmstat event appears only if
+        it moved somewhere (real kernel or model).
+    """
+    from ._live_experiments import QUANTITIES, observed_quantities
+
+    predictions = {level: predict(result.name, level) for level in levels}
+    rows = []
+    for step in result.steps:
+        observed = observed_quantities(step)
+        predicted = {level: predictions[level].get(step["name"], {}) for level in levels}
+        for quantity in QUANTITIES:
+            values = {level: predicted[level].get(quantity) for level in levels}
+            real = observed.get(quantity)
+            if quantity in THP_EVENTS and not real and not any(values.values()):
+                continue
+            if real is None and all(value is None for value in values.values()):
+                continue
+            verdict = {level: "n/a" if real is None or value is None
+                       else "match" if real == value else "differs"
+                       for level, value in values.items()}
+            explain = ([] if all(v == "match" for v in verdict.values())
+                       else _explain(result.name, step["name"], quantity))
+            rows.append(ComparisonRow(result.name, step["name"], quantity, real, values,
+                                      verdict, explain))
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Terminal output.
+
+LEVEL_NAMES = {0: "v3.14-like", 10: "RFC v1"}
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def format_run(run, levels=(0, 10), width=100):
+    """The comparison of a :class:`LiveRun` with the model, as terminal text.
+
+    Every experiment starts with the same fault, shown once (under ``fault``).
+    After the first step a row appears only if its quantity changed (real or
+    model) or, for a vmstat event, moved. Footnotes give the explanations of
+    :func:`compare`; each note of the experiments is printed once.
+    """
+    label = ("LIVE, this machine" if run.source == "live"
+             else "RECORDED on another machine, not a live reading")
+    settings = run.settings
+    lines = [f"thplab live: Linux {run.kernel}, {run.date} ({label})"]
+    if settings.get("available"):
+        lines.append(f"THP: enabled=[{settings['enabled']}] defrag=[{settings['defrag']}] "
+                     f"hpage_pmd_size={settings['hpage_pmd_size']} "
+                     f"use_zero_page={int(settings['use_zero_page'])}")
+    lines.append("Model: Machine.boot(nr_pages=4096, patches=LEVEL, seed=0). Rows show what moved "
+                 "or changed; '-' means that kernel has no such quantity.")
+    header = f"  {'step':<15}{'quantity':<33}{'real':>6}" + "".join(
+        f"  {f'L{level} ' + LEVEL_NAMES.get(level, ''):<20}" for level in levels)
+    printed_notes = set()
+    for name, result in run.experiments.items():
+        lines += ["", f"== {name}: {EXPERIMENTS[name]}"]
+        if result.status != "ok":
+            lines.append(f"  {result.status}: {result.reason}")
+            continue
+        lines.append(header)
+        footnotes, last_step, previous = [], None, {}
+        for row in compare(result, levels):
+            values = (row.observed, [row.predicted[level] for level in levels])
+            unchanged = row.step != "fault" and previous.get(row.quantity) == values
+            previous[row.quantity] = values
+            if (row.step == "fault" and name != "fault") or (
+                    unchanged and row.quantity not in THP_EVENTS):
+                continue
+            for text in row.explanations:
+                if text not in footnotes:
+                    footnotes.append(text)
+            refs = "".join(f" [{footnotes.index(text) + 1}]" for text in row.explanations)
+            step = row.step if row.step != last_step else ""
+            last_step = row.step
+            cells = "".join(f"  {_cell(row.predicted[level]) + ' ' + row.verdict[level]:<20}"
+                            for level in levels)
+            lines.append(f"  {step:<15}{row.quantity:<33}{_cell(row.observed):>6}{cells}{refs}")
+        for number, text in enumerate(footnotes, 1):
+            lines += textwrap.wrap(text, width, initial_indent=f"  [{number}] ",
+                                   subsequent_indent="      ")
+        for note in result.notes:
+            if note not in printed_notes:
+                printed_notes.add(note)
+                lines += textwrap.wrap(note, width, initial_indent="  note: ",
+                                       subsequent_indent="        ")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """``python -m thplab live``: run the experiments and print them next to the model.
+
+    Without live probing (not Linux, THP off, not root) it prints the
+    recorded run instead, labelled as such. Returns the exit status.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m thplab live",
+        description="Run THP experiments on this machine's kernel and compare them with the "
+                    "thplab model at series level 0 (old kernel) and 10 (RFC v1).")
+    parser.add_argument("--recorded", action="store_true",
+                        help="show the run recorded with thplab instead of probing this kernel")
+    parser.add_argument("--experiment", action="append", choices=list(EXPERIMENTS),
+                        help="run only this experiment (repeatable)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds each experiment may take (default 10)")
+    parser.add_argument("--levels", type=int, nargs="+", default=[0, 10], metavar="LEVEL",
+                        help="series levels of the model to compare with (default: 0 10)")
+    parser.add_argument("--json", action="store_true", help="print the run as JSON")
+    parser.add_argument("--record", metavar="PATH", help="also save the live run as JSON to PATH")
+    args = parser.parse_args(argv)
+
+    reason = "" if args.recorded else thp_unavailable_reason()
+    if args.recorded or reason:
+        if reason:
+            print(f"live probing unavailable: {reason}", file=sys.stderr)
+        run = load_recorded()
+        if args.experiment:
+            run.experiments = {name: run.experiments[name] for name in args.experiment}
+    else:
+        run = run_all(args.experiment, args.timeout)
+        if args.record:
+            save_run(run, args.record)
+    print(json.dumps(run.to_dict(), indent=1) if args.json else format_run(run, args.levels))
+    return int(any(result.status == "failed" for result in run.experiments.values()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
