@@ -506,39 +506,60 @@ def test_predict_fault_level0():
     assert (fault["kpagecount[0]"], fault["kpagecount[1]"]) == (1, 0)
 
 
-def test_compare_partial_munmap_level0():
-    rows = rows_of(live.load_recorded().experiments["partial_munmap"], levels=(0,))
+def test_predict_levels_differ_where_the_rfc_changed_things():
+    old, rfc = live.predict("mprotect", 0)["mprotect"], live.predict("mprotect", 10)["mprotect"]
+    assert old["thp_split"] == 1 and old["page compound"] is False
+    assert rfc["thp_split_pmd"] == 1 and rfc["page compound"] is True
+    assert "thp_split" not in rfc
+
+
+def test_compare_partial_munmap():
+    rows = rows_of(live.load_recorded().experiments["partial_munmap"])
     compound = rows["munmap", "page compound"]
-    assert (compound.observed, compound.predicted[0], compound.verdict[0]) == (True, False, "differs")
+    assert compound.observed is True and compound.predicted == {0: False, 10: True}
+    assert compound.verdict == {0: "differs", 10: "match"}
     assert "split_huge_page_pmd()" in compound.explanations[0]
     thp_split = rows["munmap", "thp_split"]
-    assert thp_split.observed is None and thp_split.predicted[0] == 1
-    assert thp_split.verdict[0] == "n/a"
-    assert rows["munmap", "subpages mapped"].verdict[0] == "match"
-    assert rows["munmap", "nr_anon_transparent_hugepages"].explanations == []
+    assert thp_split.observed is None and thp_split.predicted == {0: 1, 10: None}
+    assert thp_split.verdict == {0: "n/a", 10: "n/a"}
+    assert rows["munmap", "thp_split_pmd"].verdict == {0: "n/a", 10: "match"}
+    nr_thp = rows["munmap", "nr_anon_transparent_hugepages"]
+    assert nr_thp.verdict == {0: "match", 10: "differs"} and "v4.5" in nr_thp.explanations[0]
+    assert rows["munmap", "subpages mapped"].explanations == []
     # vmstat events that moved nowhere are left out.
     assert ("munmap", "thp_fault_alloc") not in rows
 
 
-def test_compare_fork_cow_level0():
-    rows = rows_of(live.load_recorded().experiments["fork"], levels=(0,))
+def test_compare_pin():
+    rows = rows_of(live.load_recorded().experiments["pin"])
+    assert rows["split_pinned", "thp_split_page_failed"].verdict == {0: "n/a", 10: "match"}
+    assert rows["split_unpinned", "thp_split_page"].verdict == {0: "n/a", 10: "match"}
+    assert rows["split_unpinned", "page compound"].verdict == {0: "match", 10: "match"}
+
+
+def test_compare_fork_cow():
+    rows = rows_of(live.load_recorded().experiments["fork"])
     alloc = rows["child_write", "thp_fault_alloc"]
-    assert (alloc.observed, alloc.predicted[0], alloc.verdict[0]) == (0, 1, "differs")
+    assert (alloc.observed, alloc.predicted, alloc.verdict) == (
+        0, {0: 1, 10: 1}, {0: "differs", 10: "differs"})
     assert "3917c80280c9" in alloc.explanations[0]
-    assert rows["fork", "kpagecount[0]"].verdict[0] == "match"
+    assert rows["fork", "kpagecount[0]"].verdict == {0: "match", 10: "match"}
+    assert rows["fork", "kpagecount[1]"].verdict == {0: "differs", 10: "differs"}
 
 
 def test_format_run_labels_recorded():
-    text = live.format_run(live.load_recorded(), levels=(0,))
+    text = live.format_run(live.load_recorded())
     assert "RECORDED on another machine, not a live reading" in text and "LIVE" not in text
+    assert "L0 v3.14-like" in text and "L10 RFC v1" in text
     assert "== pin:" in text and "thp_split_page_failed" in text
     assert text.count("note: /proc/vmstat counters are system-wide") == 1
 
 
 def test_main_recorded(capsys):
-    assert live.main(["--recorded", "--experiment", "mprotect", "--levels", "0"]) == 0
+    assert live.main(["--recorded", "--experiment", "mprotect", "--levels", "0", "4"]) == 0
     out = capsys.readouterr().out
     assert "RECORDED" in out and "== mprotect:" in out and "== fault:" not in out
+    assert "L4 " in out and "L10" not in out
 
 
 def test_main_json(capsys):
@@ -549,7 +570,7 @@ def test_main_json(capsys):
 
 def test_main_falls_back_to_recorded(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(live, "SYS_THP", str(tmp_path / "no-thp"))
-    assert live.main(["--experiment", "fault", "--levels", "0"]) == 0
+    assert live.main(["--experiment", "fault"]) == 0
     captured = capsys.readouterr()
     assert "live probing unavailable" in captured.err and "does not exist" in captured.err
     assert "RECORDED" in captured.out
@@ -559,6 +580,6 @@ def test_main_falls_back_to_recorded(capsys, monkeypatch, tmp_path):
 @needs_kernel
 def test_main_live(capsys, tmp_path):
     path = tmp_path / "run.json"
-    assert live.main(["--experiment", "fault", "--levels", "0", "--record", str(path)]) == 0
+    assert live.main(["--experiment", "fault", "--record", str(path)]) == 0
     assert "(LIVE, this machine)" in capsys.readouterr().out
     assert live.load_recorded(path).experiments["fault"].status == "ok"
