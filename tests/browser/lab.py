@@ -453,7 +453,7 @@ def check_report(report: dict, live_widgets_seen: int | None = None) -> list[str
     return problems
 
 
-def wait_for_widgets(page, want: int, timeout: float = 30.0) -> int:
+def wait_for_widgets(page, want: int, timeout: float = 20.0) -> int:
     """Wait (up to ``timeout``) until ``want`` output areas hold a live widget; return count."""
     js = """(want) => {
       const w = window.jupyterapp.shell.currentWidget;
