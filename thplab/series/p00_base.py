@@ -98,14 +98,15 @@ def get_page(k, page):
     """
     mm = k.mem_map
     pages = _pages(page)
+    for head in np.unique(compound_head(mm, pages[PageTail(mm, pages)])).tolist():
+        k.machine.smp.lock(k, ("compound_lock", head), "__get_page_tail: compound_lock")
+        k.machine.smp.unlock(k, ("compound_lock", head))
+    # Re-read under the lock: a split may have turned the tail into a normal page.
     heads = compound_head(mm, pages)
+    tails = pages[PageTail(mm, pages)]
     if (mm["_count"][heads] <= 0).any():
         bad = int(pages[mm["_count"][heads] <= 0][0])
         raise VMBug(dump_page(mm, bad, "get_page: VM_BUG_ON(page_count <= 0)"))
-    tails = pages[PageTail(mm, pages)]
-    for head in np.unique(compound_head(mm, tails)).tolist():
-        k.machine.smp.lock(k, ("compound_lock", head), "__get_page_tail: compound_lock")
-        k.machine.smp.unlock(k, ("compound_lock", head))
     np.add.at(mm["_count"], heads, 1)
     np.add.at(mm["_mapcount"], tails, 1)
     # get_page_unless_zero(head) + lock + atomic_inc(tail->_mapcount) + unlock
@@ -137,6 +138,12 @@ def put_page(k, page):
     """
     mm = k.mem_map
     pages = _pages(page)
+    for head in np.unique(compound_head(mm, pages[PageTail(mm, pages)])).tolist():
+        k.point("put_compound_page: compound_lock_irqsave(head)", head=head)
+        k.machine.smp.lock(k, ("compound_lock", head), "put_compound_page: compound_lock")
+        k.machine.smp.unlock(k, ("compound_lock", head))
+    # Re-check PageTail under the lock: after a racing split the page is an
+    # ordinary page and only its own _count drops.
     heads = compound_head(mm, pages)
     tails = pages[PageTail(mm, pages)]
     if (mm["_count"][heads] <= 0).any():
@@ -147,10 +154,6 @@ def put_page(k, page):
         idx = np.flatnonzero(pins)
         if (mm["_mapcount"][tails.min() + idx] + 1 < pins[idx]).any():
             raise VMBug(dump_page(mm, int(tails[0]), "put_compound_page: tail has no pin to drop"))
-    for head in np.unique(compound_head(mm, tails)).tolist():
-        k.point("put_compound_page: compound_lock_irqsave(head)", head=head)
-        k.machine.smp.lock(k, ("compound_lock", head), "put_compound_page: compound_lock")
-        k.machine.smp.unlock(k, ("compound_lock", head))
     np.add.at(mm["_mapcount"], tails, -1)
     np.add.at(mm["_count"], heads, -1)
     # get_page_unless_zero(head), lock, put_page_testzero(head), atomic_dec(tail), unlock, put(head)
@@ -610,7 +613,6 @@ def __split_huge_page_refcount(k, page, list):
         raise VMBug(dump_page(mm, int(tails[mm["_count"][tails] != 0][0]), "tail _count != 0"))
     pins = mm["_mapcount"][tails] + 1
     k.point("__split_huge_page_refcount: tail pins read", pins=int(pins.sum()))
-    pins = mm["_mapcount"][tails] + 1
     tail_count = int(pins.sum())
     mm["_count"][tails] += mm["_mapcount"][page] + 1 + pins + 1
     keep = np.uint32((1 << PG.referenced) | (1 << PG.swapbacked) | (1 << PG.mlocked)
