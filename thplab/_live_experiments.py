@@ -120,10 +120,10 @@ class Libc:
         libc.mmap.restype = ctypes.c_void_p
         libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                               ctypes.c_int, ctypes.c_long]
-        for name in ("munmap", "mprotect", "madvise"):
-            function = getattr(libc, name)
+        for function, argtypes in ((libc.munmap, []), (libc.mprotect, [ctypes.c_int]),
+                                   (libc.madvise, [ctypes.c_int])):
             function.restype = ctypes.c_int
-            function.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * (name != "munmap")
+            function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, *argtypes]
         libc.vmsplice.restype = ctypes.c_ssize_t
         libc.vmsplice.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
 
@@ -176,7 +176,8 @@ class ThpArea:
         self.base = libc.mmap(MAPPING_HINT, MAPPING_SIZE, PROT_READ | PROT_WRITE)
         self.addr = -(-self.base // HPAGE_PMD_SIZE) * HPAGE_PMD_SIZE
         libc.madvise(self.addr, HPAGE_PMD_SIZE, MADV_HUGEPAGE)
-        self.bytes = np.ctypeslib.as_array((ctypes.c_ubyte * HPAGE_PMD_SIZE).from_address(self.addr))
+        memory = (ctypes.c_ubyte * HPAGE_PMD_SIZE).from_address(self.addr)
+        self.bytes = np.ctypeslib.as_array(memory)
         self.expected = PATTERN.copy()
         self.unmapped = np.zeros(HPAGE_PMD_NR, dtype=bool)
         self.thp_pfn = -1
@@ -191,7 +192,8 @@ class ThpArea:
         ranges = [(self.base, self.addr - self.base), (end, self.base + MAPPING_SIZE - end)]
         owned = np.flatnonzero(~self.unmapped)
         for run in np.split(owned, np.flatnonzero(np.diff(owned) != 1) + 1):
-            ranges.append((self.subpage(int(run[0])) if run.size else 0, int(run.size) * PAGE_SIZE))
+            if run.size:
+                ranges.append((self.subpage(int(run[0])), int(run.size) * PAGE_SIZE))
         for start, length in ranges:
             if length:
                 self.libc.munmap(start, length)
@@ -231,48 +233,49 @@ def observe(area, pid="self", check_content=True):
     if not pagemap.available:
         raise ExperimentError(pagemap.reason)
     present = pagemap.present & ~area.unmapped
+    exclusive = pagemap.exclusive & present
     view = {
         "smaps": smaps.summary() if smaps.available else None,
         "mapped": int(present.sum()),
-        "exclusive": int(pagemap.exclusive.sum()),
+        "exclusive": int(exclusive.sum()),
         "content_ok": area.content_ok(present) if check_content else None,
+        "physical": pagemap.reason or ("" if area.thp_pfn >= 0 else "THP page frames unknown"),
+        "samples": [{"index": i, "mapped": bool(present[i]), "exclusive": bool(exclusive[i])}
+                    for i in SAMPLE_SUBPAGES],
     }
-    index = np.arange(HPAGE_PMD_NR)
-    samples = [{"index": int(i), "mapped": bool(present[i]),
-                "exclusive": bool(pagemap.exclusive[i])} for i in SAMPLE_SUBPAGES]
-    if area.thp_pfn < 0:
-        view["physical"] = pagemap.reason or "THP page frames unknown"
-        view["samples"] = samples
-        return view
-    frames = area.thp_pfn + index
+    if not view["physical"]:
+        _observe_frames(area, pagemap.pfn, present, view)
+    return view
+
+
+def _observe_frames(area, pfn, present, view):
+    """Add what kpageflags and kpagecount say of the THP's 512 page frames to `view`."""
+    frames = area.thp_pfn + np.arange(HPAGE_PMD_NR)
     flags, counts = live.read_kpageflags(frames), live.read_kpagecount(frames)
-    mapping_thp = present & (pagemap.pfn == frames)
+    mapping_thp = present & (pfn == frames)
     view["mapping_thp"] = int(mapping_thp.sum())
-    if not (flags.available and counts.available):
-        view["physical"] = flags.reason or counts.reason
-        view["samples"] = samples
-        return view
-    compound = live.kpf_test(flags.values, live.KPF_COMPOUND_HEAD) | live.kpf_test(
-        flags.values, live.KPF_COMPOUND_TAIL)
+    view["physical"] = flags.reason or counts.reason
+    if view["physical"]:
+        return
+    head = live.kpf_test(flags.values, live.KPF_COMPOUND_HEAD)
+    tail = live.kpf_test(flags.values, live.KPF_COMPOUND_TAIL)
+    thp = live.kpf_test(flags.values, live.KPF_THP)
     values, nr = np.unique(counts.values, return_counts=True)
     view.update({
-        "physical": "",
-        "compound": int(compound.sum()),
-        "thp": int(live.kpf_test(flags.values, live.KPF_THP).sum()),
+        "compound": int((head | tail).sum()),
+        "thp": int(thp.sum()),
         "kpagecount": {str(v): int(n) for v, n in zip(values, nr)},
     })
-    for sample in samples:
+    for sample in view["samples"]:
         i = sample["index"]
         sample.update({
             "mapping_thp": bool(mapping_thp[i]),
             "flags": live.kpageflags_names(flags.values[i]),
-            "compound_head": bool(live.kpf_test(flags.values[i], live.KPF_COMPOUND_HEAD)),
-            "compound_tail": bool(live.kpf_test(flags.values[i], live.KPF_COMPOUND_TAIL)),
-            "thp": bool(live.kpf_test(flags.values[i], live.KPF_THP)),
+            "compound_head": bool(head[i]),
+            "compound_tail": bool(tail[i]),
+            "thp": bool(thp[i]),
             "kpagecount": int(counts.values[i]),
         })
-    view["samples"] = samples
-    return view
 
 
 class ForkedChild:
@@ -356,47 +359,50 @@ def _step(name, op, operation, area, child=None):
 
 def _fault(area):
     step = _step("fault", "madvise(MADV_HUGEPAGE); write 1 byte per 4 KiB", area.touch, area)
-    smaps = step["views"]["self"]["smaps"]
-    if smaps is None or smaps["AnonHugePages"] != HPAGE_PMD_SIZE // 1024:
+    smaps = step["views"]["self"]["smaps"] or {}
+    if smaps.get("AnonHugePages") != HPAGE_PMD_SIZE // 1024:
         raise ExperimentError(
-            f"no THP was faulted in (AnonHugePages {smaps and smaps['AnonHugePages']} kB, "
+            f"no THP was faulted in (AnonHugePages {smaps.get('AnonHugePages')} kB, "
             f"vmstat {step['vmstat_delta']}): memory too fragmented?")
     return step
 
 
-def fault(libc, area):
+def fault(area):
     return [_fault(area)]
 
 
-def partial_munmap(libc, area):
+def partial_munmap(area):
     return [
         _fault(area),
         _step("munmap", f"munmap(subpage {MIDDLE}, 4 KiB)", lambda: area.munmap(MIDDLE, 1), area),
     ]
 
 
-def mprotect(libc, area):
+def mprotect(area):
     return [
         _fault(area),
         _step("mprotect", f"mprotect(subpages {MIDDLE}-{MIDDLE + MPROTECT_NR - 1}, PROT_READ)",
-              lambda: libc.mprotect(area.subpage(MIDDLE), MPROTECT_NR * PAGE_SIZE, PROT_READ),
+              lambda: area.libc.mprotect(area.subpage(MIDDLE), MPROTECT_NR * PAGE_SIZE,
+                                         PROT_READ),
               area),
     ]
 
 
-def fork(libc, area):
+def fork(area):
     steps = [_fault(area)]
     child = ForkedChild(area)
     try:
         steps.append(_step("fork", "fork()", child.start, area, child))
-        steps.append(_step("child_write", f"child writes subpage {MIDDLE}", child.write, area, child))
+        steps.append(_step("child_write", f"child writes subpage {MIDDLE}", child.write, area,
+                           child))
         steps.append(_step("child_exit", "child exits", child.exit, area))
     finally:
         child.exit()
     return steps
 
 
-def pin(libc, area):
+def pin(area):
+    libc = area.libc
     steps = [_fault(area)]
     pipe = list(os.pipe())
 
@@ -420,14 +426,14 @@ def pin(libc, area):
     return steps
 
 
-def full_munmap(libc, area):
+def full_munmap(area):
     return [
         _fault(area),
         _step("munmap", "munmap(whole THP, 2 MiB)", lambda: area.munmap(0, HPAGE_PMD_NR), area),
     ]
 
 
-#: Experiment name -> function(libc, area) returning its steps.
+#: Experiment name -> function(area) returning its steps.
 EXPERIMENT_STEPS = {
     "fault": fault,
     "partial_munmap": partial_munmap,
@@ -535,7 +541,8 @@ def model_quantities(m, procs, addr, thp_pfn, before, after):
     if "child" in procs:
         child = m.walk(procs["child"], subpages)["pfn"]
         q["child AnonHugePages kB"] = m.smaps_anon_huge_kb(procs["child"], addr, HPAGE_PMD_SIZE)
-        q["child subpages mapping the THP"] = int((child == thp_pfn + np.arange(HPAGE_PMD_NR)).sum())
+        own = thp_pfn + np.arange(HPAGE_PMD_NR)
+        q["child subpages mapping the THP"] = int((child == own).sum())
     return q
 
 
@@ -597,7 +604,7 @@ def run(name):
         return {**result, "status": "unavailable", "reason": reason}
     try:
         with ThpArea(Libc()) as area:
-            result["steps"] = EXPERIMENT_STEPS[name](area.libc, area)
+            result["steps"] = EXPERIMENT_STEPS[name](area)
     except (OSError, ExperimentError) as exc:
         return {**result, "status": "failed", "reason": str(exc)}
     result["notes"] = NOTES[name] + _common_notes()

@@ -33,7 +33,7 @@ raw ``_mapcount`` + 1 of that ``struct page`` (for a tail: its GUP pin count),
 v4.5 added the compound (PMD) mapcount, and v6.x reports
 ``folio_precise_page_mapcount()`` (entire mapcount + the page's own PTE
 mapcount) with ``CONFIG_PAGE_MAPCOUNT``, or the folio's average mapcount
-with ``CONFIG_NO_PAGE_MAPCOUNT`` (v6.15+).
+with the newer, experimental ``CONFIG_NO_PAGE_MAPCOUNT``.
 """
 
 from __future__ import annotations
@@ -121,14 +121,14 @@ KPF_UNEVICTABLE = 18
 KPF_HWPOISON = 19
 KPF_NOPAGE = 20
 KPF_KSM = 21
-KPF_THP = 22  # any THP subpage, PMD- or PTE-mapped (v2.6.38 era; mTHP too since v6.8)
+KPF_THP = 22  # any subpage of a THP, PMD- or PTE-mapped, of any size
 KPF_OFFLINE = 23
 KPF_ZERO_PAGE = 24
 KPF_IDLE = 25
 KPF_PGTABLE = 26
 KPF_RESERVED = 32
 KPF_MLOCKED = 33
-KPF_OWNER_2 = 34  # KPF_MAPPEDTODISK before v6.10
+KPF_OWNER_2 = 34  # formerly KPF_MAPPEDTODISK
 KPF_PRIVATE = 35
 KPF_PRIVATE_2 = 36
 KPF_OWNER_PRIVATE = 37
@@ -453,15 +453,18 @@ class ThpSettings:
     @property
     def madvise_thp_usable(self):
         """Whether ``madvise(MADV_HUGEPAGE)`` + a write fault can allocate a PMD-sized THP."""
-        return self.available and not self._unusable_reason()
+        return not self.unusable_reason
 
-    def _unusable_reason(self):
+    @property
+    def unusable_reason(self):
+        """Why :attr:`madvise_thp_usable` is False, or ``""``."""
         if not self.available:
             return self.reason
         if self.enabled == "never":
             return f"THP disabled: {SYS_THP}/enabled is [never]"
         if self.pmd_size_enabled == "never":
-            return f"PMD-sized THP disabled: hugepages-{self.hpage_pmd_size // 1024}kB/enabled is [never]"
+            return (f"PMD-sized THP disabled: hugepages-{self.hpage_pmd_size // 1024}kB/enabled "
+                    "is [never]")
         if self.process_thp_enabled is False:
             return "THP disabled for this process (prctl(PR_SET_THP_DISABLE); THP_enabled: 0)"
         if self.hpage_pmd_size != HPAGE_PMD_NR * PAGE_SIZE:
@@ -719,7 +722,7 @@ def thp_unavailable_reason():
     """Why the experiments cannot run here, or ``""`` if they can."""
     settings = read_thp_settings()
     if not settings.madvise_thp_usable:
-        return settings._unusable_reason()
+        return settings.unusable_reason
     for probe in (read_vmstat(), read_smaps(0, PAGE_SIZE)):
         if not probe.available:
             return probe.reason
@@ -916,8 +919,9 @@ EXPLANATIONS = {
                                "(v4.5, deferred_split_huge_page()), this counter with v4.6; "
                                "v3.14 split at once and RFC v1 left the page PTE-mapped.",
     "nr_anon_transparent_hugepages": "Since v4.5 this counts PMD-mapped THPs (-1 when the last "
-                                     "PMD mapping goes, split or not); before, it dropped only "
-                                     "when the compound page was split or freed.",
+                                     "PMD mapping goes, split or not); in v3.14 and RFC v1 it "
+                                     "dropped only when the compound page was split or no "
+                                     "longer mapped at all.",
     "page compound": "v3.14 split the whole compound page here (split_huge_page_pmd() -> "
                      "split_huge_page()); since RFC patch 04 (merged in v4.5) only the PMD is "
                      "split and the compound page stays whole.",
@@ -934,6 +938,7 @@ STEP_EXPLANATIONS = {
     ("fork", "child_write"): _COW,
     ("fork", "child_exit"): _COW,
 }
+
 
 @dataclass
 class ComparisonRow:
@@ -973,8 +978,8 @@ def compare(result, levels=(0, 10)):
     Returns
     -------
     list of ComparisonRow
-        Per step, in the order of ``thplab._live_experiments.QUANTITIES``. A vmstat event appears only if
-        it moved somewhere (real kernel or model).
+        Per step, in the order of ``thplab._live_experiments.QUANTITIES``. A
+        vmstat event appears only if it moved somewhere (real kernel or model).
     """
     from ._live_experiments import QUANTITIES, observed_quantities
 
