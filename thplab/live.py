@@ -1045,7 +1045,7 @@ def format_run(run, levels=(0, 10), width=100):
         if result.status != "ok":
             lines.append(f"  {result.status}: {result.reason}")
             continue
-        lines.append(header)
+        lines.append(header.rstrip())
         footnotes, last_step, previous = [], None, {}
         for row in compare(result, levels):
             values = (row.observed, [row.predicted[level] for level in levels])
@@ -1062,7 +1062,8 @@ def format_run(run, levels=(0, 10), width=100):
             last_step = row.step
             cells = "".join(f"  {_cell(row.predicted[level]) + ' ' + row.verdict[level]:<20}"
                             for level in levels)
-            lines.append(f"  {step:<15}{row.quantity:<33}{_cell(row.observed):>6}{cells}{refs}")
+            lines.append(f"  {step:<15}{row.quantity:<33}{_cell(row.observed):>6}{cells}{refs}"
+                         .rstrip())
         for number, text in enumerate(footnotes, 1):
             lines += textwrap.wrap(text, width, initial_indent=f"  [{number}] ",
                                    subsequent_indent="      ")
