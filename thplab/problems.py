@@ -1,0 +1,153 @@
+"""Seeded predict-then-reveal exercises.
+
+One code path makes the problem and the answer: a problem is a scenario run
+on the model, and the question asks for a number the model then reports.
+Every problem shows its seed, so ``Problem.generate(seed=7)`` gives the same
+problem to everyone.
+
+>>> p = Problem.generate(seed=3)
+>>> print(p.render())                                         # doctest: +SKIP
+>>> p.check(p.answer)[0]
+True
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .page_flags import compound_head
+from .params import HPAGE_PMD_NR, PAGE_SIZE
+from .scenarios import (Scenario, fault_thp, fork, munmap_subpages, pin_subpage, split_page,
+                        split_pmd_in)
+
+KINDS = ("page_count", "tail_mapcount", "split_result", "held_pages")
+
+
+@dataclass
+class Problem:
+    """A question about a scenario, its answer, and the reasoning behind it."""
+
+    seed: int
+    level: int
+    kind: str
+    steps: list
+    question: str
+    answer: int
+    explanation: str
+    args: dict = field(default_factory=dict)
+
+    @classmethod
+    def generate(cls, seed=0, level=None, kind=None, levels=(0, 10)):
+        """Draw a problem from ``numpy.random.default_rng(seed)``.
+
+        ``level`` and ``kind`` fix those choices; otherwise they are drawn too
+        (``level`` from ``levels``).
+        """
+        rng = np.random.default_rng(seed)
+        level = int(rng.choice(levels)) if level is None else int(level)
+        kind = str(rng.choice(KINDS)) if kind is None else kind
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        forks = int(rng.integers(0, 3))
+        pinned = sorted(set(rng.integers(1, HPAGE_PMD_NR, size=int(rng.integers(0, 3))).tolist()))
+        steps = [("fault a THP", fault_thp)] + [("fork()", _fork_from_parent)] * forks
+        steps += [(f"pin subpage {i} (gup-fast)", pin_subpage(i)) for i in pinned]
+        args = {"forks": forks, "pinned": pinned}
+        if kind == "tail_mapcount":
+            i = int(rng.integers(1, HPAGE_PMD_NR))
+            if forks:
+                steps.append(("split the last child's PMD", split_pmd_in("child")))
+            args["subpage"] = i
+        elif kind == "held_pages":
+            first, nr = int(rng.integers(1, 400)), int(rng.integers(1, 64))
+            steps.append((f"munmap subpages {first}-{first + nr - 1}", munmap_subpages(first, nr)))
+            args.update(first=first, nr=nr)
+        elif kind == "split_result":
+            steps.append(("split_huge_page()", split_page))
+        run = Scenario("problem", "exercise", "", steps).start(level, seed=seed)
+        run.run_all()
+        answer, why = _answer(run, kind, args)
+        question = {
+            "page_count": "What is page_count() of the THP's head page now?",
+            "tail_mapcount": f"What does page_mapcount() return for subpage {args.get('subpage')} now?",
+            "split_result": "What did split_huge_page() return? (0 for success, -16 for -EBUSY)",
+            "held_pages": "How many 4 KiB subpages of the THP are still allocated although no "
+                          "page table maps them and nobody pins them?",
+        }[kind]
+        return cls(seed, level, kind, [label for label, _ in steps], question, answer, why, args)
+
+    def render(self):
+        """The problem as text, parameters first (OSTEP style)."""
+        lines = [f"ARG seed {self.seed}", f"ARG level {self.level}"
+                 + (" (old kernel)" if self.level == 0 else f" (patches 01-{self.level:02d} applied)"),
+                 "", "Steps:"]
+        lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
+        lines += ["", self.question]
+        return "\n".join(lines)
+
+    def check(self, guess):
+        """``(correct, message)`` for a learner's guess."""
+        try:
+            value = int(str(guess).strip())
+        except ValueError:
+            return False, f"Please answer with a whole number (you typed {guess!r})."
+        if value == self.answer:
+            return True, f"Right: {self.answer}. {self.explanation}"
+        return False, f"Not quite: you said {value}, the model says {self.answer}. {self.explanation}"
+
+
+def _fork_from_parent(run):
+    run.child = run.machine.fork(run.pid)
+
+
+def _answer(run, kind, args):
+    m = run.machine
+    k = m.kernel
+    head = run.head
+    nr_pins = len(args["pinned"])
+    mappers = 1 + args["forks"]
+    if kind == "page_count":
+        count = int(m.page_count(head))
+        if k.caps["tail_pins"]:
+            why = (f"Old scheme: head _count = PMD mappings ({mappers}) + pins on tails "
+                   f"({nr_pins}), each pin also sitting in its tail's _mapcount.")
+        else:
+            why = (f"New scheme: head _count = Σ page_mapcount over subpages (a PMD counts once: "
+                   f"{mappers}) + pins ({nr_pins}); tails keep _count 0.")
+        return count, why
+    if kind == "tail_mapcount":
+        i = args["subpage"]
+        page = head + i
+        value = int(m.page_mapcount(page))
+        if k.caps["tail_pins"] and m.mem_map["flags"][page] & (1 << 15):
+            why = (f"Before patch 04 a tail's _mapcount counts pins on it, not mappings: subpage {i} "
+                   f"has {int(m.pins[page])} pin(s).")
+        elif k.caps["tail_pins"]:
+            why = ("Before patch 04 splitting a PMD splits the whole THP in every process; subpage "
+                   f"{i} is now an ordinary page, mapped by {value} PTE(s).")
+        else:
+            why = (f"From patch 04 a tail's _mapcount counts PTEs mapping it; PMD mappings do not show "
+                   f"in tails. Subpage {i} is mapped by {value} PTE(s); pins live only in the head's _count.")
+        return value, why
+    if kind == "split_result":
+        label, result, _ = run.results[-1]
+        value = int(result)
+        if value == 0:
+            why = ("The old split never fails: pins are handed to the tails they were taken on."
+                   if k.caps["tail_pins"] else
+                   "No pins: Σ page_mapcount == page_count - 1 (the caller's reference), so it splits.")
+        else:
+            why = (f"{nr_pins} pin(s): Σ page_mapcount != page_count - 1, so the new split refuses "
+                   "with -EBUSY rather than lose track of which subpage is pinned.")
+        return value, why
+    from .invariants import held_pages
+
+    held = held_pages(m).get(head, 0) if m.mem_map["flags"][head] & (1 << 14) else 0
+    if k.caps["pte_mapped_thp"]:
+        why = (f"From patch 04 munmap() of part of a THP splits only the PMD. Of the {args['nr']} "
+               f"subpages unmapped here, {held} are mapped by no other process and pinned by no one, "
+               "yet stay allocated inside the compound page until all of it is freed.")
+    else:
+        why = ("Before patch 04 a partial munmap() splits the whole THP first, so the unmapped "
+               "subpages are ordinary pages and are freed at once.")
+    return held, why
