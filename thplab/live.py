@@ -36,8 +36,6 @@ mapcount) with ``CONFIG_PAGE_MAPCOUNT``, or the folio's average mapcount
 with the newer, experimental ``CONFIG_NO_PAGE_MAPCOUNT``.
 """
 
-from __future__ import annotations
-
 import argparse
 import dataclasses
 import datetime
@@ -54,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .params import HPAGE_PMD_NR
 
 __all__ = [
     "PROC", "SYS_THP", "PAGE_SIZE", "HPAGE_PMD_NR", "THP_EVENTS",
@@ -81,9 +81,8 @@ SYS_THP = "/sys/kernel/mm/transparent_hugepage"
 #: Where :func:`load_recorded` finds the shipped recording.
 RECORDED_PATH = Path(__file__).with_name("data") / "live-recorded.json"
 
+#: This machine's page size (the experiments need 4 KiB pages and 2 MiB THPs).
 PAGE_SIZE = mmap.PAGESIZE
-#: Subpages per PMD-sized THP on x86-64 (``HPAGE_PMD_NR``).
-HPAGE_PMD_NR = 512
 
 # /proc/pid/pagemap entry bits (fs/proc/task_mmu.c, pagemap.rst).
 PM_PFRAME_BITS = 55
