@@ -115,11 +115,15 @@ def pte_table_of(k, pmd_value):
 def __pte_alloc(k, mm, pmdp):
     """Mirrors ``__pte_alloc()``: give an empty PMD a PTE table."""
     new = pte_alloc_one(k, mm)
-    if entry(k, pmdp) != 0:  # populated meanwhile (an interleaved fault)
+    ptl = ("ptl", pmdp[0])
+    k.machine.smp.lock(k, ptl, "__pte_alloc: pmd_lock")
+    if entry(k, pmdp) != 0:  # populated meanwhile (a racing fault or split)
+        k.machine.smp.unlock(k, ptl)
         pte_free(k, mm, new)
         return
     mm.nr_ptes += 1
     set_entry(k, pmdp, pt.mk_table_entry(new))
+    k.machine.smp.unlock(k, ptl)
 
 
 def pgtable_trans_huge_deposit(k, mm, pmdp, pgtable):

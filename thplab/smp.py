@@ -4,10 +4,12 @@ thplab runs one operation at a time unless an :class:`~thplab.trace.Interleaving
 drives two of them on two simulated CPUs, switching at kernel-named points.
 The locks below are the ones the THP refcounting design leans on: the
 anon_vma rwsem, ``compound_lock`` (a bit spinlock in the head's flags), the
-page lock, and interrupts disabled on a CPU (which holds up a TLB-flush IPI).
+page lock, the PMD lock (``pmd_lock()``, one per PMD table with split PMD
+ptlocks), and interrupts disabled on a CPU (which holds up a TLB-flush IPI).
 
-SIMPLIFICATION: page-table locks, ``zone->lru_lock`` and ``mmap_sem`` are not
-modelled; no interleaving in the lessons depends on them.
+SIMPLIFICATION: the PMD lock is taken only where a split meets a fault (PMD
+splitting, installing a huge PMD, populating an empty PMD); other page-table
+locks, ``zone->lru_lock`` and ``mmap_sem`` are not modelled.
 """
 
 import threading

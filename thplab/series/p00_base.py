@@ -201,6 +201,14 @@ def do_huge_pmd_anonymous_page(k, mm, vma, address, pmdp, write):
     mem.anon_vma_prepare(k, vma)
     pgtable = mem.pte_alloc_one(k, mm)
     page = alloc.alloc_pages(HPAGE_PMD_NR.bit_length() - 1, Use.anon)
+    ptl = ("ptl", pmdp[0])
+    k.machine.smp.lock(k, ptl, "do_huge_pmd_anonymous_page: pmd_lock")
+    if mem.entry(k, pmdp) != 0:  # populated while we allocated: undo, let the access retry
+        k.machine.smp.unlock(k, ptl)
+        k.mem_map["_count"][page] = 0
+        alloc.free_pages([page])
+        mem.pte_free(k, mm, pgtable)
+        return 0
     e = pt.set_bits(pt.mk_huge_pmd(page, mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
     if vma.vm_flags & VM_WRITE:
         e = pt.set_bits(e, pt._PAGE_RW)
@@ -209,6 +217,7 @@ def do_huge_pmd_anonymous_page(k, mm, vma, address, pmdp, write):
     mem.set_entry(k, pmdp, e)
     mm.anon_rss += HPAGE_PMD_NR
     mm.nr_ptes += 1
+    k.machine.smp.unlock(k, ptl)
     k.count_vm_event("thp_fault_alloc")
     return 0
 
@@ -732,8 +741,8 @@ def get_futex_key(k, mm, address):
         page_head = page
         if PageTail(k.mem_map, page):
             k.put_page(page)
-            k.point("get_futex_key: tail page, local_irq_disable")
             smp.local_irq_disable()
+            k.point("get_futex_key: tail page; interrupts off, re-pin and take the head")
             got = __get_user_pages_fast(k, mm, address, 1, write=False)
             if got is not None and len(got):
                 page = int(got[0])

@@ -160,8 +160,11 @@ def __split_huge_pmd(k, vma, pmdp, address):
     live one, so nothing is allocated.
     """
     mm = vma.mm
+    ptl = ("ptl", pmdp[0])
+    k.machine.smp.lock(k, ptl, "__split_huge_pmd: pmd_lock")
     pmd = mem.entry(k, pmdp)
     if not pt.pmd_trans_huge(pmd):
+        k.machine.smp.unlock(k, ptl)
         return
     head = int(pt.pmd_pfn(pmd))
     haddr = address & HPAGE_PMD_MASK
@@ -180,6 +183,7 @@ def __split_huge_pmd(k, vma, pmdp, address):
     k.machine.pgtables.table(pgtable)[:] = ptes
     mem_map["_mapcount"][head + 1:head + HPAGE_PMD_NR] += 1
     mem.set_entry(k, pmdp, pt.mk_table_entry(pgtable))
+    k.machine.smp.unlock(k, ptl)
     k.point("__split_huge_pmd: PTE table populated", pid=mm.pid, address=hex(haddr))
 
 
