@@ -21,11 +21,13 @@ LAB_OVERRIDES_STAMP := $(VENV)/.thplab-lab-overrides
 CHROMIUM  ?= /usr/bin/chromium
 PYTEST    := $(VPY) -m pytest
 
-.PHONY: help lab test venv install lab-settings chromium test-tests test-notebooks clean-venv
+.PHONY: help lab test venv install lab-settings chromium test-tests test-notebooks notebooks clean-venv
 
 help:
 	@echo "make lab    - create .venv if needed and open the lessons in JupyterLab"
 	@echo "make test   - create .venv if needed and run all tests (incl. real-browser test and lessons)"
+	@echo "(helper) make notebooks - before committing lessons: clear outputs, record the"
+	@echo "                          '# NBVAL_CHECK_OUTPUT' cells' outputs (etc/record_checked_outputs.py)"
 
 # ---------------------------------------------------------------- environment
 $(VPY):
@@ -36,7 +38,8 @@ $(VPY):
 
 # Reinstall only when pyproject.toml changed (or the venv is new).
 $(STAMP): pyproject.toml | $(VPY)
-	$(VPY) -m pip install -e '.[lab,test]'
+	@echo "Installing thplab with its lab and test dependencies into $(VENV) (first time: about a minute)"
+	$(VPY) -m pip install --quiet --progress-bar off -e '.[lab,test]'
 	@touch $@
 
 $(LAB_OVERRIDES_STAMP): $(OVERRIDES) etc/jupyterlab/install_overrides.py $(STAMP)
@@ -53,6 +56,12 @@ clean-venv:
 # ---------------------------------------------------------------- lab
 lab: $(STAMP) $(LAB_OVERRIDES_STAMP)
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00-index.ipynb
+
+# ---------------------------------------------------------------- notebooks
+# Clean every lesson for committing; keep a fresh run's output in the cells marked
+# `# NBVAL_CHECK_OUTPUT` (nbval only compares marked cells that have a recorded run).
+notebooks: $(STAMP)
+	$(VPY) etc/record_checked_outputs.py $(NOTEBOOKS)
 
 # ---------------------------------------------------------------- tests
 chromium:

@@ -1,9 +1,13 @@
 """Notebooks are committed clean and in order.
 
-Every ``notebooks/**/*.ipynb``: no outputs, no execution counts, no saved widget state, at least
-one deterministic cell marked ``# NBVAL_CHECK_OUTPUT`` (checked by ``pytest --nbval-lax``), a
-Python 3 kernel, and a file name that starts with its two-digit order (``03-split.ipynb``).
-The browser harness's fixture notebooks must be clean too.
+Every ``notebooks/**/*.ipynb``: no saved widget state or timing metadata; no outputs and no
+execution counts, *except* in the cells marked ``# NBVAL_CHECK_OUTPUT``, which must keep the
+recorded output of a run (``pytest --nbval-lax`` compares only cells that are marked AND were
+run in the committed file — a marked cell with a null execution count is silently not
+checked); at least one marked cell; a Python 3 kernel; a file name that starts with its
+two-digit order (``03-split.ipynb``). The browser harness's fixture notebooks must be clean too.
+
+To produce exactly this state: ``make notebooks`` (etc/record_checked_outputs.py).
 """
 
 from __future__ import annotations
@@ -44,24 +48,48 @@ def _source(cell) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
+MARK = "# NBVAL_CHECK_OUTPUT"
+WIDGET_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json")
+
+
+def _marked(cell) -> bool:
+    return cell["cell_type"] == "code" and MARK in _source(cell)
+
+
 def assert_clean(path: Path) -> None:
     nb = _load(path)
     problems = []
     for i, cell in enumerate(nb["cells"]):
-        if cell["cell_type"] == "code":
-            if cell.get("outputs"):
-                problems.append(f"cell {i} has outputs")
-            if cell.get("execution_count") is not None:
-                problems.append(f"cell {i} has execution_count {cell['execution_count']}")
         meta = cell.get("metadata", {})
         if "execution" in meta:
             problems.append(f"cell {i} has execution timing metadata")
         if "widgets" in meta:
             problems.append(f"cell {i} has widget metadata")
+        if cell["cell_type"] != "code":
+            continue
+        if _marked(cell):
+            if cell.get("execution_count") is None:
+                problems.append(
+                    f"cell {i} is marked {MARK} but has no recorded run (execution_count null): "
+                    "nbval would not check it"
+                )
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    problems.append(f"cell {i} is marked {MARK} but its recorded output is an error")
+                if any(m in out.get("data", {}) for m in WIDGET_MIMES):
+                    problems.append(f"cell {i} is marked {MARK} but its recorded output is a widget")
+        else:
+            if cell.get("outputs"):
+                problems.append(f"cell {i} has outputs")
+            if cell.get("execution_count") is not None:
+                problems.append(f"cell {i} has execution_count {cell['execution_count']}")
     if "widgets" in nb.get("metadata", {}):
         problems.append("notebook metadata has saved widget state ('widgets')")
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-    assert not problems, f"{shown} is not clean (clear outputs before committing):\n" + "\n".join(problems)
+    assert not problems, (
+        f"{shown} is not clean — run `make notebooks` (or "
+        f"`.venv/bin/python etc/record_checked_outputs.py {shown}`):\n" + "\n".join(problems)
+    )
 
 
 @pytest.mark.parametrize("path", LESSONS + FIXTURES, ids=_ids(LESSONS + FIXTURES))
@@ -82,8 +110,7 @@ def test_notebook_kernel_and_format(path):
 @pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
 def test_lesson_has_checked_output_cell(path):
     nb = _load(path)
-    marked = [c for c in nb["cells"]
-              if c["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" in _source(c)]
+    marked = [c for c in nb["cells"] if _marked(c)]
     assert marked, f"{path.name}: no code cell marked '# NBVAL_CHECK_OUTPUT'"
 
 
@@ -102,18 +129,37 @@ def test_lesson_set():
     assert (NOTEBOOK_DIR / "00-index.ipynb").exists(), "notebooks/00-index.ipynb is the entry point"
 
 
+def _write(tmp_path, cells, metadata=None) -> Path:
+    p = tmp_path / "01-x.ipynb"
+    p.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": metadata or {},
+                             "cells": cells}))
+    return p
+
+
+def _code(source, count=None, outputs=()):
+    return {"cell_type": "code", "id": "c%d" % abs(hash(source)), "metadata": {},
+            "execution_count": count, "outputs": list(outputs), "source": source}
+
+
+STDOUT = {"output_type": "stream", "name": "stdout", "text": "4\n"}
+
+
 def test_clean_check_catches_dirty_notebook(tmp_path):
     """The checker itself rejects what it must (so an empty notebooks/ still tests something)."""
-    dirty = {
-        "nbformat": 4, "nbformat_minor": 5,
-        "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {}}},
-        "cells": [{"cell_type": "code", "id": "a", "metadata": {}, "execution_count": 3,
-                   "outputs": [{"output_type": "stream", "name": "stdout", "text": "x"}],
-                   "source": "print('x')"}],
-    }
-    p = tmp_path / "01-dirty.ipynb"
-    p.write_text(json.dumps(dirty))
+    p = _write(tmp_path, [_code("print('x')", 3, [STDOUT])],
+               metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {}}})
     with pytest.raises(AssertionError) as exc:
         assert_clean(p)
     msg = str(exc.value)
     assert "outputs" in msg and "execution_count" in msg and "widget state" in msg
+
+
+def test_clean_check_wants_recorded_output_in_marked_cells(tmp_path):
+    marked = MARK + "\nprint(2 + 2)"
+    with pytest.raises(AssertionError, match="nbval would not check it"):
+        assert_clean(_write(tmp_path, [_code(marked)]))
+    assert_clean(_write(tmp_path, [_code(marked, 1, [STDOUT]), _code("x = 1")]))
+    widget = {"output_type": "display_data", "metadata": {},
+              "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "m"}}}
+    with pytest.raises(AssertionError, match="is a widget"):
+        assert_clean(_write(tmp_path, [_code(marked, 1, [widget])]))

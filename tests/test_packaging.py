@@ -268,9 +268,10 @@ def test_makefile_targets():
     targets = _makefile_targets()
     assert {"lab", "test"} <= targets
     text = (REPO / "Makefile").read_text()
-    assert "-m venv" in text and "pip install -e '.[lab,test]'" in text
+    assert "-m venv" in text and re.search(r"pip install .*-e '\.\[lab,test\]'", text)
     assert "install_overrides.py" in text
     assert "--nbval-lax notebooks" in text
+    assert "record_checked_outputs.py" in text
     assert "notebooks/00-index.ipynb" in text
 
 
