@@ -274,6 +274,46 @@ class Machine:
                 return
             self.fault(pid, int(pages[np.argmax(missing)]), write)
 
+    def page_walk(self, pid, address):
+        """The four levels of the walk for one address, as rows a learner can read.
+
+        Each row: ``level`` (PGD/PUD/PMD/PTE), ``index`` (the 9 address bits
+        used), ``table`` (pfn of the table read), ``entry`` (its value) and
+        ``meaning`` (decoded bits).  The walk stops at an empty entry or a
+        2 MiB leaf; the last row then says where the address lands.
+        """
+        from . import pgtable as pt
+
+        mm = self._mm(pid)
+        if not isinstance(address, (int, np.integer)) or not 0 <= int(address) < TASK_SIZE:
+            raise BadAddress(f"page_walk: {address!r} is not a user-space address "
+                             f"(0..{TASK_SIZE:#x})", EFAULT)
+        address = int(address)
+        rows, table = [], mm.pgd
+        steps = (("PGD", pt.pgd_index, "pgd"), ("PUD", pt.pud_index, "pud"),
+                 ("PMD", pt.pmd_index, "pmd"), ("PTE", pt.pte_index, "pte"))
+        for name, index_of, level in steps:
+            index = int(index_of(address))
+            e = mem.entry(self.kernel, (table, index))
+            rows.append({"level": name, "index": index, "table": table, "entry": e,
+                         "meaning": pt.decode_entry(e, level)})
+            if e == 0:
+                break
+            if level == "pmd" and pt.pmd_trans_huge(e):
+                offset = address & ~HPAGE_PMD_MASK
+                rows.append({"level": "offset", "index": offset, "table": None, "entry": None,
+                             "meaning": f"byte {offset:#x} of the 2 MiB page = subpage "
+                                        f"{offset >> PAGE_SHIFT}, pfn {int(pt.pmd_pfn(e)) + (offset >> PAGE_SHIFT):#x}"})
+                break
+            if level == "pte":
+                if pt.pte_present(e):
+                    rows.append({"level": "offset", "index": address & (PAGE_SIZE - 1), "table": None,
+                                 "entry": None, "meaning": f"byte {address & (PAGE_SIZE - 1):#x} of pfn "
+                                                           f"{int(pt.pte_pfn(e)):#x}"})
+                break
+            table = int(pt.pte_pfn(e))
+        return rows
+
     def walk(self, pid, addrs):
         """Translate addresses through ``pid``'s page tables (see :func:`thplab.memory.walk`)."""
         return mem.walk(self.kernel, self._mm(pid), addrs)

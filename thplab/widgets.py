@@ -1,0 +1,296 @@
+"""ipywidgets views over the model, reused by every lesson.
+
+Each class builds its controls in ``__init__``, exposes them as attributes
+(so tests can set a value or ``.click()`` a button from Python), and shows
+itself when it is the last expression of a cell.  Callbacks only call the
+model and redraw; the logic lives in :mod:`thplab.scenarios`,
+:mod:`thplab.trace`, :mod:`thplab.races` and :mod:`thplab.problems`.
+"""
+
+import html
+
+import ipywidgets as w
+
+from . import viz
+from .errors import ThplabError
+from .problems import Problem
+from .races import RACES
+from .scenarios import SCENARIOS
+from .series import BASE, PATCHES, function_diff
+
+_PRE = "<pre style='font-size:12px;line-height:1.3;margin:0'>{}</pre>"
+
+
+def _pre(text):
+    return _PRE.format(html.escape(text))
+
+
+def level_name(level):
+    return "old kernel (level 0)" if level == 0 else f"after patch {level:02d} (level {level})"
+
+
+class _View:
+    widget = None
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class AddressSlicer(_View):
+    """Type a virtual address; see its PGD/PUD/PMD/PTE indices, entries and decoded bits."""
+
+    def __init__(self, machine, pid, address):
+        self.machine, self.pid = machine, pid
+        self.address = w.Text(value=hex(address), description="Address", continuous_update=False,
+                              layout=w.Layout(width="320px"))
+        self.output = w.HTML()
+        self.address.observe(lambda change: self.refresh(), names="value")
+        self.widget = w.VBox([w.HTML("<b>Address slicer</b> (hex or decimal; press Enter)"),
+                              self.address, self.output])
+        self.refresh()
+
+    def refresh(self):
+        try:
+            address = int(self.address.value.strip(), 0)
+            rows = self.machine.page_walk(self.pid, address)
+        except (ValueError, ThplabError) as exc:
+            self.output.value = f"<span style='color:#D55E00'>&#9888; {html.escape(str(exc))}</span>"
+            return
+        lines = [f"address {address:#x} = bits 47..39 | 38..30 | 29..21 | 20..12 | 11..0", ""]
+        for r in rows:
+            entry = "" if r["entry"] is None else f"entry {r['entry']:#018x}  "
+            where = "" if r["table"] is None else f"table pfn {r['table']:#x}  "
+            lines.append(f"{r['level']:<6} index {r['index']:>6}  {where}{entry}{r['meaning']}")
+        self.output.value = _pre("\n".join(lines))
+
+
+class ScenarioExplorer(_View):
+    """Step one scenario on two kernels at once; a toggle shows either (before / after a patch)."""
+
+    def __init__(self, scenario="fork-pin-split", levels=(0, 10), seed=0, field="page_mapcount", figure=True):
+        self.scenario = SCENARIOS[scenario]
+        self.levels = tuple(levels)
+        self.seed = seed
+        self.field = field
+        self.figure = figure
+        self.kernel = w.ToggleButtons(options=[(level_name(lv), lv) for lv in self.levels],
+                                      value=self.levels[-1], description="Kernel")
+        self.step_button = w.Button(description="Step", icon="step-forward", button_style="primary")
+        self.run_button = w.Button(description="Run all", icon="fast-forward")
+        self.reset_button = w.Button(description="Reset", icon="undo")
+        self.status = w.HTML()
+        self.table = w.HTML()
+        self.plot = w.Output()
+        self.step_button.on_click(lambda b: self.step())
+        self.run_button.on_click(lambda b: self.run_all())
+        self.reset_button.on_click(lambda b: self.reset())
+        self.kernel.observe(lambda change: self.refresh(), names="value")
+        self.widget = w.VBox([w.HTML(f"<b>{html.escape(self.scenario.title)}</b>: "
+                                     f"{html.escape(self.scenario.description)}"),
+                              self.kernel, w.HBox([self.step_button, self.run_button, self.reset_button]),
+                              self.status, self.table, self.plot])
+        self.reset()
+
+    @property
+    def run(self):
+        return self.runs[self.kernel.value]
+
+    def reset(self):
+        self.runs = {lv: self.scenario.start(lv, seed=self.seed) for lv in self.levels}
+        self.refresh()
+
+    def step(self):
+        for run in self.runs.values():
+            if not run.finished:
+                run.step()
+        self.refresh()
+
+    def run_all(self):
+        for run in self.runs.values():
+            run.run_all()
+        self.refresh()
+
+    def refresh(self):
+        run = self.run
+        self.step_button.disabled = self.run_button.disabled = run.finished
+        self.status.value = _pre(run.summary().split("\nlevel ")[0])
+        self.table.value = _pre(run.table())
+        if self.figure:
+            self.plot.clear_output(wait=True)
+            if run.head is not None:
+                with self.plot:
+                    import matplotlib.pyplot as plt
+
+                    fig, ax = viz.figure(6.5, 2.8)
+                    viz.plot_thp(ax, run.machine, run.head, self.field)
+                    plt.show()
+                    print(viz.describe_thp(run.machine, run.head, self.field))
+
+
+class StepThrough(_View):
+    """A slider over the points an operation passed; each shows what changed there."""
+
+    def __init__(self, recorder, pages=None, title="Step through"):
+        self.recorder = recorder
+        self.pages = pages
+        self.slider = w.IntSlider(min=0, max=len(recorder.steps) - 1, value=0, description="Point",
+                                  continuous_update=False)
+        self.prev_button = w.Button(description="Previous", icon="step-backward")
+        self.next_button = w.Button(description="Next", icon="step-forward", button_style="primary")
+        self.output = w.HTML()
+        self.slider.observe(lambda change: self.refresh(), names="value")
+        self.prev_button.on_click(lambda b: self._move(-1))
+        self.next_button.on_click(lambda b: self._move(1))
+        self.widget = w.VBox([w.HTML(f"<b>{html.escape(title)}</b>"),
+                              w.HBox([self.prev_button, self.slider, self.next_button]), self.output])
+        self.refresh()
+
+    def _move(self, d):
+        self.slider.value = min(max(self.slider.value + d, 0), self.slider.max)
+
+    def refresh(self):
+        self.output.value = _pre(describe_step(self.recorder, self.slider.value, self.pages))
+
+
+def describe_step(recorder, i, pages=None, max_rows=12):
+    """Text for step ``i`` of a recorder or interleaving: its name and what changed."""
+    from .pgtable import decode_entry
+
+    step = recorder.steps[i]
+    lines = [f"{i}/{len(recorder.steps) - 1}  {step}"]
+    if i == 0:
+        return lines[0] + "\n(the state before the operation)"
+    ch = step.state.changes(recorder.steps[i - 1].state, pages)
+    rows = ch["pages"]
+    for pfn, field, old, new in rows[:max_rows]:
+        lines.append(f"  pfn {pfn:#x}: {field} {old} -> {new}")
+    if len(rows) > max_rows:
+        lines.append(f"  ... {len(rows) - max_rows} more struct page changes")
+    for name, old, new in ch["vmstat"]:
+        lines.append(f"  /proc/vmstat {name}: {old} -> {new}")
+    for table, idx, old, new in ch["entries"][:4]:
+        lines.append(f"  entry {idx} of table pfn {table:#x}: {decode_entry(old, 'pmd')} -> "
+                     f"{decode_entry(new, 'pmd')}")
+    if len(ch["entries"]) > 4:
+        lines.append(f"  ... {len(ch['entries']) - 4} more page-table entries changed")
+    if len(lines) == 1:
+        lines.append("  (nothing changed in memory at this point)")
+    return "\n".join(lines)
+
+
+class RaceView(_View):
+    """Interleave two CPUs point by point, on the old or the new kernel."""
+
+    def __init__(self, race="split-vs-gup-fast", levels=(0, 10)):
+        self.make = RACES[race]
+        self.levels = tuple(levels)
+        self.kernel = w.ToggleButtons(options=[(level_name(lv), lv) for lv in self.levels],
+                                      value=self.levels[0], description="Kernel")
+        self.cpu_buttons = {c: w.Button(description=f"Step {c}", icon="step-forward") for c in ("CPU0", "CPU1")}
+        self.play_button = w.Button(description="Play the race", icon="play", button_style="primary")
+        self.reset_button = w.Button(description="Reset", icon="undo")
+        self.log = w.HTML()
+        self.state = w.HTML()
+        for cpu, b in self.cpu_buttons.items():
+            b.on_click(lambda b, cpu=cpu: self.step(cpu))
+        self.play_button.on_click(lambda b: self.play())
+        self.reset_button.on_click(lambda b: self.reset())
+        self.kernel.observe(lambda change: self.reset(), names="value")
+        self.race = None
+        self.title = w.HTML()
+        self.widget = w.VBox([self.title, self.kernel,
+                              w.HBox(list(self.cpu_buttons.values()) + [self.play_button, self.reset_button]),
+                              self.log, self.state])
+        self.reset()
+
+    def reset(self):
+        if self.race is not None and not self.race.interleaving.finished:
+            self.race.interleaving.close()
+        self.race = self.make(self.kernel.value)
+        self.title.value = f"<b>{html.escape(self.race.title)}</b>"
+        self.refresh()
+
+    def step(self, cpu):
+        self.race.interleaving.step(cpu)
+        self.refresh()
+
+    def play(self):
+        self.reset()
+        self.race.play()
+        self.refresh()
+
+    def refresh(self):
+        il = self.race.interleaving
+        for cpu, b in self.cpu_buttons.items():
+            b.disabled = il.done(cpu)
+        self.play_button.disabled = False
+        text = self.race.outcome().split("\n", 1)[1]
+        self.log.value = _pre(text)
+        last = len(il.steps) - 1
+        self.state.value = _pre("Last point, what changed:\n" + describe_step(il, last)) if last else ""
+
+
+class Quiz(_View):
+    """Predict-then-reveal: a seeded problem, an answer box, a check, and a fresh problem on demand."""
+
+    def __init__(self, seed=0, kind=None, levels=(0, 10)):
+        self.seed, self.kind, self.levels = seed, kind, tuple(levels)
+        self.problem_html = w.HTML()
+        self.answer = w.Text(description="Answer", placeholder="a whole number", continuous_update=False)
+        self.check_button = w.Button(description="Check", icon="check", button_style="primary")
+        self.new_button = w.Button(description="New problem", icon="refresh")
+        self.feedback = w.HTML()
+        self.check_button.on_click(lambda b: self.check())
+        self.new_button.on_click(lambda b: self.new())
+        self.widget = w.VBox([self.problem_html, w.HBox([self.answer, self.check_button, self.new_button]),
+                              self.feedback])
+        self.load()
+
+    def load(self):
+        self.problem = Problem.generate(self.seed, kind=self.kind, levels=self.levels)
+        self.problem_html.value = _pre(self.problem.render())
+        self.answer.value = ""
+        self.feedback.value = ""
+
+    def new(self):
+        self.seed += 1
+        self.load()
+
+    def check(self):
+        ok, message = self.problem.check(self.answer.value)
+        mark = "&#10004; " if ok else "&#10008; "
+        colour = "#009E73" if ok else "#D55E00"
+        self.feedback.value = f"<span style='color:{colour}'><b>{mark}</b>{html.escape(message)}</span>"
+        return ok
+
+
+class PatchDiff(_View):
+    """Pick a kernel function a patch changes; see the model's diff of it."""
+
+    def __init__(self, number):
+        self.patch = PATCHES[number - 1]
+        names = sorted(set(self.patch.functions) | set(self.patch.removed))
+        self.function = w.Dropdown(options=names, description="Function")
+        self.output = w.HTML()
+        self.function.observe(lambda change: self.refresh(), names="value")
+        self.widget = w.VBox([w.HTML(f"<b>{html.escape(self.patch.title)}</b>: functions it changes "
+                                     "in thplab"), self.function, self.output])
+        self.refresh()
+
+    def refresh(self):
+        name = self.function.value
+        if name in self.patch.removed:
+            text = f"{name}() is removed by this patch. {self.patch.removed[name]}"
+        else:
+            text = function_diff(self.patch, name) or f"{name}() is new in this patch."
+        self.output.value = _pre(text)
+
+
+def patch_card(number):
+    """Text card of a patch: subject, files, what and why, where to read it."""
+    p = BASE if number == 0 else PATCHES[number - 1]
+    files = "\n".join(f"    {path}: {lines}" for path, lines in p.files.items())
+    src = "" if p.source == "posted" else ("\n  NOTE: this patch's email is not in the public archive; "
+                                           "the model reconstructs it (see the module docstring).")
+    return (f"{p.title if number else p.subject}\n  files (lines changed, from the cover letter's diffstat):\n"
+            f"{files}\n  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}{src}")
