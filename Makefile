@@ -27,7 +27,7 @@ help:
 	@echo "make lab    - create .venv if needed and open the lessons in JupyterLab"
 	@echo "make test   - create .venv if needed and run all tests (incl. real-browser test and lessons)"
 	@echo "(helper) make notebooks - before committing lessons: clear outputs, record the"
-	@echo "                          '# NBVAL_CHECK_OUTPUT' cells' outputs (etc/record_checked_outputs.py)"
+	@echo "                          '# NBVAL_CHECK_OUTPUT' cells' outputs (etc/notebook_outputs.py)"
 
 # ---------------------------------------------------------------- environment
 $(VPY):
@@ -58,10 +58,10 @@ lab: $(STAMP) $(LAB_OVERRIDES_STAMP)
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00-index.ipynb
 
 # ---------------------------------------------------------------- notebooks
-# Clean every lesson for committing; keep a fresh run's output in the cells marked
-# `# NBVAL_CHECK_OUTPUT` (nbval only compares marked cells that have a recorded run).
+# Run every lesson, store the expected output of its `# NBVAL_CHECK_OUTPUT` cells in
+# tests/notebook_outputs/, and commit the lesson itself without any output.
 notebooks: $(STAMP)
-	$(VPY) etc/record_checked_outputs.py $(NOTEBOOKS)
+	$(VPY) etc/notebook_outputs.py record $(NOTEBOOKS)
 
 # ---------------------------------------------------------------- tests
 chromium:
@@ -91,6 +91,7 @@ test-notebooks: $(STAMP)
 	@if [ -z "$$(find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | head -n 1)" ]; then \
 	  echo "notebooks/: no notebooks yet, nothing to run with nbval"; \
 	else \
-	  echo "$(PYTEST) -q --nbval-lax notebooks"; \
-	  $(PYTEST) -q --nbval-lax notebooks; \
+	  $(VPY) etc/notebook_outputs.py inject build/nbval && \
+	  echo "$(PYTEST) -q --nbval-lax --nbval-current-env build/nbval" && \
+	  $(PYTEST) -q -p no:cacheprovider --nbval-lax --nbval-current-env build/nbval; \
 	fi

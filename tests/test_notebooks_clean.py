@@ -1,13 +1,12 @@
-"""Notebooks are committed clean and in order.
+"""Notebooks are committed clean and in order, and their checked outputs are recorded.
 
-Every ``notebooks/**/*.ipynb``: no saved widget state or timing metadata; no outputs and no
-execution counts, *except* in the cells marked ``# NBVAL_CHECK_OUTPUT``, which must keep the
-recorded output of a run (``pytest --nbval-lax`` compares only cells that are marked AND were
-run in the committed file — a marked cell with a null execution count is silently not
-checked); at least one marked cell; a Python 3 kernel; a file name that starts with its
-two-digit order (``03-split.ipynb``). The browser harness's fixture notebooks must be clean too.
+Every ``notebooks/*.ipynb``: no outputs, no execution counts, no saved widget state or timing
+metadata; at least one cell marked ``# NBVAL_CHECK_OUTPUT``, whose expected output is recorded
+(for the cell's current source) in ``tests/notebook_outputs/<lesson>.json`` -- nbval checks
+it against a copy with the output put back (etc/notebook_outputs.py); a Python 3 kernel; a
+file name that starts with its two-digit order. The browser fixtures must be clean too.
 
-To produce exactly this state: ``make notebooks`` (etc/record_checked_outputs.py).
+To produce exactly this state: ``make notebooks``.
 """
 
 from __future__ import annotations
@@ -67,28 +66,16 @@ def assert_clean(path: Path) -> None:
             problems.append(f"cell {i} has widget metadata")
         if cell["cell_type"] != "code":
             continue
-        if _marked(cell):
-            if cell.get("execution_count") is None:
-                problems.append(
-                    f"cell {i} is marked {MARK} but has no recorded run (execution_count null): "
-                    "nbval would not check it"
-                )
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "error":
-                    problems.append(f"cell {i} is marked {MARK} but its recorded output is an error")
-                if any(m in out.get("data", {}) for m in WIDGET_MIMES):
-                    problems.append(f"cell {i} is marked {MARK} but its recorded output is a widget")
-        else:
-            if cell.get("outputs"):
-                problems.append(f"cell {i} has outputs")
-            if cell.get("execution_count") is not None:
-                problems.append(f"cell {i} has execution_count {cell['execution_count']}")
+        if cell.get("outputs"):
+            problems.append(f"cell {i} has outputs")
+        if cell.get("execution_count") is not None:
+            problems.append(f"cell {i} has execution_count {cell['execution_count']}")
     if "widgets" in nb.get("metadata", {}):
         problems.append("notebook metadata has saved widget state ('widgets')")
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     assert not problems, (
         f"{shown} is not clean — run `make notebooks` (or "
-        f"`.venv/bin/python etc/record_checked_outputs.py {shown}`):\n" + "\n".join(problems)
+        f"`.venv/bin/python etc/notebook_outputs.py record {shown}`):\n" + "\n".join(problems)
     )
 
 
@@ -112,6 +99,23 @@ def test_lesson_has_checked_output_cell(path):
     nb = _load(path)
     marked = [c for c in nb["cells"] if _marked(c)]
     assert marked, f"{path.name}: no code cell marked '# NBVAL_CHECK_OUTPUT'"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
+def test_checked_outputs_are_recorded_for_current_sources(path):
+    """Every marked cell has an expected output recorded for exactly its current source."""
+    import hashlib
+
+    rec_path = REPO / "tests" / "notebook_outputs" / f"{path.stem}.json"
+    assert rec_path.exists(), f"{path.name}: no {rec_path.relative_to(REPO)}; run `make notebooks`"
+    recorded = json.loads(rec_path.read_text())["cells"]
+    for i, cell in enumerate(_load(path)["cells"]):
+        if _marked(cell):
+            sha = hashlib.sha256(_source(cell).encode()).hexdigest()[:16]
+            rec = recorded.get(str(i))
+            assert rec and rec["source_sha"] == sha, (
+                f"{path.name} cell {i}: recorded output is missing or stale; run `make notebooks`")
+            assert rec["outputs"], f"{path.name} cell {i}: recorded output is empty"
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
@@ -154,12 +158,8 @@ def test_clean_check_catches_dirty_notebook(tmp_path):
     assert "outputs" in msg and "execution_count" in msg and "widget state" in msg
 
 
-def test_clean_check_wants_recorded_output_in_marked_cells(tmp_path):
+def test_clean_check_rejects_outputs_even_in_marked_cells(tmp_path):
     marked = MARK + "\nprint(2 + 2)"
-    with pytest.raises(AssertionError, match="nbval would not check it"):
-        assert_clean(_write(tmp_path, [_code(marked)]))
-    assert_clean(_write(tmp_path, [_code(marked, 1, [STDOUT]), _code("x = 1")]))
-    widget = {"output_type": "display_data", "metadata": {},
-              "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "m"}}}
-    with pytest.raises(AssertionError, match="is a widget"):
-        assert_clean(_write(tmp_path, [_code(marked, 1, [widget])]))
+    assert_clean(_write(tmp_path, [_code(marked), _code("x = 1")]))
+    with pytest.raises(AssertionError, match="has outputs"):
+        assert_clean(_write(tmp_path, [_code(marked, 1, [STDOUT])]))

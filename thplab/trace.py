@@ -211,6 +211,14 @@ class Interleaving:
         order = schedule.split() if isinstance(schedule, str) else list(schedule)
         return [s for s in (self.step(c) for c in order) if s is not None]
 
+    def run_until(self, cpu, text, max_steps=100):
+        """Step ``cpu`` until it reaches a point whose name contains ``text`` (or finishes)."""
+        for _ in range(max_steps):
+            step = self.step(cpu)
+            if step is None or text in step.name or self.done(cpu):
+                return step
+        raise VMBug(f"{cpu} never reached a point containing {text!r}")
+
     def finish(self, max_steps=10_000):
         """Run the CPUs round-robin, skipping waiting ones while another can move, until all are done."""
         for _ in range(max_steps):

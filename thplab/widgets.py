@@ -29,6 +29,14 @@ def level_name(level):
     return "old kernel (level 0)" if level == 0 else f"after patch {level:02d} (level {level})"
 
 
+def level_labels(levels):
+    """Toggle labels: "before/after patch NN" for a consecutive pair, else one name per level."""
+    if len(levels) == 2 and levels[1] == levels[0] + 1:
+        return [(f"before patch {levels[1]:02d} (level {levels[0]})", levels[0]),
+                (f"after patch {levels[1]:02d} (level {levels[1]})", levels[1])]
+    return [(level_name(lv), lv) for lv in levels]
+
+
 class _View:
     widget = None
 
@@ -73,8 +81,8 @@ class ScenarioExplorer(_View):
         self.seed = seed
         self.field = field
         self.figure = figure
-        self.kernel = w.ToggleButtons(options=[(level_name(lv), lv) for lv in self.levels],
-                                      value=self.levels[-1], description="Kernel")
+        self.kernel = w.ToggleButtons(options=level_labels(self.levels), value=self.levels[-1],
+                                      description="Kernel", style={"button_width": "auto"})
         self.step_button = w.Button(description="Step", icon="step-forward", button_style="primary")
         self.run_button = w.Button(description="Run all", icon="fast-forward")
         self.reset_button = w.Button(description="Reset", icon="undo")
@@ -184,8 +192,8 @@ class RaceView(_View):
     def __init__(self, race="split-vs-gup-fast", levels=(0, 10)):
         self.make = RACES[race]
         self.levels = tuple(levels)
-        self.kernel = w.ToggleButtons(options=[(level_name(lv), lv) for lv in self.levels],
-                                      value=self.levels[0], description="Kernel")
+        self.kernel = w.ToggleButtons(options=level_labels(self.levels), value=self.levels[0],
+                                      description="Kernel", style={"button_width": "auto"})
         self.cpu_buttons = {c: w.Button(description=f"Step {c}", icon="step-forward") for c in ("CPU0", "CPU1")}
         self.play_button = w.Button(description="Play the race", icon="play", button_style="primary")
         self.reset_button = w.Button(description="Reset", icon="undo")

@@ -1,0 +1,126 @@
+"""The races the removed machinery guarded against, as ready-made interleavings.
+
+Each function boots a small machine at ``level``, sets the stage, and returns
+a :class:`Race`: an :class:`~thplab.trace.Interleaving` of two operations on
+CPU0 and CPU1, with the schedule that shows the race.  Run the same race at
+level 0 and at level 10: the old kernel survives it by waiting (IPI,
+``compound_lock``, interrupts off); the new one by refusing the split
+(``-EBUSY``) or by not caring.
+"""
+
+from dataclasses import dataclass
+
+from .machine import Machine
+from .params import HPAGE_PMD_SIZE, PAGE_SIZE
+from .trace import Interleaving
+
+
+@dataclass
+class Race:
+    """An interleaving plus what a learner needs to read it."""
+
+    name: str
+    title: str
+    description: str
+    machine: Machine
+    interleaving: Interleaving
+    #: ``[(cpu, text)]``: run ``cpu`` until a point containing ``text``, in order.
+    schedule: list
+    head: int
+    pid: int
+    addr: int
+    watch: tuple = (0, 5)
+
+    def play(self):
+        """Run the race's schedule, then let both CPUs finish; return the results."""
+        for cpu, text in self.schedule:
+            self.interleaving.run_until(cpu, text)
+        return self.interleaving.finish()
+
+    def outcome(self):
+        """Text twin: the log, the results and the watched counters."""
+        il = self.interleaving
+        mm = self.machine.mem_map
+        lines = [f"{self.title} -- level {self.machine.level}", il.log(), "results: " + ", ".join(
+            f"{c} -> {_short(r)}" for c, r in sorted(il.results.items()))]
+        if il.errors:
+            lines.append("errors: " + ", ".join(f"{c}: {e}" for c, e in il.errors.items()))
+        for i in self.watch:
+            p = self.head + i
+            lines.append(f"subpage {i}: _count {mm['_count'][p]}, _mapcount {mm['_mapcount'][p]}, "
+                         f"page_mapcount {int(self.machine.page_mapcount(p))}, pins {int(self.machine.pins[p])}")
+        return "\n".join(lines)
+
+
+def _short(r):
+    import numpy as np
+
+    return f"pfns {[hex(int(p)) for p in r]}" if isinstance(r, np.ndarray) else str(r)
+
+
+def _stage(level, seed):
+    m = Machine.boot("8M", patches=level, seed=seed)
+    pid = m.spawn()
+    addr = m.mmap(pid, HPAGE_PMD_SIZE)
+    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    head = int(m.walk(pid, [addr])["pfn"][0])
+    return m, pid, addr, head
+
+
+def split_vs_gup_fast(level, seed=0):
+    """CPU1 runs ``get_user_pages_fast()`` on subpage 5 while CPU0 splits the THP.
+
+    CPU1 reads the huge PMD with interrupts off, then CPU0 starts the split.
+    Old kernel: CPU0 marks the PMD ``_PAGE_SPLITTING`` and its TLB flush
+    waits for CPU1's interrupts, so CPU1's tail pin lands before the counts
+    are redistributed.  New kernel: the split's re-check under
+    ``compound_lock`` sees the new pin and returns ``-EBUSY``.
+    """
+    m, pid, addr, head = _stage(level, seed)
+    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head),
+                      CPU1=lambda: m.get_user_pages_fast(pid, addr + 5 * PAGE_SIZE, 1))
+    return Race("split-vs-gup-fast", "split_huge_page() vs get_user_pages_fast()",
+                split_vs_gup_fast.__doc__, m, il, [("CPU1", "PMD read"), ("CPU0", "flush")],
+                head, pid, addr)
+
+
+def put_page_vs_split(level, seed=0):
+    """CPU1 drops a pin on subpage 5 while CPU0 splits the THP.
+
+    Old kernel: the split holds ``compound_lock`` while it moves pins to the
+    tails; ``put_page()`` on the tail spins on it, then finds an ordinary page
+    and drops that page's own count.  New kernel: the split fails while the
+    pin exists, or succeeds after it is gone -- never in between.
+    """
+    m, pid, addr, head = _stage(level, seed)
+    pin = m.get_user_pages(pid, addr + 5 * PAGE_SIZE, 1)
+    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head), CPU1=lambda: m.put_page(pin))
+    schedule = [("CPU0", "tail pins read" if m.kernel.caps["tail_pins"] else "racy check"),
+                ("CPU1", "compound_lock")]
+    return Race("put-page-vs-split", "put_page() on a tail vs split_huge_page()",
+                put_page_vs_split.__doc__, m, il, schedule, head, pid, addr)
+
+
+def futex_vs_split(level, seed=0):
+    """CPU1 computes a futex key on subpage 5 while CPU0 splits the THP.
+
+    Old kernel: a GUP pin on a tail does not stop a split, so
+    ``get_futex_key()`` disables interrupts (holding up the split's IPI),
+    re-pins, and swaps the tail pin for a head pin before locking the head.
+    After patch 09: the tail pin is a head reference; the split fails with
+    ``-EBUSY`` while the futex code holds it.
+    """
+    m, pid, addr, head = _stage(level, seed)
+    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head),
+                      CPU1=lambda: m.get_futex_key(pid, addr + 5 * PAGE_SIZE))
+    if m.kernel.caps["futex_thp_special_case"]:
+        # Stop CPU1 inside its interrupts-off window, then let CPU0 try to split.
+        schedule = [("CPU1", "interrupts off"), ("CPU0", "flush")]
+    else:
+        schedule = [("CPU1", "lock_page"), ("CPU0", "done")]
+    return Race("futex-vs-split", "get_futex_key() vs split_huge_page()", futex_vs_split.__doc__,
+                m, il, schedule, head, pid, addr)
+
+
+RACES = {"split-vs-gup-fast": split_vs_gup_fast, "put-page-vs-split": put_page_vs_split,
+         "futex-vs-split": futex_vs_split}
