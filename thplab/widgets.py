@@ -76,7 +76,7 @@ class ScenarioExplorer(_View):
     """Step one scenario on two kernels at once; a toggle shows either (before / after a patch)."""
 
     def __init__(self, scenario="fork-pin-split", levels=(0, 10), seed=0, field="page_mapcount", figure=True):
-        self.scenario = SCENARIOS[scenario]
+        self.scenario = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
         self.levels = tuple(levels)
         self.seed = seed
         self.field = field
@@ -239,10 +239,16 @@ class RaceView(_View):
 
 
 class Quiz(_View):
-    """Predict-then-reveal: a seeded problem, an answer box, a check, and a fresh problem on demand."""
+    """Predict-then-reveal: a seeded problem, an answer box, a check, and a fresh problem on demand.
 
-    def __init__(self, seed=0, kind=None, levels=(0, 10)):
+    By default problems come from :meth:`Problem.generate` (``kind``, ``levels``).
+    ``factory(seed)`` may supply any object with ``render()`` and ``check(guess)
+    -> (bool, message)`` instead, for lesson-specific questions.
+    """
+
+    def __init__(self, seed=0, kind=None, levels=(0, 10), factory=None):
         self.seed, self.kind, self.levels = seed, kind, tuple(levels)
+        self.factory = factory or (lambda s: Problem.generate(s, kind=self.kind, levels=self.levels))
         self.problem_html = w.HTML()
         self.answer = w.Text(description="Answer", placeholder="a whole number", continuous_update=False)
         self.check_button = w.Button(description="Check", icon="check", button_style="primary")
@@ -255,7 +261,7 @@ class Quiz(_View):
         self.load()
 
     def load(self):
-        self.problem = Problem.generate(self.seed, kind=self.kind, levels=self.levels)
+        self.problem = self.factory(self.seed)
         self.problem_html.value = _pre(self.problem.render())
         self.answer.value = ""
         self.feedback.value = ""
