@@ -22,7 +22,7 @@ PATCHES = [P01, P02, P03, P04, P05, P06, P07, P08, P09, P10]
 
 BASE.data["TRANSHUGE_DOC"] = OLD_DOC
 P01.data["TRANSHUGE_DOC"] = {
-    section: (text.split(" In case")[0] if section == "get_user_pages and follow_page" else text)
+    section: (text.split("In case")[0].strip() if section == "get_user_pages and follow_page" else text)
     for section, text in OLD_DOC.items()}
 
 __all__ = ["BASE", "PATCHES", "Kernel", "Patch", "function_diff", "OLD_DOC", "NEW_DOC"]
