@@ -1,0 +1,201 @@
+"""Bad input: a thplab exception, raised before anything changes.
+
+Every entry point checks its arguments first (machine.py's contract).  Each case
+below must raise a :class:`ThplabError` subclass -- never a numpy ``IndexError``
+or ``OverflowError`` -- and leave the machine exactly as it was
+(:func:`conftest.snapshot`: mem_map bytes, page-table pool, allocator, pins,
+vmstat, every process's VMAs...).
+"""
+
+import numpy as np
+import pytest
+
+from conftest import LEVELS, assert_unchanged, snapshot
+from thplab import Machine
+from thplab.errors import BadAddress, BadPage, NoSuchProcess, Segfault, ThplabError
+from thplab.page_flags import Use
+from thplab.params import EFAULT, EINVAL, ENOMEM, HPAGE_PMD_SIZE, PAGE_SIZE
+
+M2 = HPAGE_PMD_SIZE
+K4 = PAGE_SIZE
+
+
+class World:
+    """A machine with a bit of everything: THPs, a fork, a pin, read-only and PROT_NONE VMAs."""
+
+    def __init__(self, level):
+        m = self.m = Machine.boot("32M", patches=level, seed=0, nodes=2)
+        p = self.p = m.spawn()
+        self.a = m.mmap(p, 2 * M2)
+        m.touch(p, self.a, 2 * M2)
+        self.child = m.fork(p)
+        self.pin = int(m.get_user_pages(p, self.a + 5 * K4)[0])
+        self.ro = m.mmap(p, M2, "r")
+        m.touch(p, self.ro, K4, write=False)
+        self.none = m.mmap(p, K4, "none")
+        self.small = m.mmap(p, 4 * K4, thp=False)
+        m.touch(p, self.small, 4 * K4)
+        self.small_pfn = int(m.walk(p, [self.small])["pfn"][0])
+        self.dead = m.spawn()
+        m.exit(self.dead)
+        self.free_pfn = int(np.flatnonzero(m.mem_map["use"] == Use.free)[0])
+        self.table_pfn = m.processes[p].pgd
+        m.check()
+
+
+# (name, callable(world), expected exception class, expected errno or None)
+CASES = [
+    # unknown / exited pids
+    ("mmap_unknown_pid", lambda w: w.m.mmap(99, M2), NoSuchProcess, None),
+    ("mmap_exited_pid", lambda w: w.m.mmap(w.dead, M2), NoSuchProcess, None),
+    ("munmap_unknown_pid", lambda w: w.m.munmap(42, w.a, K4), NoSuchProcess, None),
+    ("fork_unknown_pid", lambda w: w.m.fork(1234), NoSuchProcess, None),
+    ("exit_exited_pid", lambda w: w.m.exit(w.dead), NoSuchProcess, None),
+    ("exit_pid_as_string", lambda w: w.m.exit(str(w.p)), NoSuchProcess, None),
+    ("walk_unknown_pid", lambda w: w.m.walk(99, [w.a]), NoSuchProcess, None),
+    ("gup_fast_exited_pid", lambda w: w.m.get_user_pages_fast(w.dead, w.a), NoSuchProcess, None),
+    ("split_huge_pmd_unknown_pid", lambda w: w.m.split_huge_pmd(77, w.a), NoSuchProcess, None),
+    ("anon_rss_exited_pid", lambda w: w.m.anon_rss(w.dead), NoSuchProcess, None),
+    # lengths <= 0 and non-integer lengths
+    ("mmap_length_0", lambda w: w.m.mmap(w.p, 0), BadAddress, EINVAL),
+    ("mmap_length_negative", lambda w: w.m.mmap(w.p, -K4), BadAddress, EINVAL),
+    ("mmap_length_float", lambda w: w.m.mmap(w.p, 4096.0), BadAddress, EINVAL),
+    ("mmap_length_string", lambda w: w.m.mmap(w.p, "4K"), BadAddress, EINVAL),
+    ("munmap_length_0", lambda w: w.m.munmap(w.p, w.a, 0), BadAddress, EINVAL),
+    ("munmap_length_negative", lambda w: w.m.munmap(w.p, w.a, -1), BadAddress, EINVAL),
+    ("mprotect_length_0", lambda w: w.m.mprotect(w.p, w.a, 0, "r"), BadAddress, EINVAL),
+    ("touch_length_0", lambda w: w.m.touch(w.p, w.a, 0), BadAddress, EINVAL),
+    ("gup_nr_0", lambda w: w.m.get_user_pages(w.p, w.a, 0), BadAddress, EINVAL),
+    ("gup_nr_negative", lambda w: w.m.get_user_pages(w.p, w.a, -1), BadAddress, EINVAL),
+    ("gup_nr_float", lambda w: w.m.get_user_pages(w.p, w.a, 1.5), BadAddress, EINVAL),
+    ("gup_fast_nr_0", lambda w: w.m.get_user_pages_fast(w.p, w.a, 0), BadAddress, EINVAL),
+    ("smaps_length_0", lambda w: w.m.smaps_anon_huge_kb(w.p, w.a, 0), BadAddress, EINVAL),
+    # unaligned or out-of-range addresses
+    ("mmap_fixed_unaligned", lambda w: w.m.mmap(w.p, K4, addr=w.a + 1), BadAddress, EINVAL),
+    ("mmap_fixed_beyond_task_size", lambda w: w.m.mmap(w.p, K4, addr=1 << 48), BadAddress, EINVAL),
+    ("mmap_fixed_negative", lambda w: w.m.mmap(w.p, K4, addr=-K4), BadAddress, EINVAL),
+    ("munmap_unaligned", lambda w: w.m.munmap(w.p, w.a + 1, K4), BadAddress, EINVAL),
+    ("mprotect_unaligned", lambda w: w.m.mprotect(w.p, w.a + 3, K4, "r"), BadAddress, EINVAL),
+    ("gup_unaligned", lambda w: w.m.get_user_pages(w.p, w.a + 1), BadAddress, EINVAL),
+    ("fault_negative", lambda w: w.m.fault(w.p, -5), BadAddress, EINVAL),
+    ("fault_beyond_user_space", lambda w: w.m.fault(w.p, 1 << 60), BadAddress, EINVAL),
+    ("fault_string", lambda w: w.m.fault(w.p, "x"), BadAddress, EINVAL),
+    ("fault_float", lambda w: w.m.fault(w.p, float(w.a)), BadAddress, EINVAL),
+    ("split_huge_pmd_negative", lambda w: w.m.split_huge_pmd(w.p, -K4), BadAddress, EINVAL),
+    ("move_pages_unaligned", lambda w: w.m.move_pages(w.p, [w.small + 1], 1), BadAddress, EINVAL),
+    ("futex_negative", lambda w: w.m.get_futex_key(w.p, -8), BadAddress, EINVAL),
+    # unmapped addresses and holes
+    ("mprotect_over_a_hole", lambda w: w.m.mprotect(w.p, w.a, 4 * M2, "r"), BadAddress, ENOMEM),
+    ("mprotect_unmapped", lambda w: w.m.mprotect(w.p, 0x1000, K4, "r"), BadAddress, ENOMEM),
+    ("fault_unmapped", lambda w: w.m.fault(w.p, 0x1000), Segfault, None),
+    ("touch_range_with_a_hole", lambda w: w.m.touch(w.p, w.a, 4 * M2), Segfault, None),
+    ("gup_unmapped", lambda w: w.m.get_user_pages(w.p, 0x1000), Segfault, None),
+    ("gup_range_ending_in_a_hole", lambda w: w.m.get_user_pages(w.p, w.a + 2 * M2 - K4, 3),
+     Segfault, None),
+    ("gup_fast_range_ending_in_a_hole",
+     lambda w: w.m.get_user_pages_fast(w.p, w.a + 2 * M2 - K4, 3), Segfault, None),
+    ("split_huge_pmd_unmapped", lambda w: w.m.split_huge_pmd(w.p, 0x1000), Segfault, None),
+    ("move_pages_unmapped", lambda w: w.m.move_pages(w.p, [0x1000], 1), Segfault, None),
+    ("move_pages_one_of_two_unmapped", lambda w: w.m.move_pages(w.p, [w.small, 0x1000], 1),
+     Segfault, None),
+    ("futex_unmapped", lambda w: w.m.get_futex_key(w.p, 0x1000), Segfault, None),
+    # accesses the VMA forbids
+    ("fault_write_read_only", lambda w: w.m.fault(w.p, w.ro), Segfault, None),
+    ("fault_read_prot_none", lambda w: w.m.fault(w.p, w.none, write=False), Segfault, None),
+    ("touch_write_read_only", lambda w: w.m.touch(w.p, w.ro, K4), Segfault, None),
+    ("gup_write_read_only", lambda w: w.m.get_user_pages(w.p, w.ro, 1, write=True), Segfault, None),
+    ("gup_prot_none", lambda w: w.m.get_user_pages(w.p, w.none), Segfault, None),
+    ("futex_prot_none", lambda w: w.m.get_futex_key(w.p, w.none), Segfault, None),
+    # split_huge_pmd where there is no huge PMD
+    ("split_huge_pmd_on_4k_ptes", lambda w: w.m.split_huge_pmd(w.p, w.small), BadAddress, None),
+    ("split_huge_pmd_prot_none_unfaulted", lambda w: w.m.split_huge_pmd(w.p, w.none), BadAddress,
+     None),
+    # put_page
+    ("put_page_free_page", lambda w: w.m.put_page(w.free_pfn), BadPage, None),
+    ("put_page_double", lambda w: w.m.put_page([w.pin, w.pin]), BadPage, None),
+    ("put_page_mapped_but_not_pinned", lambda w: w.m.put_page(w.small_pfn), BadPage, None),
+    ("put_page_out_of_range", lambda w: w.m.put_page(10**9), BadPage, None),
+    ("put_page_negative", lambda w: w.m.put_page(-1), BadPage, None),
+    ("put_page_float", lambda w: w.m.put_page(1.5), BadPage, None),
+    ("put_page_string", lambda w: w.m.put_page("x"), BadPage, None),
+    ("put_page_empty", lambda w: w.m.put_page([]), BadPage, None),
+    ("put_page_2d", lambda w: w.m.put_page([[w.pin]]), BadPage, None),
+    ("put_page_pin_and_a_bad_one", lambda w: w.m.put_page([w.pin, w.free_pfn]), BadPage, None),
+    # split_huge_page
+    ("split_4k_page", lambda w: w.m.split_huge_page(w.small_pfn), BadPage, None),
+    ("split_free_page", lambda w: w.m.split_huge_page(w.free_pfn), BadPage, None),
+    ("split_page_table", lambda w: w.m.split_huge_page(w.table_pfn), BadPage, None),
+    ("split_out_of_range", lambda w: w.m.split_huge_page(10**9), BadPage, None),
+    ("split_negative", lambda w: w.m.split_huge_page(-1), BadPage, None),
+    ("split_string", lambda w: w.m.split_huge_page("x"), BadPage, None),
+    # reading state with a bad pfn
+    ("page_count_out_of_range", lambda w: w.m.page_count(10**9), BadPage, None),
+    ("page_count_negative", lambda w: w.m.page_count(-1), BadPage, None),
+    ("page_mapcount_out_of_range", lambda w: w.m.page_mapcount([0, -10**9]), BadPage, None),
+]
+
+
+@pytest.fixture(scope="module", params=LEVELS, ids=[f"level{k:02d}" for k in LEVELS])
+def world(request):
+    return World(request.param)
+
+
+@pytest.mark.parametrize("name,call,exc,errno", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_a_thplab_error_and_changes_nothing(world, name, call, exc, errno):
+    before = snapshot(world.m)
+    with pytest.raises(ThplabError) as info:
+        call(world)
+    assert isinstance(info.value, exc), f"{name}: {type(info.value).__name__}: {info.value}"
+    if errno is not None:
+        assert info.value.errno == errno
+    assert_unchanged(before, world.m)
+
+
+# Requests that are refused with a plain ValueError (not a ThplabError) -- argument
+# *syntax* errors of the Python API rather than requests the kernel would refuse.
+VALUE_ERRORS = [
+    ("mmap_bad_prot_letters", lambda w: w.m.mmap(w.p, K4, "rwq")),
+    ("mprotect_bad_prot_letters", lambda w: w.m.mprotect(w.p, w.a, K4, "z")),
+    ("move_pages_no_such_node", lambda w: w.m.move_pages(w.p, [w.small], 5)),
+    ("move_pages_negative_node", lambda w: w.m.move_pages(w.p, [w.small], -1)),
+]
+
+
+@pytest.mark.parametrize("name,call", VALUE_ERRORS, ids=[c[0] for c in VALUE_ERRORS])
+def test_argument_syntax_errors_are_value_errors_and_change_nothing(world, name, call):
+    before = snapshot(world.m)
+    with pytest.raises(ValueError):
+        call(world)
+    assert_unchanged(before, world.m)
+
+
+def test_the_world_is_still_consistent_after_all_bad_calls(world):
+    world.m.check()
+    # and still usable
+    m = world.m
+    m.put_page(world.pin)
+    for pid in list(m.processes):
+        m.exit(pid)
+    m.check()
+    assert m.allocator.nr_free_pages == m.nr_pages
+
+
+def test_segfault_carries_errno_efault():
+    w = World(0)
+    with pytest.raises(Segfault) as info:
+        w.m.touch(w.p, 0x1000, K4)
+    assert EFAULT in info.value.args
+
+
+def test_an_oom_in_the_middle_of_a_fault_is_a_thplab_error():
+    from thplab.errors import OutOfMemory
+
+    m = Machine.boot("4M")
+    pid = m.spawn()
+    a = m.mmap(pid, 4 << 20, thp=False)
+    with pytest.raises(OutOfMemory):
+        m.touch(pid, a, 4 << 20)
+    m.check()          # what was faulted before the OOM is consistent
+    m.exit(pid)
+    m.check()
+    assert m.allocator.nr_free_pages == m.nr_pages
