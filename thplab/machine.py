@@ -347,7 +347,7 @@ class Machine:
     def put_page(self, pages):
         """Drop pins taken by :meth:`get_user_pages` (``put_page()`` per page)."""
         pages = np.atleast_1d(np.asarray(pages))
-        if pages.dtype.kind not in "iu":
+        if pages.dtype.kind not in "iu" or pages.ndim != 1:
             raise BadPage(f"put_page takes page-frame numbers, got {pages.dtype} values")
         for p in np.unique(pages).tolist():
             self._page(p)
@@ -414,13 +414,21 @@ class Machine:
 
     # ----------------------------------------------------------- reading state
 
+    def _pfns(self, pages, op):
+        """``pages`` as an array of valid pfns, or :class:`BadPage` (never a numpy IndexError)."""
+        pages = np.asarray(pages)
+        if pages.dtype.kind not in "iu" or ((pages < 0) | (pages >= self.nr_pages)).any():
+            raise BadPage(f"{op} takes page-frame numbers 0..{self.nr_pages - 1:#x}; "
+                          f"got {pages.dtype} values {pages.ravel()[:4].tolist()}")
+        return pages
+
     def page_count(self, pages):
         """``page_count()`` of pages (vectorized)."""
-        return self.kernel.page_count(np.asarray(pages))
+        return self.kernel.page_count(self._pfns(pages, "page_count"))
 
     def page_mapcount(self, pages):
         """``page_mapcount()`` of this level (vectorized)."""
-        return self.kernel.page_mapcount(np.asarray(pages))
+        return self.kernel.page_mapcount(self._pfns(pages, "page_mapcount"))
 
     def thp_heads(self):
         """pfns of every compound (THP) head page."""
