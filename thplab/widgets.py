@@ -162,6 +162,7 @@ class StepThrough(_View):
 
 def describe_step(recorder, i, pages=None, max_rows=12):
     """Text for step ``i`` of a recorder or interleaving: its name and what changed."""
+    from .page_flags import PG
     from .pgtable import decode_entry
 
     step = recorder.steps[i]
@@ -171,14 +172,23 @@ def describe_step(recorder, i, pages=None, max_rows=12):
     ch = step.state.changes(recorder.steps[i - 1].state, pages)
     rows = ch["pages"]
     for pfn, field, old, new in rows[:max_rows]:
-        lines.append(f"  pfn {pfn:#x}: {field} {old} -> {new}")
+        if field == "flags":  # by name: "+compound_lock", "-head"
+            names = [f"{'+' if new >> pg & 1 else '-'}{pg.name}" for pg in PG if (old ^ new) >> pg & 1]
+            lines.append(f"  pfn {pfn:#x}: flags {' '.join(names)}")
+        else:
+            lines.append(f"  pfn {pfn:#x}: {field} {old} -> {new}")
     if len(rows) > max_rows:
         lines.append(f"  ... {len(rows) - max_rows} more struct page changes")
     for name, old, new in ch["vmstat"]:
         lines.append(f"  /proc/vmstat {name}: {old} -> {new}")
+    pts = recorder.machine.pgtables
     for table, idx, old, new in ch["entries"][:4]:
-        lines.append(f"  entry {idx} of table pfn {table:#x}: {decode_entry(old, 'pmd')} -> "
-                     f"{decode_entry(new, 'pmd')}")
+        # decode as the table's level (a PTE table's entries are 4 KiB pages); a table
+        # freed since then is read as a PMD table
+        row = pts.row_of[table]
+        level = {1: "pte", 2: "pmd", 3: "pud", 4: "pgd"}.get(int(pts.level[row]) if row >= 0 else 2, "pmd")
+        lines.append(f"  entry {idx} of table pfn {table:#x}: {decode_entry(old, level)} -> "
+                     f"{decode_entry(new, level)}")
     if len(ch["entries"]) > 4:
         lines.append(f"  ... {len(ch['entries']) - 4} more page-table entries changed")
     if len(lines) == 1:
