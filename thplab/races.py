@@ -96,7 +96,7 @@ def put_page_vs_split(level, seed=0):
     pin = m.get_user_pages(pid, addr + 5 * PAGE_SIZE, 1)
     il = Interleaving(m, CPU0=lambda: m.split_huge_page(head), CPU1=lambda: m.put_page(pin))
     schedule = [("CPU0", "tail pins read" if m.kernel.caps["tail_pins"] else "racy check"),
-                ("CPU1", "compound_lock")]
+                ("CPU1", "waiting")]
     return Race("put-page-vs-split", "put_page() on a tail vs split_huge_page()",
                 put_page_vs_split.__doc__, m, il, schedule, head, pid, addr)
 

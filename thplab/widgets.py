@@ -89,6 +89,7 @@ class ScenarioExplorer(_View):
         self.status = w.HTML()
         self.table = w.HTML()
         self.plot = w.Output()
+        self.caption = w.HTML()
         self.step_button.on_click(lambda b: self.step())
         self.run_button.on_click(lambda b: self.run_all())
         self.reset_button.on_click(lambda b: self.reset())
@@ -96,7 +97,7 @@ class ScenarioExplorer(_View):
         self.widget = w.VBox([w.HTML(f"<b>{html.escape(self.scenario.title)}</b>: "
                                      f"{html.escape(self.scenario.description)}"),
                               self.kernel, w.HBox([self.step_button, self.run_button, self.reset_button]),
-                              self.status, self.table, self.plot])
+                              self.status, self.table, self.plot, self.caption])
         self.reset()
 
     @property
@@ -123,6 +124,8 @@ class ScenarioExplorer(_View):
         self.step_button.disabled = self.run_button.disabled = run.finished
         self.status.value = _pre(run.summary().split("\nlevel ")[0])
         self.table.value = _pre(run.table())
+        self.caption.value = ("" if run.head is None else
+                              "<i>" + html.escape(viz.describe_thp(run.machine, run.head, self.field)) + "</i>")
         if self.figure:
             self.plot.clear_output(wait=True)
             if run.head is not None:
@@ -132,7 +135,6 @@ class ScenarioExplorer(_View):
                     fig, ax = viz.figure(6.5, 2.8)
                     viz.plot_thp(ax, run.machine, run.head, self.field)
                     plt.show()
-                    print(viz.describe_thp(run.machine, run.head, self.field))
 
 
 class StepThrough(_View):

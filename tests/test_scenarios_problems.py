@@ -1,0 +1,87 @@
+"""Scenarios, seeded problems, the cost model and the command line."""
+
+import numpy as np
+import pytest
+
+from thplab.__main__ import main
+from thplab.costs import cost_table, tail_get_put
+from thplab.problems import KINDS, Problem
+from thplab.scenarios import SCENARIOS
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("level", range(11))
+def test_every_scenario_runs_at_every_level(name, level):
+    run = SCENARIOS[name].start(level)
+    while not run.finished:
+        run.step()
+        run.machine.check()
+    assert run.summary().startswith(SCENARIOS[name].title)
+
+
+def test_scenario_table_is_deterministic_and_reads_the_model():
+    a = SCENARIOS["fork-pin-split"].start(4).run_to(3)
+    b = SCENARIOS["fork-pin-split"].start(4).run_to(3)
+    assert a.table() == b.table()
+    row = {r["subpage"]: r for r in a.counters()}
+    assert row[0]["_count"] == 3 and row[5]["_mapcount"] == -1 and row[5]["pins"] == 1
+
+
+def test_scenario_step_past_the_end_is_an_error():
+    run = SCENARIOS["fault"].start(0)
+    run.run_all()
+    with pytest.raises(IndexError, match="only 1 steps"):
+        run.step()
+
+
+def test_fork_split_pmd_keeps_parent_pmd_only_from_level_4():
+    for level, parent in ((3, "512 PTEs"), (4, "one huge PMD")):
+        run = SCENARIOS["fork-split-pmd"].start(level)
+        run.run_all()
+        assert run.mappings()[run.pid] == parent
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_problems_answer_themselves_and_are_reproducible(seed):
+    p = Problem.generate(seed)
+    assert p.render() == Problem.generate(seed).render()
+    assert p.check(p.answer)[0]
+    assert not p.check(p.answer + 1)[0]
+    assert p.render().startswith(f"ARG seed {seed}")
+
+
+def test_problem_check_explains_bad_input_and_rejects_unknown_kind():
+    p = Problem.generate(1, kind="split_result", level=10)
+    assert "whole number" in p.check("lots")[1]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Problem.generate(1, kind="nope")
+
+
+def test_split_result_problem_matches_the_pin_rule():
+    for seed in range(20):
+        p = Problem.generate(seed, kind="split_result", level=10)
+        assert p.answer == (-16 if p.args["pinned"] else 0)
+        assert Problem.generate(seed, kind="split_result", level=0).answer == 0
+
+
+def test_tail_get_put_costs_old_vs_new():
+    old, new4 = tail_get_put(0), tail_get_put(4)
+    assert old["get_page"]["atomic"] > new4["get_page"]["atomic"] == 1
+    assert old["put_page"]["compound_lock"] == 1 and "compound_lock" not in new4["put_page"]
+    assert "level" in cost_table((0, 10)).splitlines()[0]
+
+
+def test_cli_scenario_problem_race_costs(capsys):
+    assert main(["scenario", "fault", "--level", "0"]) == 0
+    assert "thp_fault_alloc +1" in capsys.readouterr().out
+    assert main(["problem", "--seed", "3", "-c"]) == 0
+    assert "ANSWER" in capsys.readouterr().out
+    assert main(["race", "put-page-vs-split", "--level", "10"]) == 0
+    assert "results:" in capsys.readouterr().out
+    assert main(["costs"]) == 0
+    assert "get_page" in capsys.readouterr().out
+
+
+def test_cli_live_recorded(capsys):
+    assert main(["live", "--recorded"]) == 0
+    assert "RECORDED" in capsys.readouterr().out

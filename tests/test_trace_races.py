@@ -1,0 +1,114 @@
+"""Step-through recording and two-CPU interleavings."""
+
+import numpy as np
+import pytest
+
+from thplab import Machine, ThplabError
+from thplab.races import RACES
+from thplab.trace import Interleaving, Recorder, record
+
+
+def _thp(level):
+    m = Machine.boot("8M", patches=level)
+    pid = m.spawn()
+    addr = m.mmap(pid, 2 << 20)
+    m.touch(pid, addr, 2 << 20)
+    return m, pid, addr, int(m.walk(pid, [addr])["pfn"][0])
+
+
+def test_old_split_passes_its_three_phases_in_order():
+    m, pid, addr, head = _thp(0)
+    m.fork(pid)
+    ret, rec = record(m, m.split_huge_page, head)
+    names = [s.name for s in rec.steps]
+    assert ret == 0
+    phase1 = names.index("__split_huge_page_splitting")
+    phase2 = names.index("__split_huge_page_refcount: counts redistributed")
+    phase3 = names.index("__split_huge_page_map: pmdp_invalidate")
+    assert phase1 < phase2 < phase3
+    assert names.count("__split_huge_page_splitting") == 2  # one PMD per process
+
+
+def test_recorder_diff_shows_the_refcount_redistribution():
+    m, pid, addr, head = _thp(0)
+    pin = m.get_user_pages(pid, addr + 5 * 4096, 1)
+    _, rec = record(m, m.split_huge_page, head)
+    i = [s.name for s in rec.steps].index("__split_huge_page_refcount: counts redistributed")
+    changes = rec.diff(i, pages=[head + 5])["pages"]
+    assert (head + 5, "_count", 0, 3) in changes  # M + pins + 1 before the final put_page
+    assert int(pin[0]) == head + 5
+
+
+def test_splitting_bit_is_set_mid_split_only_before_patch_08():
+    for level, expect in ((0, True), (8, False)):
+        m, pid, addr, head = _thp(level)
+        _, rec = record(m, m.split_huge_page, head)
+        bits = [bool((s.state.tables & np.uint64(1 << 10)).any()) for s in rec.steps]
+        assert any(bits) is expect
+
+
+def test_recorder_refuses_nesting_and_large_machines():
+    m, *_ = _thp(0)
+    with Recorder(m):
+        with pytest.raises(ThplabError):
+            Recorder(m).__enter__()
+    big = Machine.boot("2G")
+    with pytest.raises(ThplabError, match="at most 1 GiB"):
+        record(big, big.spawn)
+
+
+@pytest.mark.parametrize("name", sorted(RACES))
+@pytest.mark.parametrize("level", range(11))
+def test_every_race_ends_consistent_at_every_level(name, level):
+    race = RACES[name](level)
+    race.play()
+    assert race.interleaving.finished and not race.interleaving.errors
+    race.machine.check()
+    assert race.machine.tracer is None
+
+
+def test_split_vs_gup_fast_old_kernel_waits_on_the_ipi_and_gives_the_pin_to_the_tail():
+    race = RACES["split-vs-gup-fast"](0)
+    race.play()
+    log = race.interleaving.log()
+    assert "TLB-flush IPI waits for CPU1" in log
+    assert race.interleaving.results["CPU0"] == 0
+    mm = race.machine.mem_map
+    assert mm["_count"][race.head + 5] == 2  # one PTE mapping + the pin
+    assert mm["_mapcount"][race.head + 5] == 0
+
+
+def test_split_vs_gup_fast_new_kernel_rechecks_and_returns_ebusy():
+    race = RACES["split-vs-gup-fast"](10)
+    race.play()
+    assert race.interleaving.results["CPU0"] == -16
+    assert race.machine.mem_map["_count"][race.head] == 513  # 512 PTEs + the pin
+
+
+def test_put_page_waits_for_compound_lock_in_the_old_kernel():
+    race = RACES["put-page-vs-split"](0)
+    race.play()
+    assert "compound_lock: waiting, held by CPU0" in race.interleaving.log()
+    assert race.machine.mem_map["_count"][race.head + 5] == 1  # ordinary page now, pin dropped
+
+
+def test_interleaving_steps_and_guards():
+    m, pid, addr, head = _thp(10)
+    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head))
+    with pytest.raises(ValueError, match="no CPU named"):
+        il.step("CPU9")
+    with pytest.raises(ThplabError, match="already being traced"):
+        Interleaving(m, CPU1=lambda: None)
+    assert il.finish() == {"CPU0": 0}
+    assert il.step("CPU0") is None
+    m.check()
+
+
+def test_closing_an_interleaving_releases_the_machine():
+    m, pid, addr, head = _thp(0)
+    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head))
+    il.step("CPU0")
+    il.close()
+    assert m.tracer is None
+    with pytest.raises(ThplabError, match="closed"):
+        il.step("CPU0")

@@ -1,0 +1,146 @@
+"""Widgets and figures, driven from Python the way a learner drives them in the browser."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from thplab import Machine, viz, widgets  # noqa: E402
+from thplab.problems import Problem  # noqa: E402
+from thplab.scenarios import SCENARIOS  # noqa: E402
+from thplab.trace import record  # noqa: E402
+
+
+@pytest.fixture
+def thp():
+    m = Machine.boot("16M", patches=0)
+    pid = m.spawn()
+    addr = m.mmap(pid, 4 << 20)
+    m.touch(pid, addr, 2 << 20)
+    return m, pid, addr
+
+
+def test_address_slicer_follows_the_typed_address(thp):
+    m, pid, addr = thp
+    s = widgets.AddressSlicer(m, pid, addr + 0x5ABC)
+    assert "PGD    index    254" in s.output.value and "subpage 5" in s.output.value
+    s.address.value = hex(addr + (2 << 20) + 0x3000)  # not yet faulted: PMD entry empty
+    assert "PMD    index      1" in s.output.value and "none" in s.output.value
+    s.address.value = "not an address"
+    assert "&#9888;" in s.output.value
+
+
+def test_scenario_explorer_steps_both_kernels_and_switches(thp):
+    e = widgets.ScenarioExplorer("fork-pin-split", levels=(5, 6), figure=False)
+    assert [o[0] for o in e.kernel.options] == ["before patch 06 (level 5)", "after patch 06 (level 6)"]
+    e.run_button.click()
+    assert e.step_button.disabled
+    after = e.table.value
+    assert "level 6" in after and "split_huge_page() again -&gt; 0" in e.status.value
+    e.kernel.value = 5
+    assert "level 5" in e.table.value and "split_huge_page() again -&gt; -16" in e.status.value
+    e.reset_button.click()
+    assert "no THP yet" in e.table.value and not e.step_button.disabled
+    e.step_button.click()
+    assert e.run.done == 1
+
+
+def test_scenario_explorer_draws_its_figure(thp):
+    e = widgets.ScenarioExplorer("fault", levels=(0, 10), figure=True)
+    assert e.caption.value == ""
+    e.step_button.click()
+    assert e.caption.value.startswith("<i>page_mapcount() of each subpage for the THP at pfn 0x200")
+
+
+def test_step_through_moves_and_describes_changes(thp):
+    m, pid, addr = thp
+    head = int(m.thp_heads()[0])
+    _, rec = record(m, m.split_huge_page, head)
+    st = widgets.StepThrough(rec)
+    assert "the state before the operation" in st.output.value
+    st.slider.value = st.slider.max
+    assert st.output.value.count("pfn") >= 1
+    st.next_button.click()
+    assert st.slider.value == st.slider.max
+    st.prev_button.click()
+    assert st.slider.value == st.slider.max - 1
+
+
+def test_race_view_steps_cpus_and_plays():
+    rv = widgets.RaceView("split-vs-gup-fast", levels=(0, 10))
+    rv.cpu_buttons["CPU1"].click()
+    assert "CPU1: get_user_pages_fast: local_irq_disable" in rv.log.value
+    rv.play_button.click()
+    assert "TLB-flush IPI waits for CPU1" in rv.log.value and "CPU0 -&gt; 0" in rv.log.value
+    rv.kernel.value = 10
+    rv.play_button.click()
+    assert "CPU0 -&gt; -16" in rv.log.value
+    assert rv.cpu_buttons["CPU0"].disabled and rv.cpu_buttons["CPU1"].disabled
+
+
+def test_quiz_checks_answers_and_draws_new_problems():
+    q = widgets.Quiz(seed=5, kind="page_count", levels=(0, 10))
+    q.answer.value = str(q.problem.answer)
+    assert q.check() and "&#10004;" in q.feedback.value
+    q.answer.value = str(q.problem.answer + 3)
+    assert not q.check() and "Not quite" in q.feedback.value
+    first = q.problem_html.value
+    q.new_button.click()
+    assert q.seed == 6 and q.problem_html.value != first and q.feedback.value == ""
+
+
+def test_quiz_accepts_a_custom_factory():
+    q = widgets.Quiz(seed=2, factory=lambda s: Problem.generate(s, kind="held_pages", levels=(10,)))
+    assert "still allocated" in q.problem_html.value
+
+
+def test_patch_diff_lists_and_diffs_functions():
+    d = widgets.PatchDiff(4)
+    assert "get_page" in d.function.options and "__split_huge_page" in d.function.options
+    d.function.value = "get_page"
+    assert "+@P04.replaces" in d.output.value
+    d.function.value = "__split_huge_page"
+    assert "removed by this patch" in d.output.value
+
+
+def test_patch_cards_say_when_a_patch_is_reconstructed():
+    assert "not in the public archive" in widgets.patch_card(4)
+    assert "not in the public archive" not in widgets.patch_card(6)
+    assert widgets.patch_card(0).startswith("the kernel before the series")
+
+
+@pytest.mark.parametrize("field", list(viz.FIELDS))
+def test_plot_thp_every_field_with_text_twin(thp, field):
+    m, pid, addr = thp
+    head = int(m.thp_heads()[0])
+    fig, ax = viz.figure(6, 3)
+    artists = viz.plot_thp(ax, m, head, field)
+    assert artists["image"].get_array().shape == (16, 32)
+    assert fig.get_facecolor()[:3] == (1.0, 1.0, 1.0)
+    assert viz.describe_thp(m, head, field).startswith(viz.FIELDS[field])
+
+
+def test_plot_thp_marks_held_subpages():
+    run = SCENARIOS["partial-munmap"].start(10)
+    run.run_all()
+    fig, ax = viz.figure()
+    artists = viz.plot_thp(ax, run.machine, run.head, "pte_maps")
+    assert len(artists["held"].get_offsets()) == 4
+    assert "Held (allocated, unmapped, unpinned): 4 subpages" in viz.describe_thp(run.machine, run.head)
+
+
+def test_other_plots_and_twins(thp):
+    m, pid, addr = thp
+    fig, axes = viz.figure(10, 3, ncols=3)
+    assert viz.plot_mem_map(axes[0], m, row=128).get_array().shape == (32, 128)
+    assert "1 THP(s)" in viz.describe_mem_map(m)
+    rows = {lv: SCENARIOS["pin"].start(lv).run_to(2).counters() for lv in (0, 10)}
+    assert len(viz.plot_counters(axes[1], rows)) == 2
+    assert len(viz.plot_costs(axes[2], {"old": {"atomic": 4}, "new": {"atomic": 1}})) == 2
+    fig, ax = viz.figure()
+    assert len(viz.plot_held_memory(ax, [4, 8], {"a": [0, 0], "b": [2044, 2040]})) == 2
+    with pytest.raises(ValueError, match="field must be one of"):
+        viz.thp_values(m, int(m.thp_heads()[0]), "nope")
+    assert np.asarray(viz.thp_values(m, int(m.thp_heads()[0]), "_count"))[0] == 1
