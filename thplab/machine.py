@@ -6,6 +6,11 @@ kernel entry points a lesson needs (``mmap``, ``fork``, page faults,
 error *before* changing anything, then runs the kernel functions of the
 booted series level.
 
+SIMPLIFICATION: not modelled at all: swap and reclaim, khugepaged collapse,
+KSM, memcg, mlock, mremap, file and shmem pages, NUMA balancing, and the
+per-CPU LRU pagevec's transient reference after a fault (counters read as
+after ``lru_add_drain()``).  TLBs are not modelled beyond the flush IPI.
+
 >>> m = Machine.boot("16M", patches=0, seed=0)
 >>> pid = m.spawn()
 >>> addr = m.mmap(pid, 2 << 20)
