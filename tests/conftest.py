@@ -20,7 +20,7 @@ LEVELS = list(range(11))
 
 if settings is not None:
     settings.register_profile(
-        "ci", derandomize=True, deadline=None, print_blob=True,
+        "ci", derandomize=True, database=None, deadline=None, print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                HealthCheck.filter_too_much])
     settings.register_profile(
