@@ -26,7 +26,7 @@ import numpy as np
 
 from . import memory as mem
 from . import mmap as mmap_
-from .errors import BadAddress, BadPage, NoSuchProcess, OutOfMemory, Segfault
+from .errors import BadAddress, BadPage, NoSuchProcess, Segfault
 from .gup import get_user_pages, get_user_pages_fast
 from .mm_types import AnonVma, MmStruct
 from .page_alloc import PageAllocator

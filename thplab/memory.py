@@ -258,8 +258,14 @@ def zap_pte_range(k, mm, vma, pte_table, start, end):
     k.put_page(pages)
 
 
-def zap_pmd_range(k, mm, vma, start, end):
-    """Mirrors ``zap_pmd_range()``: whole huge PMDs are zapped, partial ones split first."""
+def _pmd_range(k, mm, vma, start, end, huge_fn, pte_fn):
+    """Walk ``[start, end)`` a PMD at a time, as ``zap_pmd_range()``/``change_pmd_range()`` do.
+
+    A huge PMD wholly inside the range goes to ``huge_fn(vma, pmdp, addr)``
+    (which returns 0 if it found the PMD no longer huge); one the range only
+    covers in part is split first (``k.split_pmd``).  PTE tables go to
+    ``pte_fn(pte_table, addr, next)``.
+    """
     addr = start
     while addr < end:
         nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
@@ -269,13 +275,19 @@ def zap_pmd_range(k, mm, vma, start, end):
             if pt.pmd_trans_huge(e):
                 if nxt - addr != HPAGE_PMD_SIZE:
                     k.split_pmd(vma, pmdp, addr)
-                elif k.zap_huge_pmd(vma, pmdp, addr):
+                elif huge_fn(vma, pmdp, addr):
                     addr = nxt
                     continue
                 e = entry(k, pmdp)
             if e and not pt.pmd_trans_huge(e):
-                zap_pte_range(k, mm, vma, pte_table_of(k, e), addr, nxt)
+                pte_fn(pte_table_of(k, e), addr, nxt)
         addr = nxt
+
+
+def zap_pmd_range(k, mm, vma, start, end):
+    """Mirrors ``zap_pmd_range()``: whole huge PMDs are zapped, partial ones split first."""
+    _pmd_range(k, mm, vma, start, end, k.zap_huge_pmd,
+               lambda table, lo, hi: zap_pte_range(k, mm, vma, table, lo, hi))
 
 
 def free_pgtables(k, mm, start, end):
@@ -398,22 +410,24 @@ def change_pte_range(k, mm, pte_table, start, end, newprot):
 
 def change_protection(k, mm, vma, start, end, newprot):
     """Mirrors ``change_protection()``/``change_pmd_range()``."""
-    addr = start
-    while addr < end:
-        nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
-        pmdp = pmd_offset(k, mm, addr)
-        if pmdp is not None:
-            e = entry(k, pmdp)
-            if pt.pmd_trans_huge(e):
-                if nxt - addr != HPAGE_PMD_SIZE:
-                    k.split_pmd(vma, pmdp, addr)
-                elif k.change_huge_pmd(vma, pmdp, addr, newprot):
-                    addr = nxt
-                    continue
-                e = entry(k, pmdp)
-            if e and not pt.pmd_trans_huge(e):
-                change_pte_range(k, mm, pte_table_of(k, e), addr, nxt, newprot)
-        addr = nxt
+    _pmd_range(k, mm, vma, start, end,
+               lambda v, pmdp, addr: k.change_huge_pmd(v, pmdp, addr, newprot),
+               lambda table, lo, hi: change_pte_range(k, mm, table, lo, hi, newprot))
+
+
+def ptes_for_huge_pmd(k, vma, pmd, head):
+    """The 512 PTEs that replace huge PMD ``pmd`` (``__split_huge_page_map``/``__split_huge_pmd``).
+
+    ``mk_pte(head + i, vm_page_prot)``, dirty (v3.14/v1; v4.5 moves dirty to
+    the page), writable if the PMD was, old if the PMD was not young.
+    """
+    ptes = pt.set_bits(pt.mk_pte(np.arange(head, head + HPAGE_PMD_NR),
+                                 vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
+    if pt.pte_write(pmd) and vma.vm_flags & VM_WRITE:
+        ptes = pt.set_bits(ptes, pt._PAGE_RW)
+    if not pt.pte_young(pmd):
+        ptes = pt.clear_bits(ptes, pt._PAGE_ACCESSED)
+    return ptes
 
 
 def vma_adjust_trans_huge(k, vma, address):

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .page_flags import compound_head
-from .params import HPAGE_PMD_NR, PAGE_SIZE
-from .scenarios import (Scenario, fault_thp, fork, munmap_subpages, pin_subpage, split_page,
-                        split_pmd_in)
+from .params import HPAGE_PMD_NR
+from .scenarios import Scenario, fault_thp, munmap_subpages, pin_subpage, split_page, split_pmd_in
 
 KINDS = ("page_count", "tail_mapcount", "split_result", "held_pages")
 

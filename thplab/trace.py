@@ -14,7 +14,7 @@ Both need small machines: every point copies ``mem_map``.
 """
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -17,7 +17,7 @@ from .. import pgtable as pt
 from ..errors import VMBug
 from ..page_alloc import dump_page
 from ..page_flags import PG, PageCompound, PageHead, PageTail, Use, compound_head
-from ..params import (EAGAIN, EBUSY, EFAULT, FOLL_GET, FOLL_SPLIT, FOLL_WRITE,
+from ..params import (EAGAIN, EFAULT, FOLL_GET, FOLL_SPLIT, FOLL_WRITE,
                       HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, VM_WRITE)
 from ._kernel import Patch
 
@@ -624,15 +624,8 @@ def __split_huge_page_refcount(k, page, list):
     k.point("__split_huge_page_refcount: tail pins read", pins=int(pins.sum()))
     tail_count = int(pins.sum())
     mm["_count"][tails] += mm["_mapcount"][page] + 1 + pins + 1
-    keep = np.uint32((1 << PG.referenced) | (1 << PG.swapbacked) | (1 << PG.mlocked)
-                     | (1 << PG.uptodate) | (1 << PG.active) | (1 << PG.unevictable))
-    mm["flags"][tails] = (mm["flags"][page] & keep) | np.uint32((1 << PG.dirty) | (1 << PG.lru))
     mm["_mapcount"][tails] = mm["_mapcount"][page]
-    if (mm["mapping"][tails] != 0).any():
-        raise VMBug("__split_huge_page_refcount: tail mapping not NULL")
-    mm["mapping"][tails] = mm["mapping"][page]
-    mm["index"][tails] = mm["index"][page] + np.arange(1, HPAGE_PMD_NR)
-    mm["first_page"][tails] = -1
+    tails_become_pages(mm, page, tails)
     if mm["_count"][page] - tail_count <= 0:
         raise VMBug(dump_page(mm, page, "__split_huge_page_refcount: head _count would drop to 0"))
     mm["_count"][page] -= tail_count
@@ -642,6 +635,23 @@ def __split_huge_page_refcount(k, page, list):
     k.point("__split_huge_page_refcount: counts redistributed")
     smp.unlock(k, ("compound_lock", page))
     k.put_page(tails)
+
+
+def tails_become_pages(mem_map, page, tails):
+    """The flag, mapping and index hand-over of ``__split_huge_page_refcount()`` (v3.14 and v1).
+
+    Tails drop ``PG_tail`` and their head pointer, copy the head's
+    referenced/swapbacked/mlocked/uptodate/active/unevictable flags, become
+    dirty and join the LRU, and take the head's ``mapping`` and ``index + i``.
+    """
+    keep = np.uint32((1 << PG.referenced) | (1 << PG.swapbacked) | (1 << PG.mlocked)
+                     | (1 << PG.uptodate) | (1 << PG.active) | (1 << PG.unevictable))
+    mem_map["flags"][tails] = (mem_map["flags"][page] & keep) | np.uint32((1 << PG.dirty) | (1 << PG.lru))
+    if (mem_map["mapping"][tails] != 0).any():
+        raise VMBug("__split_huge_page_refcount: tail mapping not NULL")
+    mem_map["mapping"][tails] = mem_map["mapping"][page]
+    mem_map["index"][tails] = mem_map["index"][page] + np.arange(1, HPAGE_PMD_NR)
+    mem_map["first_page"][tails] = -1
 
 
 @replaces
@@ -655,13 +665,7 @@ def __split_huge_page_map(k, page, vma, address):
     if pt.pte_write(pmd) and k.page_mapcount(page) != 1:
         raise VMBug(dump_page(k.mem_map, page, "__split_huge_page_map: writable PMD, mapcount != 1"))
     pgtable = mem.pgtable_trans_huge_withdraw(k, mm, pmdp)
-    ptes = pt.set_bits(pt.mk_pte(np.arange(page, page + HPAGE_PMD_NR),
-                                 mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
-    if pt.pte_write(pmd) and vma.vm_flags & VM_WRITE:
-        ptes = pt.set_bits(ptes, pt._PAGE_RW)
-    if not pt.pte_young(pmd):
-        ptes = pt.clear_bits(ptes, pt._PAGE_ACCESSED)
-    k.machine.pgtables.table(pgtable)[:] = ptes
+    k.machine.pgtables.table(pgtable)[:] = mem.ptes_for_huge_pmd(k, vma, pmd, page)
     mem.set_entry(k, pmdp, pt.clear_bits(pmd, pt._PAGE_PRESENT))  # pmdp_invalidate()
     k.point("__split_huge_page_map: pmdp_invalidate", pid=mm.pid, address=hex(address))
     k.machine.smp.flush_tlb_range(k, "pmdp_invalidate")

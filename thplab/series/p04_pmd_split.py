@@ -26,7 +26,7 @@ from .. import pgtable as pt
 from ..errors import VMBug
 from ..page_alloc import dump_page
 from ..page_flags import PageHead, PageTail, compound_head
-from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR, VM_WRITE
+from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
 from .p00_base import _pages, _release, huge_pmd_copy
 
@@ -174,13 +174,7 @@ def __split_huge_pmd(k, vma, pmdp, address):
     k.point("__split_huge_pmd: PMD cleared", pid=mm.pid, address=hex(haddr))
     k.machine.smp.flush_tlb_range(k, "__split_huge_pmd: pmdp_clear_flush")
     pgtable = mem.pgtable_trans_huge_withdraw(k, mm, pmdp)
-    ptes = pt.set_bits(pt.mk_pte(np.arange(head, head + HPAGE_PMD_NR),
-                                 mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
-    if pt.pte_write(pmd) and vma.vm_flags & VM_WRITE:
-        ptes = pt.set_bits(ptes, pt._PAGE_RW)
-    if not pt.pte_young(pmd):
-        ptes = pt.clear_bits(ptes, pt._PAGE_ACCESSED)
-    k.machine.pgtables.table(pgtable)[:] = ptes
+    k.machine.pgtables.table(pgtable)[:] = mem.ptes_for_huge_pmd(k, vma, pmd, head)
     mem_map["_mapcount"][head + 1:head + HPAGE_PMD_NR] += 1
     mem.set_entry(k, pmdp, pt.mk_table_entry(pgtable))
     k.machine.smp.unlock(k, ptl)

@@ -26,7 +26,7 @@ from ..page_alloc import dump_page
 from ..page_flags import PG, PageCompound, PageTail, compound_head
 from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
-from .p00_base import _pages, rmap_walk_vmas
+from .p00_base import _pages, rmap_walk_vmas, tails_become_pages
 from .p04_pmd_split import _put_heads
 
 P06 = Patch(
@@ -140,12 +140,7 @@ def __split_huge_page_refcount(k, page, list):
         raise VMBug(dump_page(mem_map, int(tails[0]), "__split_huge_page_refcount: tail _count != 0"))
     mapcounts = mem_map["_mapcount"][tails] + 1
     mem_map["_count"][tails] += mapcounts + 1
-    keep = np.uint32((1 << PG.referenced) | (1 << PG.swapbacked) | (1 << PG.mlocked)
-                     | (1 << PG.uptodate) | (1 << PG.active) | (1 << PG.unevictable))
-    mem_map["flags"][tails] = (mem_map["flags"][page] & keep) | np.uint32((1 << PG.dirty) | (1 << PG.lru))
-    mem_map["mapping"][tails] = mem_map["mapping"][page]
-    mem_map["index"][tails] = mem_map["index"][page] + np.arange(1, HPAGE_PMD_NR)
-    mem_map["first_page"][tails] = -1
+    tails_become_pages(mem_map, page, tails)
     mem_map["_count"][page] -= int(mapcounts.sum())
     k.machine.vmstat.count("nr_anon_transparent_hugepages", -1)
     mem_map["flags"][page] &= ~np.uint32(1 << PG.head)
