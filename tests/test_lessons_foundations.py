@@ -1,0 +1,239 @@
+"""Tests of thplab.lessons.foundations: the course map and the helpers of lessons 00-05."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from thplab import KernelFunctionRemoved, Machine
+from thplab import pgtable as pt
+from thplab.lessons import foundations as f
+from thplab.params import EBUSY, HPAGE_PMD_NR, PAGE_SIZE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ course map
+
+def test_lessons_are_numbered_in_order_with_their_file_names():
+    assert [x.number for x in f.LESSONS] == list(range(16))
+    slugs = ["index", "thp-primer", "old-refcounting", "patch-01-drop-foll-split", "patch-02-pageanon",
+             "patch-03-rename", "patch-04-pmd-split", "patch-05-vmstat", "patch-06-split-huge-page",
+             "patch-07-generic-splitting", "patch-08-x86-splitting", "patch-09-futex",
+             "patch-10-documentation", "old-vs-new", "open-problems", "live-kernel-lab"]
+    assert [x.file for x in f.LESSONS] == [f"{i:02d}-{s}.ipynb" for i, s in enumerate(slugs)]
+    assert all(x.title and x.summary and "\n" not in x.summary for x in f.LESSONS)
+
+
+def test_lesson_heading_link_and_map():
+    assert f.lesson_heading(6) == "# Lesson 06 — Patch 04: split the PMD, not the page"
+    assert f.lesson_link(7) == "[lesson 07](07-patch-05-vmstat.ipynb)"
+    text = f.lesson_map()
+    assert text.count("\n") == 2 * len(f.LESSONS) - 1
+    md = f.lesson_map(markdown=True)
+    assert "[Patch 01: drop FOLL_SPLIT](03-patch-01-drop-foll-split.ipynb)" in md
+    with pytest.raises(ValueError, match="no lesson 16"):
+        f.lesson(16)
+
+
+def test_existing_lesson_notebooks_use_the_map_titles():
+    """A lesson that exists starts with the heading the map gives it."""
+    import json
+
+    for x in f.LESSONS:
+        path = REPO / "notebooks" / x.file
+        if not path.exists():
+            continue
+        first = json.loads(path.read_text())["cells"][0]
+        src = "".join(first["source"]) if isinstance(first["source"], list) else first["source"]
+        assert src.splitlines()[0] == f.lesson_heading(x.number), x.file
+
+
+# ------------------------------------------------------------------ 00
+
+def test_counter_button_counts_clicks():
+    c = f.counter_button()
+    assert c.label.value == "clicks: 0"
+    c.button.click()
+    c.button.click()
+    assert c.clicks == 2 and c.label.value == "clicks: 2"
+
+
+# ------------------------------------------------------------------ 01
+
+def test_worked_example_indices():
+    assert f.WORKED_EXAMPLE == 0x7F0000205ABC
+    assert f.address_indices(f.WORKED_EXAMPLE) == {"PGD": 254, "PUD": 0, "PMD": 1, "PTE": 5, "offset": 0xABC}
+    assert f.format_indices(0x7F0000205ABC) == "0x7f0000205abc -> PGD 254, PUD 0, PMD 1, PTE 5, offset 0xabc"
+
+
+def test_primer_machine_maps_a_thp_and_a_4k_page():
+    m, pid, thp, small = f.primer_machine()
+    w = m.walk(pid, [thp, small])
+    assert w["level"].tolist() == [2, 1]     # huge PMD, PTE
+    head = int(w["pfn"][0])
+    rows = m.page_walk(pid, f.WORKED_EXAMPLE)
+    assert [r["index"] for r in rows[:3]] == [254, 0, 1]
+    assert "subpage 5" in rows[3]["meaning"]
+    table = f.struct_page_table(m, [head, head + 1, head + 5], ["head", "page[1]", "page[5]"])
+    lines = table.splitlines()
+    assert re.search(r"head\s+0x200\s+uptodate,lru,head,swapbacked\s+-\s+-\s+1\s+0\s+1\s+anon_vma 1 \| ANON", lines[1])
+    assert re.search(r"page\[1\]\s+0x201\s+tail\s+0x200\s+9\s+0\s+-1\s+0\s+NULL", lines[2])
+    assert "walk of 0x7f0000205abc" in f.walk_text(m, pid, f.WORKED_EXAMPLE)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_index_question_answer_is_the_walk(seed):
+    q = f.IndexQuestion.generate(seed)
+    assert q.render().startswith(f"ARG seed {seed}")
+    address = int(re.search(r"address (0x[0-9a-f]+) use", q.question)[1], 16)
+    level = re.search(r"Which (\w+) index", q.question)[1]
+    want = int({"PGD": pt.pgd_index, "PUD": pt.pud_index, "PMD": pt.pmd_index, "PTE": pt.pte_index}[level](address))
+    assert q.answer == want
+    assert q.check(hex(want))[0] and q.check(str(want))[0]
+    assert not q.check(want + 1)[0]
+    assert not q.check("PMD")[0]
+    assert f.IndexQuestion.generate(seed).render() == q.render()   # seeded
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fault_count_question(seed):
+    q = f.FaultCountQuestion.generate(seed)
+    assert q.answer in (-1, 0, 1)
+    assert q.check(q.answer)[0]
+
+
+def test_fault_count_question_values_match_prep_compound_page():
+    m, pid, thp, _ = f.primer_machine(0)
+    head = int(m.walk(pid, [thp])["pfn"][0])
+    for level in (0, 10):
+        for s in range(20):
+            q = f.FaultCountQuestion.generate(s, level=level)
+            text = q.question
+            expect = {"raw _count of the head": 1, "raw _mapcount of the head": 0,
+                      "page_mapcount() of the head": 1}
+            for key, v in expect.items():
+                if key in text:
+                    assert q.answer == v
+            if re.search(r"raw _count of subpage", text):
+                assert q.answer == 0
+            if re.search(r"raw _mapcount of subpage", text):
+                assert q.answer == -1
+            if "page_count() of subpage" in text:
+                assert q.answer == 1
+
+
+# ------------------------------------------------------------------ 02
+
+def test_old_split_redistributes_pins():
+    m, pid, addr, head = f.old_split_machine(0, forks=1, pins=(5,))
+    assert int(m.page_count(head)) == 3 and int(m.page_mapcount(head + 5)) == 1
+    ret, rec = f.record_old_split(m, head)
+    assert ret == 0
+    names = [s.name for s in rec.steps]
+    assert names.count("pmdp_splitting_flush: _PAGE_SPLITTING set") == 2
+    assert "__split_huge_page_refcount: counts redistributed" in names
+    # M = 2 processes; tail 5 has one pin
+    assert int(m.mem_map["_count"][head + 5]) == 3
+    assert int(m.mem_map["_count"][head + 1]) == 2
+    assert int(m.mem_map["_count"][head]) == 2
+    m.check()
+
+
+def test_describe_step_of_old_split_names_flags_and_ptes():
+    from thplab.widgets import describe_step
+
+    m, pid, addr, head = f.old_split_machine(0, forks=1, pins=(5,))
+    _, rec = f.record_old_split(m, head)
+    text = "\n".join(describe_step(rec, i, pages=np.array([head, head + 1, head + 5]))
+                     for i in range(len(rec.steps)))
+    assert "flags +compound_lock" in text and "flags -compound_lock" in text
+    assert f"4 KiB page pfn {head + 1:#x}" in text       # PTE entries decode as pages
+    assert "SPLITTING" in text
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_old_split_tail_question(seed):
+    q = f.OldSplitTailQuestion.generate(seed)
+    asked = int(re.search(r"subpage (\d+) afterwards", q.question)[1])
+    mappers = int(re.search(r"processes mapping the THP: (\d+)", q.render())[1])
+    pins = re.findall(r"subpage (\d+) x(\d+)", q.render())
+    mine = sum(int(n) for s, n in pins if int(s) == asked)
+    assert q.answer == mappers + mine
+    assert q.check(q.answer)[0] and not q.check(q.answer + 1)[0]
+
+
+# ------------------------------------------------------------------ 03
+
+@pytest.mark.parametrize("level,pinned,status,thp", [
+    (0, False, 1, False), (0, True, 1, False), (1, False, 1, False), (1, True, 1, False),
+    (4, False, -EBUSY, True), (5, True, -EBUSY, True), (10, False, 1, False), (10, True, -EBUSY, True)])
+def test_move_pages_case(level, pinned, status, thp):
+    c = f.move_pages_case(level, pinned)
+    assert c["status"] == status and c["thp"] == thp
+    assert c["node"] == (1 if status == 1 else 0)
+
+
+def test_move_pages_table_and_events():
+    text = f.move_pages_table()
+    assert text.count("-EBUSY") == 5
+    assert "thp_split_page_failed +1" in text and "thp_split +1" in text
+
+
+def test_foll_split_demo():
+    assert "the THP was split" in f.foll_split_demo(0)
+    assert "KernelFunctionRemoved" in f.foll_split_demo(1)
+
+
+# ------------------------------------------------------------------ 04
+
+def test_runs():
+    assert f.runs(np.array([True] + [False] * 511)) == "0: True; 1-511: False"
+    assert f.runs(np.array([1, 1, 2])) == "0-1: 1; 2: 2"
+
+
+def test_page_anon_runs_levels():
+    for level, want in ((1, "(1 of 512 true)"), (2, "(512 of 512 true)")):
+        m, pid, thp, _ = f.primer_machine(level)
+        head = int(m.walk(pid, [thp])["pfn"][0])
+        assert f.page_anon_runs(m, head).endswith(want)
+
+
+def test_without_patch_restores_the_old_function_and_refuses_future_patches():
+    m = Machine.boot("16M", patches=4)
+    f.without_patch(m, "PageAnon", 2)
+    pid = m.spawn()
+    m.touch(pid, m.mmap(pid, 2 << 20), 2 << 20)
+    head = int(m.thp_heads()[0])
+    assert m.kernel.PageAnon(np.arange(head, head + HPAGE_PMD_NR)).sum() == 1
+    with pytest.raises(ValueError, match="not applied"):
+        f.without_patch(Machine.boot("16M", patches=1), "PageAnon", 2)
+
+
+def test_pageanon_counterfactual():
+    lines = f.pageanon_counterfactual().splitlines()
+    assert re.search(r"\s0\s+508\s+0\s+ok$", lines[2])
+    assert re.search(r"\s1\s+513\s+-5\s+pid 1: MM_FILEPAGES is -5", lines[3])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_file_rss_question(seed):
+    q = f.FileRssQuestion.generate(seed)
+    m = re.search(r"munmap subpages? (\d+)(?:-(\d+))?", q.render())
+    first, last = int(m[1]), int(m[2] or m[1])
+    assert q.answer == -((last - first + 1) - (first == 0))
+
+
+# ------------------------------------------------------------------ 05
+
+def test_compare_levels():
+    assert f.compare_levels("fork-split-pmd", (2, 3)).endswith("verdict: same behaviour")
+    text = f.compare_levels("fork-split-pmd", (3, 4))
+    assert "DIFFERENT" in text and text.endswith("behaviour differs")
+
+
+def test_split_huge_page_pmd_is_gone_at_level_3():
+    assert Machine.boot("16M", patches=2).kernel.has("split_huge_page_pmd")
+    with pytest.raises(KernelFunctionRemoved, match="patch 03"):
+        Machine.boot("16M", patches=3).kernel.split_huge_page_pmd

@@ -1,0 +1,610 @@
+"""Helpers for the foundation lessons: 00 (index), 01 (primer), 02 (old refcounting), 03-05 (patches 01-03).
+
+Also the course map, :data:`LESSONS`: the one place that holds every lesson's
+number, file name, title and one-line summary.  Other lessons take their
+titles and links from here (``lesson_heading(7)``, ``lesson_link(8)``).
+
+Everything here runs the model; notebooks only call it.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import pgtable as pt
+from ..machine import Machine
+from ..page_flags import PG, PageTail, compound_head, flag_names
+from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SHIFT, PAGE_SIZE
+
+__all__ = [
+    "Lesson", "LESSONS", "lesson", "lesson_heading", "lesson_link", "lesson_map",
+    "CounterCheck", "counter_button",
+    "PRIMER_THP_ADDR", "WORKED_EXAMPLE", "primer_machine", "struct_page_table", "address_indices",
+    "format_indices", "walk_text", "IndexQuestion", "FaultCountQuestion",
+    "old_split_machine", "record_old_split", "OldSplitTailQuestion",
+    "move_pages_case", "move_pages_table", "foll_split_demo",
+    "runs", "page_anon_runs", "without_patch", "pageanon_counterfactual", "FileRssQuestion",
+    "compare_levels",
+]
+
+
+# ===================================================================== the course map
+
+@dataclass(frozen=True)
+class Lesson:
+    """One lesson of the course: its order, notebook file, title and what it teaches."""
+
+    number: int
+    file: str
+    title: str
+    summary: str
+
+
+#: The course, in order.  The single source of lesson titles and file names.
+LESSONS = (
+    Lesson(0, "00-index.ipynb", "Course map and setup",
+           "What the course teaches and for whom, how to use the widgets, and a check that they work."),
+    Lesson(1, "01-thp-primer.ipynb", "Pages, THPs and x86-64 page tables",
+           "struct page, compound pages (head and tails), and how a 4-level walk reaches a 2 MiB "
+           "or a 4 KiB page."),
+    Lesson(2, "02-old-refcounting.ipynb", "The old scheme: tail pins and a split that never fails",
+           "Level 0: GUP pins recorded on tails, compound_lock, and the three phases of the old "
+           "split_huge_page()."),
+    Lesson(3, "03-patch-01-drop-foll-split.ipynb", "Patch 01: drop FOLL_SPLIT",
+           "follow_page() stops splitting behind the caller's back; migration splits itself and "
+           "reports -EBUSY."),
+    Lesson(4, "04-patch-02-pageanon.ipynb", "Patch 02: PageAnon() on tail pages",
+           "PageAnon() asks the head, so rmap, zap and COW still see an anonymous page when a "
+           "tail is PTE-mapped."),
+    Lesson(5, "05-patch-03-rename.ipynb", "Patch 03: split_huge_page_pmd() becomes split_huge_pmd()",
+           "A rename with a new argument order and no change in behaviour: the name announces "
+           "patch 04."),
+    Lesson(6, "06-patch-04-pmd-split.ipynb", "Patch 04: split the PMD, not the page",
+           "Tail-page refcounting goes; split_huge_pmd() splits one PMD; split_huge_page() is an "
+           "-EBUSY stub."),
+    Lesson(7, "07-patch-05-vmstat.ipynb", "Patch 05: one split event becomes three",
+           "thp_split becomes thp_split_page, thp_split_page_failed and thp_split_pmd."),
+    Lesson(8, "08-patch-06-split-huge-page.ipynb", "Patch 06: a split_huge_page() that can fail",
+           "The new split: Σ page_mapcount == page_count - 1 or -EBUSY; compound_lock only "
+           "guards the head's _count."),
+    Lesson(9, "09-patch-07-generic-splitting.ipynb", "Patch 07: no more splitting PMDs in generic code",
+           "pmd_trans_splitting(), wait_split_huge_page() and __pmd_trans_huge_lock() leave mm/."),
+    Lesson(10, "10-patch-08-x86-splitting.ipynb", "Patch 08: _PAGE_SPLITTING leaves x86",
+           "The PMD bit, pmdp_splitting_flush() and gup-fast's bail-out are removed."),
+    Lesson(11, "11-patch-09-futex.ipynb", "Patch 09: get_futex_key() without the THP special case",
+           "A pin on a tail now holds the whole THP, so the interrupts-off re-pin dance goes."),
+    Lesson(12, "12-patch-10-documentation.ipynb", "Patch 10: the documentation",
+           "Documentation/vm/transhuge.txt before and after: the new rules in the kernel's words."),
+    Lesson(13, "13-old-vs-new.ipynb", "Old vs new, side by side",
+           "Every scenario on the old kernel and on RFC v1: counters, events, costs."),
+    Lesson(14, "14-open-problems.ipynb", "Open problems: what v1 left for v2 and v4.5",
+           "Held memory after partial munmap, the ambiguous head _mapcount, and what the merged "
+           "design changed."),
+    Lesson(15, "15-live-kernel-lab.ipynb", "The real kernel under the notebook",
+           "Fault, split and pin THPs on the running kernel and compare /proc with the model."),
+)
+
+
+def lesson(number):
+    """The :class:`Lesson` numbered ``number`` (0-15)."""
+    for item in LESSONS:
+        if item.number == number:
+            return item
+    raise ValueError(f"no lesson {number!r}; lessons are numbered 0-{len(LESSONS) - 1}")
+
+
+def lesson_heading(number):
+    """The notebook's first heading: ``# Lesson NN — title``."""
+    item = lesson(number)
+    return f"# Lesson {item.number:02d} — {item.title}"
+
+
+def lesson_link(number, text=None):
+    """A markdown link to a lesson, e.g. ``[lesson 07](07-patch-05-vmstat.ipynb)``."""
+    item = lesson(number)
+    return f"[{text or f'lesson {item.number:02d}'}]({item.file})"
+
+
+def lesson_map(markdown=False):
+    """The course map: one line per lesson (``markdown=True``: a table with links)."""
+    if markdown:
+        rows = ["| # | lesson | what it teaches |", "|---|---|---|"]
+        rows += [f"| {x.number:02d} | [{x.title}]({x.file}) | {x.summary} |" for x in LESSONS]
+        return "\n".join(rows)
+    return "\n".join(f"{x.number:02d}  {x.file:<38} {x.title}\n    {x.summary}" for x in LESSONS)
+
+
+# ===================================================================== 00: is the widget machinery alive?
+
+class CounterCheck:
+    """A button that counts its clicks: if the label changes, widgets talk to the kernel.
+
+    ``button`` and ``label`` are the ipywidgets; ``widget`` is what is displayed.
+    """
+
+    def __init__(self):
+        import ipywidgets as w
+
+        self.clicks = 0
+        self.button = w.Button(description="Click me", icon="hand-pointer-o", button_style="primary")
+        self.label = w.Label(value="clicks: 0")
+        self.button.on_click(lambda b: self.click())
+        self.widget = w.HBox([self.button, self.label])
+
+    def click(self):
+        self.clicks += 1
+        self.label.value = f"clicks: {self.clicks}"
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def counter_button():
+    """A :class:`CounterCheck` for the environment check of lesson 00."""
+    return CounterCheck()
+
+
+# ===================================================================== 01: the primer
+
+#: Where lesson 01 maps its THP: PGD 254, PUD 0, PMD 1 (kernel-semantics §4.1's example).
+PRIMER_THP_ADDR = MMAP_BASE + HPAGE_PMD_SIZE
+#: kernel-semantics §4.1: 0x7f0000205abc -> PGD 254, PUD 0, PMD 1, PTE 5, offset 0xabc.
+WORKED_EXAMPLE = PRIMER_THP_ADDR + 0x5ABC
+
+
+def primer_machine(level=0, seed=0):
+    """One process with a THP at :data:`PRIMER_THP_ADDR` and a 4 KiB page just below it.
+
+    The THP: ``mmap`` 2 MiB there with ``MADV_HUGEPAGE`` and write to it (one
+    huge fault).  The small page: 4 KiB without ``MADV_HUGEPAGE``, written
+    once, so it is mapped by a PTE.  Returns ``(machine, pid, thp_addr, small_addr)``.
+    """
+    m = Machine.boot("16M", patches=level, seed=seed)
+    pid = m.spawn()
+    thp = m.mmap(pid, HPAGE_PMD_SIZE, addr=PRIMER_THP_ADDR)
+    m.touch(pid, thp, HPAGE_PMD_SIZE)
+    small = m.mmap(pid, PAGE_SIZE, thp=False)
+    m.touch(pid, small, PAGE_SIZE)
+    return m, pid, thp, small
+
+
+def _mapping_text(value):
+    value = int(value)
+    if value == 0:
+        return "NULL"
+    return f"anon_vma {value >> 2} | ANON" if value & 1 else f"{value:#x}"
+
+
+def struct_page_table(machine, pfns, labels=None):
+    """The ``struct page`` fields of ``pfns`` as a fixed-width text table, raw as stored.
+
+    Columns: flags (by name), ``first_page`` (a tail's pointer to its head,
+    "-" for NULL), ``compound_order`` (kept in page[1]), ``_count``, raw
+    ``_mapcount`` and ``page_mapcount()``, ``mapping`` (anon_vma and the
+    ``PAGE_MAPPING_ANON`` bit) and ``index``.
+    """
+    mm = machine.mem_map
+    pfns = [int(p) for p in pfns]
+    labels = labels or [""] * len(pfns)
+    cols = ("", "pfn", "flags", "first_page", "order", "_count", "_mapcount", "page_mapcount",
+            "mapping", "index")
+    rows = []
+    for label, p in zip(labels, pfns):
+        flags = [f for f in flag_names(mm["flags"][p]) if f in ("head", "tail", "lru", "swapbacked",
+                                                                  "uptodate", "dirty", "compound_lock")]
+        first = int(mm["first_page"][p])
+        rows.append((label, f"{p:#x}", ",".join(flags) or "-",
+                     f"{first:#x}" if PageTail(mm, p) else "-",
+                     str(int(mm["compound_order"][p])) if mm["compound_order"][p] else "-",
+                     str(int(mm["_count"][p])), str(int(mm["_mapcount"][p])),
+                     str(int(machine.page_mapcount(p))), _mapping_text(mm["mapping"][p]),
+                     f"{int(mm['index'][p]):#x}" if mm["index"][p] else "0"))
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    fmt = lambda r: "  ".join(v.ljust(wd) if i in (0, 2, 8) else v.rjust(wd)
+                              for i, (v, wd) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(cols).rstrip()] + [fmt(r).rstrip() for r in rows])
+
+
+def address_indices(address):
+    """Slice a virtual address as x86-64 does: ``{"PGD", "PUD", "PMD", "PTE", "offset"}``.
+
+    The indices come from :mod:`thplab.pgtable` (``pgd_index()`` ...); the
+    offset is bits 11..0.
+    """
+    address = int(address)
+    return {"PGD": int(pt.pgd_index(address)), "PUD": int(pt.pud_index(address)),
+            "PMD": int(pt.pmd_index(address)), "PTE": int(pt.pte_index(address)),
+            "offset": address & (PAGE_SIZE - 1)}
+
+
+def format_indices(address):
+    """One line: ``0x7f0000205abc -> PGD 254, PUD 0, PMD 1, PTE 5, offset 0xabc``."""
+    ix = address_indices(address)
+    return (f"{int(address):#x} -> PGD {ix['PGD']}, PUD {ix['PUD']}, PMD {ix['PMD']}, "
+            f"PTE {ix['PTE']}, offset {ix['offset']:#x}")
+
+
+def walk_text(machine, pid, address):
+    """Text of :meth:`Machine.page_walk` for one address (the AddressSlicer's text twin)."""
+    lines = [f"walk of {int(address):#x} in pid {pid}:"]
+    for r in machine.page_walk(pid, address):
+        if r["entry"] is None:
+            lines.append(f"  {r['level']:<6} {r['meaning']}")
+        else:
+            lines.append(f"  {r['level']:<6} index {r['index']:>3} of table pfn {r['table']:#x}: "
+                         f"entry {r['entry']:#018x} = {r['meaning']}")
+    return "\n".join(lines)
+
+
+def _check_int(guess):
+    try:
+        return int(str(guess).strip(), 0)
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Question:
+    """A seeded question answered by the model: ``render()``, ``check(guess)``, ``answer``."""
+
+    seed: int
+    params: list
+    question: str
+    answer: int
+    explanation: str
+
+    def render(self):
+        lines = [f"ARG seed {self.seed}"] + [f"ARG {p}" for p in self.params] + ["", self.question]
+        return "\n".join(lines)
+
+    def check(self, guess):
+        value = _check_int(guess)
+        if value is None:
+            return False, f"Please answer with a whole number (you typed {guess!r})."
+        if value == self.answer:
+            return True, f"Right: {self.answer}. {self.explanation}"
+        return False, f"Not quite: you said {value}, the model says {self.answer}. {self.explanation}"
+
+
+_LEVEL_BITS = {"PGD": "47..39", "PUD": "38..30", "PMD": "29..21", "PTE": "20..12"}
+
+
+class IndexQuestion(_Question):
+    """Which PGD/PUD/PMD/PTE index does a (seeded, random) address inside a mapping use?
+
+    ``IndexQuestion.generate(seed)``: a process maps a random range, touches
+    it, and the question picks an address inside it and one level.  The
+    answer comes from :mod:`thplab.pgtable`, and the explanation quotes the
+    walk the model really did.
+    """
+
+    @classmethod
+    def generate(cls, seed=0):
+        rng = np.random.default_rng(seed)
+        m = Machine.boot("16M", seed=seed)
+        pid = m.spawn()
+        huge = bool(rng.integers(0, 2))
+        # anywhere in the upper half of user space, 2 MiB aligned for a THP
+        start = int(rng.integers(1 << 46, (1 << 47) - (8 << 21), dtype=np.int64)) & ~(HPAGE_PMD_SIZE - 1)
+        if huge:
+            length = HPAGE_PMD_SIZE
+        else:
+            start += int(rng.integers(0, 512)) * PAGE_SIZE
+            length = int(rng.integers(1, 64)) * PAGE_SIZE
+        addr = m.mmap(pid, length, thp=huge, addr=start)
+        address = addr + int(rng.integers(0, length))
+        m.touch(pid, address & ~(PAGE_SIZE - 1), PAGE_SIZE)
+        level = str(rng.choice(("PGD", "PUD", "PMD", "PTE")))
+        answer = address_indices(address)[level]
+        walk = {r["level"]: r for r in m.page_walk(pid, address)}
+        kind = "a 2 MiB THP, one huge PMD" if huge else f"{length // PAGE_SIZE} x 4 KiB pages"
+        if level in walk:
+            r = walk[level]
+            seen = (f"The model's walk read entry {r['index']} of the {level} table (pfn {r['table']:#x}).")
+        else:
+            seen = ("The walk stops at the huge PMD, so no PTE table is read: bits 20..12 are the "
+                    f"subpage number inside the THP, {answer}.")
+        explanation = (f"{level} index = bits {_LEVEL_BITS[level]} of the address = "
+                       f"({address:#x} >> {dict(PGD=39, PUD=30, PMD=21, PTE=12)[level]}) & 511. {seen}")
+        question = (f"pid {pid} has a mapping {addr:#x}-{addr + length:#x} ({kind}).\n"
+                    f"Which {level} index does the walk of address {address:#x} use?"
+                    + (" (For a PMD-mapped THP: which subpage is it?)" if level == "PTE" and huge else ""))
+        return cls(seed, [f"mapping {addr:#x}-{addr + length:#x}", f"address {address:#x}",
+                          f"asked {level}"], question, answer, explanation)
+
+
+_FAULT_FIELDS = (
+    ("head", "_count", "raw _count of the head page (subpage 0)"),
+    ("head", "_mapcount", "raw _mapcount of the head page (the stored value, with its -1 bias)"),
+    ("tail", "_count", "raw _count of subpage {i}"),
+    ("tail", "_mapcount", "raw _mapcount of subpage {i}"),
+    ("tail", "page_count", "page_count() of subpage {i}"),
+    ("head", "page_mapcount", "page_mapcount() of the head page"),
+)
+
+
+class FaultCountQuestion(_Question):
+    """Right after one THP fault: one counter of the head or of a tail, read from the model."""
+
+    @classmethod
+    def generate(cls, seed=0, level=None):
+        rng = np.random.default_rng(seed)
+        level = int(rng.choice((0, 10))) if level is None else int(level)
+        which, field, text = _FAULT_FIELDS[int(rng.integers(0, len(_FAULT_FIELDS)))]
+        i = 0 if which == "head" else int(rng.integers(1, HPAGE_PMD_NR))
+        m, pid, thp, _ = primer_machine(level, seed)
+        head = int(m.walk(pid, [thp])["pfn"][0])
+        page = head + i
+        if field in ("_count", "_mapcount"):
+            answer = int(m.mem_map[field][page])
+        elif field == "page_count":
+            answer = int(m.page_count(page))
+        else:
+            answer = int(m.page_mapcount(page))
+        why = {
+            ("head", "_count"): "The fault's allocation reference becomes the PMD's: one mapping, "
+                                "one reference, on the head.",
+            ("head", "_mapcount"): "One PMD maps the THP; page_add_new_anon_rmap() sets the head's "
+                                   "_mapcount from -1 (none) to 0 (one mapping).",
+            ("tail", "_count"): "Tails keep _count 0 while the page is compound; every reference "
+                                "lives on the head.",
+            ("tail", "_mapcount"): "Before patch 04 a tail's _mapcount counts pins on it, from patch 04 "
+                                   "the PTEs mapping it; neither exists yet (the PMD mapping is counted "
+                                   "on the head), and -1 means zero.",
+            ("tail", "page_count"): "page_count() reads compound_head(page)->_count: the head's 1.",
+            ("head", "page_mapcount"): "page_mapcount() = _mapcount + 1: one PMD mapping.",
+        }[(which, field)]
+        return cls(seed, [f"level {level}", "steps: mmap 2 MiB (MADV_HUGEPAGE), write to it"],
+                   f"A THP was just faulted in. What is the {text.format(i=i)}?", answer, why)
+
+
+# ===================================================================== 02: the old scheme
+
+def old_split_machine(level=0, seed=0, forks=1, pins=(5,)):
+    """A THP faulted, shared by ``forks`` fork()s, pinned by get_user_pages_fast() on ``pins``.
+
+    Returns ``(machine, pid, addr, head)``; the lesson then splits ``head``.
+    """
+    m = Machine.boot("16M", patches=level, seed=seed)
+    pid = m.spawn()
+    addr = m.mmap(pid, HPAGE_PMD_SIZE)
+    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    for _ in range(forks):
+        m.fork(pid)
+    for i in pins:
+        m.get_user_pages_fast(pid, addr + i * PAGE_SIZE, 1)
+    head = int(compound_head(m.mem_map, m.walk(pid, [addr])["pfn"][0]))
+    return m, pid, addr, head
+
+
+def record_old_split(machine, head):
+    """``split_huge_page(head)`` under a step recorder: ``(result, recorder)``."""
+    from ..trace import record
+
+    return record(machine, machine.split_huge_page, head)
+
+
+class OldSplitTailQuestion(_Question):
+    """The old split hands each tail its pins: predict ``page_count()`` of a tail afterwards.
+
+    Seeded: how many processes map the THP (M, via fork), which subpages
+    are pinned and how often.  The answer is read from the model after the
+    split: ``tail_i._count = M + pins_i``.
+    """
+
+    @classmethod
+    def generate(cls, seed=0):
+        rng = np.random.default_rng(seed)
+        forks = int(rng.integers(0, 3))
+        asked = int(rng.integers(1, HPAGE_PMD_NR))
+        pins = [asked] * int(rng.integers(0, 4))
+        other = int(rng.integers(1, HPAGE_PMD_NR))
+        if other != asked:
+            pins += [other] * int(rng.integers(0, 3))
+        m, pid, addr, head = old_split_machine(0, seed, forks=forks, pins=pins)
+        ret = m.split_huge_page(head)
+        answer = int(m.page_count(head + asked))
+        mappers, mine = 1 + forks, pins.count(asked)
+        pinned = ", ".join(f"subpage {i} x{pins.count(i)}" for i in sorted(set(pins))) or "none"
+        why = (f"split_huge_page() returned {ret}. Each tail gets _count = M + pins_i = "
+               f"{mappers} (PMDs, one per process) + {mine} (pins on subpage {asked}) = {mappers + mine}; "
+               "pins on other subpages stay with their own subpage.")
+        return cls(seed, ["level 0 (old kernel)", f"processes mapping the THP: {mappers}",
+                          f"gup-fast pins: {pinned}"],
+                   f"The old split_huge_page() runs. What is page_count() of subpage {asked} afterwards?",
+                   answer, why)
+
+
+# ===================================================================== 03: patch 01, FOLL_SPLIT and migration
+
+def move_pages_case(level, pinned, subpage=7, pin_subpage=5, seed=0):
+    """``move_pages()`` of one THP subpage to node 1 on a 2-node machine, at ``level``.
+
+    With ``pinned``, get_user_pages() first pins ``pin_subpage`` (another
+    subpage).  Returns a dict: ``status`` (the per-page status move_pages
+    reports), ``node`` (where the subpage is now), ``thp`` (whether the THP
+    is still compound) and ``events`` (thp_* vmstat deltas).
+    """
+    m = Machine.boot("16M", patches=level, seed=seed, nodes=2)
+    pid = m.spawn()
+    addr = m.mmap(pid, HPAGE_PMD_SIZE)
+    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    if pinned:
+        m.get_user_pages(pid, addr + pin_subpage * PAGE_SIZE, 1)
+    before = m.vmstat.as_dict()
+    status = m.move_pages(pid, [addr + subpage * PAGE_SIZE], 1)[0]
+    after = m.vmstat.as_dict()
+    pfn = int(m.walk(pid, [addr + subpage * PAGE_SIZE])["pfn"][0])
+    events = {n: after[n] - before.get(n, 0) for n in after if n.startswith("thp_") and after[n] != before.get(n, 0)}
+    return {"level": level, "pinned": pinned, "status": int(status), "node": m.page_to_nid(pfn),
+            "thp": bool(len(m.thp_heads())), "events": events}
+
+
+def _status_text(status):
+    return {-16: "-EBUSY", -11: "-EAGAIN", -13: "-EACCES", -14: "-EFAULT"}.get(status, f"node {status}")
+
+
+def move_pages_table(levels=(0, 1, 4, 5, 10), subpage=7, pin_subpage=5):
+    """Text table of :func:`move_pages_case` without and with a pin, per level."""
+    lines = [f"move_pages(subpage {subpage} -> node 1); 'pinned' = get_user_pages() holds subpage {pin_subpage}",
+             f"{'level':>5}  {'pinned':<6}  {'status':<8}  {'subpage now on':<14}  {'THP after':<12}  vmstat"]
+    for level in levels:
+        for pinned in (False, True):
+            c = move_pages_case(level, pinned, subpage, pin_subpage)
+            ev = ", ".join(f"{k} +{v}" for k, v in c["events"].items()) or "-"
+            lines.append(f"{level:>5}  {'yes' if pinned else 'no':<6}  {_status_text(c['status']):<8}  "
+                         f"node {c['node']:<9}  {'compound' if c['thp'] else 'split':<12}  {ev}")
+    return "\n".join(lines)
+
+
+def foll_split_demo(level, seed=0):
+    """``get_user_pages(..., foll_split=True)`` on subpage 1 of a THP: what happens, as text."""
+    from ..errors import KernelFunctionRemoved
+
+    m = Machine.boot("16M", patches=level, seed=seed)
+    pid = m.spawn()
+    addr = m.mmap(pid, HPAGE_PMD_SIZE)
+    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    try:
+        pages = m.get_user_pages(pid, addr + PAGE_SIZE, 1, foll_split=True)
+    except KernelFunctionRemoved as exc:
+        return f"level {level}: {type(exc).__name__}: {exc}"
+    split = "the THP was split" if not len(m.thp_heads()) else "the THP is still whole"
+    return (f"level {level}: pinned pfn {int(pages[0]):#x}; {split} "
+            f"(thp_split {m.vmstat['thp_split']}); page_count {int(m.page_count(pages[0]))}")
+
+
+# ===================================================================== 04: patch 02, PageAnon()
+
+def runs(values, first=0):
+    """Runs of equal values as text: ``"0: True; 1-511: False"``."""
+    values = np.asarray(values)
+    edges = np.flatnonzero(np.diff(values.astype(np.int64))) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [len(values)]]) - 1
+    return "; ".join((f"{first + s}" if s == e else f"{first + s}-{first + e}") + f": {bool(values[s]) if values.dtype == bool else values[s]}"
+                     for s, e in zip(starts.tolist(), ends.tolist()))
+
+
+def page_anon_runs(machine, head):
+    """``PageAnon()`` of this level over the 512 subpages of the THP at ``head``, as runs."""
+    values = machine.kernel.PageAnon(np.arange(head, head + HPAGE_PMD_NR))
+    return f"PageAnon() over subpages 0-511: {runs(values)}  ({int(values.sum())} of 512 true)"
+
+
+def without_patch(machine, name, number):
+    """Run ``machine`` with kernel function ``name`` as it was *before* patch ``number``.
+
+    A counterfactual for lessons ("what if patch 04 had come without patch
+    02?"); no real kernel was ever built this way.  Returns the machine.
+    """
+    from ..series import PATCHES
+
+    k = machine.kernel
+    if number > k.level:
+        raise ValueError(f"patch {number:02d} is not applied at level {k.level}")
+    setattr(k, name, k.previous(name, PATCHES[number - 1]))
+    return machine
+
+
+def _rss_experiment(level, broken, first=8, nr=4, cow=5, seed=0):
+    from ..invariants import problems
+
+    m = Machine.boot("16M", patches=level, seed=seed)
+    if broken:
+        without_patch(m, "PageAnon", 2)
+    pid = m.spawn()
+    addr = m.mmap(pid, HPAGE_PMD_SIZE)
+    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    mm = m.processes[pid]
+    out = {}
+    # mprotect() of a sub-range splits the PMD; back to rw leaves the PTEs write-protected
+    m.mprotect(pid, addr, 16 * PAGE_SIZE, "r")
+    m.mprotect(pid, addr, 16 * PAGE_SIZE, "rw")
+    free = m.allocator.nr_free_pages
+    m.touch(pid, addr + cow * PAGE_SIZE, PAGE_SIZE)
+    out["copied"] = free - m.allocator.nr_free_pages
+    m.munmap(pid, addr + first * PAGE_SIZE, nr * PAGE_SIZE)
+    out.update(anon=mm.anon_rss, file=mm.file_rss, problems=problems(m))
+    return out
+
+
+def pageanon_counterfactual(level=4, first=8, nr=4, cow=5):
+    """Patch 04's PTE-mapped tails with and without patch 02's ``PageAnon()``, as text.
+
+    One process faults a THP; ``mprotect()`` of 16 subpages splits its PMD;
+    it writes subpage ``cow`` (a write-protect fault: ``do_wp_page()``), then
+    unmaps subpages ``first``..``first+nr-1`` (``zap_pte_range()``).
+    """
+    lines = [f"level {level}: fault a THP, mprotect 16 subpages r then rw (splits the PMD), "
+             f"write subpage {cow}, munmap subpages {first}-{first + nr - 1}",
+             f"{'PageAnon()':<28}  {'copied by do_wp_page':>20}  {'MM_ANONPAGES':>12}  {'MM_FILEPAGES':>12}  invariants"]
+    for broken in (False, True):
+        r = _rss_experiment(level, broken, first, nr, cow)
+        name = "v3.14's (without patch 02)" if broken else "patch 02's (asks the head)"
+        lines.append(f"{name:<28}  {r['copied']:>20}  {r['anon']:>12}  {r['file']:>12}  "
+                     + ("ok" if not r["problems"] else "; ".join(r["problems"])))
+    return "\n".join(lines)
+
+
+class FileRssQuestion(_Question):
+    """Without patch 02, zap_pte_range() counts unmapped tails as file pages: predict MM_FILEPAGES.
+
+    Seeded: which subpages are unmapped from a PTE-mapped THP (level 4, with
+    ``PageAnon()`` as before patch 02).  Subpage 0 is the head, which the old
+    ``PageAnon()`` still recognises.
+    """
+
+    @classmethod
+    def generate(cls, seed=0):
+        rng = np.random.default_rng(seed)
+        first = int(rng.integers(0, 24))
+        nr = int(rng.integers(1, 9))
+        m = Machine.boot("16M", patches=4, seed=seed)
+        without_patch(m, "PageAnon", 2)
+        pid = m.spawn()
+        addr = m.mmap(pid, HPAGE_PMD_SIZE)
+        m.touch(pid, addr, HPAGE_PMD_SIZE)
+        m.split_huge_pmd(pid, addr)
+        m.munmap(pid, addr + first * PAGE_SIZE, nr * PAGE_SIZE)
+        answer = int(m.processes[pid].file_rss)
+        tails = nr - (1 if first == 0 else 0)
+        why = (f"zap_pte_range() asks PageAnon() of each page it unmaps; v3.14's PageAnon() is false "
+               f"for every tail (a tail's own mapping is NULL), so each of the {tails} tail(s) is "
+               f"subtracted from MM_FILEPAGES: 0 - {tails} = {-tails}."
+               + (" The head (subpage 0) has its own mapping, so it is counted as anonymous."
+                  if first == 0 else ""))
+        pages = f"subpage {first}" if nr == 1 else f"subpages {first}-{first + nr - 1}"
+        return cls(seed, ["level 4 with PageAnon() as before patch 02 (a counterfactual)",
+                          f"steps: fault a THP, split_huge_pmd(), munmap {pages}"],
+                   "What is MM_FILEPAGES of the process now? (it started at 0)", answer, why)
+
+
+# ===================================================================== 05: patch 03, the rename
+
+def compare_levels(scenario, levels=(2, 3), seed=0):
+    """Run one scenario at each level; say, step by step, whether the counters are identical.
+
+    Compares the watched counters, the mappings and the thp_* events after
+    every step.  Returns text: one line per step and a verdict.
+    """
+    from ..scenarios import SCENARIOS
+
+    sc = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
+    runs_ = [sc.start(lv, seed=seed) for lv in levels]
+    lines = [f"{sc.title}: levels {' vs '.join(map(str, levels))}"]
+    same_all = True
+    for i, label in enumerate(runs_[0].labels, 1):
+        states = []
+        for r in runs_:
+            r.step()
+            states.append((r.counters(), r.mappings(), r.results[-1][2], _plain(r.results[-1][1])))
+        same = all(s == states[0] for s in states[1:])
+        same_all &= same
+        lines.append(f"  {i}. {label:<40} {'identical' if same else 'DIFFERENT'}")
+    lines.append("verdict: " + ("same behaviour" if same_all else "behaviour differs"))
+    return "\n".join(lines)
+
+
+def _plain(result):
+    return result.tolist() if isinstance(result, np.ndarray) else result
