@@ -112,3 +112,24 @@ def test_closing_an_interleaving_releases_the_machine():
     assert m.tracer is None
     with pytest.raises(ThplabError, match="closed"):
         il.step("CPU0")
+
+
+@pytest.mark.parametrize("name, without, broken_levels", [
+    ("split-vs-gup-fast", ("tlb_flush_ipi",), {0, 1, 2, 3, 6, 7, 8, 9, 10}),
+    ("put-page-vs-split", ("compound_lock",), {0, 1, 2, 3}),
+])
+def test_what_if_a_protection_is_missing(name, without, broken_levels):
+    """Switching off exactly the protection a race needs breaks the identities -- and only then."""
+    from thplab.invariants import problems
+
+    for level in range(11):
+        race = RACES[name](level, without=without)
+        race.play()
+        broken = bool(problems(race.machine)) or bool(race.interleaving.errors)
+        assert broken == (level in broken_levels), (name, level)
+        assert ("WITHOUT " + without[0]) in race.outcome()
+
+
+def test_what_if_refuses_unknown_protections():
+    with pytest.raises(ValueError, match="can only switch off"):
+        RACES["futex-vs-split"](0, without=("mmap_sem",))

@@ -80,6 +80,16 @@ def test_race_view_steps_cpus_and_plays():
     assert rv.cpu_buttons["CPU0"].disabled and rv.cpu_buttons["CPU1"].disabled
 
 
+def test_race_view_what_if_breaks_the_invariants_the_protection_kept():
+    rv = widgets.RaceView("put-page-vs-split", levels=(0, 10))
+    rv.play_button.click()
+    assert "invariants: all hold" in rv.log.value
+    rv.protections.value = ("compound_lock",)
+    rv.play_button.click()
+    assert "WITHOUT compound_lock" in rv.title.value + rv.log.value or "BROKEN" in rv.log.value
+    assert "invariants: BROKEN" in rv.log.value
+
+
 def test_quiz_checks_answers_and_draws_new_problems():
     q = widgets.Quiz(seed=5, kind="page_count", levels=(0, 10))
     q.answer.value = str(q.problem.answer)

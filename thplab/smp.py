@@ -7,6 +7,12 @@ anon_vma rwsem, ``compound_lock`` (a bit spinlock in the head's flags), the
 page lock, the PMD lock (``pmd_lock()``, one per PMD table with split PMD
 ptlocks), and interrupts disabled on a CPU (which holds up a TLB-flush IPI).
 
+For "what if" experiments a machine can run *without* one protection
+(``Smp.without``): ``"compound_lock"`` makes that lock a no-op and
+``"tlb_flush_ipi"`` lets a TLB flush complete while another CPU has
+interrupts off.  No real kernel ran like that; races on such a machine show
+what the protection was for.
+
 SIMPLIFICATION: the PMD lock is taken only where a split meets a fault (PMD
 splitting, installing a huge PMD, populating an empty PMD); other page-table
 locks, ``zone->lru_lock`` and ``mmap_sem`` are not modelled.
@@ -27,6 +33,8 @@ class Smp:
         self.machine = machine
         self.held = {}
         self.irqs_off = set()
+        #: Protections switched off for a "what if" experiment (see the module docstring).
+        self.without = frozenset()
         self._local = threading.local()
 
     @property
@@ -47,6 +55,8 @@ class Smp:
     def lock(self, k, key, what):
         """Take lock ``key``; under an interleaving, spin (at a point) while another CPU holds it."""
         me = self.cpu
+        if key[0] in self.without:
+            return
         self._wait(k, lambda: self.held.get(key, me) != me, f"{what}: waiting, held by {self.held.get(key)}")
         self.held[key] = me
         if key[0] == "compound_lock":
@@ -55,6 +65,8 @@ class Smp:
             k.machine.mem_map["flags"][key[1]] |= np.uint32(1 << PG.locked)
 
     def unlock(self, k, key):
+        if key[0] in self.without:
+            return
         if self.held.get(key) != self.cpu:
             raise VMBug(f"{self.cpu} unlocks {key} it does not hold")
         del self.held[key]
@@ -75,6 +87,8 @@ class Smp:
     def flush_tlb_range(self, k, what):
         """Mirrors ``flush_tlb_range()``: the IPI completes only when no other CPU has IRQs off."""
         me = self.cpu
+        if "tlb_flush_ipi" in self.without:
+            return
         self._wait(k, lambda: bool(self.irqs_off - {me}),
                    f"{what}: TLB-flush IPI waits for {', '.join(sorted(self.irqs_off - {me}))} "
                    "(interrupts disabled there)")

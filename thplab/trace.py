@@ -212,10 +212,10 @@ class Interleaving:
         return [s for s in (self.step(c) for c in order) if s is not None]
 
     def run_until(self, cpu, text, max_steps=100):
-        """Step ``cpu`` until it reaches a point whose name contains ``text`` (or finishes)."""
+        """Step ``cpu`` until it reaches a point whose name contains ``text``, has to wait, or finishes."""
         for _ in range(max_steps):
             step = self.step(cpu)
-            if step is None or text in step.name or self.done(cpu):
+            if step is None or text in step.name or step.waiting or self.done(cpu):
                 return step
         raise VMBug(f"{cpu} never reached a point containing {text!r}")
 

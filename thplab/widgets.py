@@ -201,11 +201,18 @@ def describe_step(recorder, i, pages=None, max_rows=12):
 class RaceView(_View):
     """Interleave two CPUs point by point, on the old or the new kernel."""
 
-    def __init__(self, race="split-vs-gup-fast", levels=(0, 10)):
+    WHAT_IF = (("as the kernel is written", ()),
+               ("what if: no compound_lock", ("compound_lock",)),
+               ("what if: TLB flush ignores IRQs-off CPUs", ("tlb_flush_ipi",)))
+
+    def __init__(self, race="split-vs-gup-fast", levels=(0, 10), what_if=True):
         self.make = RACES[race]
         self.levels = tuple(levels)
         self.kernel = w.ToggleButtons(options=level_labels(self.levels), value=self.levels[0],
                                       description="Kernel", style={"button_width": "auto"})
+        self.protections = w.Dropdown(options=self.WHAT_IF, value=(), description="Protections",
+                                      style={"description_width": "initial"},
+                                      layout=w.Layout(width="420px", display="" if what_if else "none"))
         self.cpu_buttons = {c: w.Button(description=f"Step {c}", icon="step-forward") for c in ("CPU0", "CPU1")}
         self.play_button = w.Button(description="Play the race", icon="play", button_style="primary")
         self.reset_button = w.Button(description="Reset", icon="undo")
@@ -216,9 +223,10 @@ class RaceView(_View):
         self.play_button.on_click(lambda b: self.play())
         self.reset_button.on_click(lambda b: self.reset())
         self.kernel.observe(lambda change: self.reset(), names="value")
+        self.protections.observe(lambda change: self.reset(), names="value")
         self.race = None
         self.title = w.HTML()
-        self.widget = w.VBox([self.title, self.kernel,
+        self.widget = w.VBox([self.title, self.kernel, self.protections,
                               w.HBox(list(self.cpu_buttons.values()) + [self.play_button, self.reset_button]),
                               self.log, self.state])
         self.reset()
@@ -226,7 +234,7 @@ class RaceView(_View):
     def reset(self):
         if self.race is not None and not self.race.interleaving.finished:
             self.race.interleaving.close()
-        self.race = self.make(self.kernel.value)
+        self.race = self.make(self.kernel.value, without=self.protections.value)
         self.title.value = f"<b>{html.escape(self.race.title)}</b>"
         self.refresh()
 

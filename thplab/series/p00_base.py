@@ -10,6 +10,8 @@ Sources: kernel-semantics.md §1 (v3.14 ``mm/huge_memory.c``, ``mm/swap.c``,
 ``include/linux/mm.h``, ``mm/gup.c``, ``arch/x86/mm/gup.c``, ``kernel/futex.c``).
 """
 
+import contextlib
+
 import numpy as np
 
 from .. import memory as mem
@@ -88,6 +90,28 @@ def page_count(k, page):
     return k.mem_map["_count"][compound_head(k.mem_map, page)]
 
 
+@contextlib.contextmanager
+def compound_locked(k, pages, what):
+    """Hold ``compound_lock`` of every THP with a tail among ``pages`` for the ``with`` body.
+
+    Mirrors the ``compound_lock_irqsave(head)`` ... ``compound_unlock_irqrestore()``
+    bracket of ``__get_page_tail()``/``put_compound_page()``.  Yields the
+    number of tail pages.
+    """
+    mem_map, smp = k.mem_map, k.machine.smp
+    tails = pages[PageTail(mem_map, pages)]
+    taken = []
+    try:
+        for head in np.unique(compound_head(mem_map, tails)).tolist():
+            k.point(f"{what}: compound_lock_irqsave(head)", head=head)
+            smp.lock(k, ("compound_lock", head), f"{what}: compound_lock")
+            taken.append(head)
+        yield len(tails)
+    finally:
+        for head in taken:
+            smp.unlock(k, ("compound_lock", head))
+
+
 @replaces
 def get_page(k, page):
     """Mirrors ``get_page()`` (include/linux/mm.h, mm/swap.c ``__get_page_tail()``), vectorized.
@@ -98,17 +122,15 @@ def get_page(k, page):
     """
     mm = k.mem_map
     pages = _pages(page)
-    for head in np.unique(compound_head(mm, pages[PageTail(mm, pages)])).tolist():
-        k.machine.smp.lock(k, ("compound_lock", head), "__get_page_tail: compound_lock")
-        k.machine.smp.unlock(k, ("compound_lock", head))
-    # Re-read under the lock: a split may have turned the tail into a normal page.
-    heads = compound_head(mm, pages)
-    tails = pages[PageTail(mm, pages)]
-    if (mm["_count"][heads] <= 0).any():
-        bad = int(pages[mm["_count"][heads] <= 0][0])
-        raise VMBug(dump_page(mm, bad, "get_page: VM_BUG_ON(page_count <= 0)"))
-    np.add.at(mm["_count"], heads, 1)
-    np.add.at(mm["_mapcount"], tails, 1)
+    with compound_locked(k, pages, "__get_page_tail"):
+        # Re-read under the lock: a split may have turned the tail into a normal page.
+        heads = compound_head(mm, pages)
+        tails = pages[PageTail(mm, pages)]
+        if (mm["_count"][heads] <= 0).any():
+            bad = int(pages[mm["_count"][heads] <= 0][0])
+            raise VMBug(dump_page(mm, bad, "get_page: VM_BUG_ON(page_count <= 0)"))
+        np.add.at(mm["_count"], heads, 1)
+        np.add.at(mm["_mapcount"], tails, 1)
     # get_page_unless_zero(head) + lock + atomic_inc(tail->_mapcount) + unlock
     k.cost("atomic", len(pages) - len(tails) + 4 * len(tails))
     k.cost("compound_lock", len(tails))
@@ -138,24 +160,23 @@ def put_page(k, page):
     """
     mm = k.mem_map
     pages = _pages(page)
-    for head in np.unique(compound_head(mm, pages[PageTail(mm, pages)])).tolist():
-        k.point("put_compound_page: compound_lock_irqsave(head)", head=head)
-        k.machine.smp.lock(k, ("compound_lock", head), "put_compound_page: compound_lock")
-        k.machine.smp.unlock(k, ("compound_lock", head))
-    # Re-check PageTail under the lock: after a racing split the page is an
-    # ordinary page and only its own _count drops.
-    heads = compound_head(mm, pages)
-    tails = pages[PageTail(mm, pages)]
-    if (mm["_count"][heads] <= 0).any():
-        bad = int(pages[mm["_count"][heads] <= 0][0])
-        raise VMBug(dump_page(mm, bad, "put_page: VM_BUG_ON(page_count == 0)"))
-    if len(tails):
-        pins = np.bincount(tails - tails.min(), minlength=1)
-        idx = np.flatnonzero(pins)
-        if (mm["_mapcount"][tails.min() + idx] + 1 < pins[idx]).any():
-            raise VMBug(dump_page(mm, int(tails[0]), "put_compound_page: tail has no pin to drop"))
-    np.add.at(mm["_mapcount"], tails, -1)
-    np.add.at(mm["_count"], heads, -1)
+    with compound_locked(k, pages, "put_compound_page"):
+        # Re-check PageTail under the lock: after a racing split the page is an
+        # ordinary page and only its own _count drops.
+        heads = compound_head(mm, pages)
+        tails = pages[PageTail(mm, pages)]
+        if len(tails):
+            k.point("put_compound_page: PageTail re-checked under compound_lock", tails=len(tails))
+        if (mm["_count"][heads] <= 0).any():
+            bad = int(pages[mm["_count"][heads] <= 0][0])
+            raise VMBug(dump_page(mm, bad, "put_page: VM_BUG_ON(page_count == 0)"))
+        if len(tails):
+            pins = np.bincount(tails - tails.min(), minlength=1)
+            idx = np.flatnonzero(pins)
+            if (mm["_mapcount"][tails.min() + idx] + 1 < pins[idx]).any():
+                raise VMBug(dump_page(mm, int(tails[0]), "put_compound_page: tail has no pin to drop"))
+        np.add.at(mm["_mapcount"], tails, -1)
+        np.add.at(mm["_count"], heads, -1)
     # get_page_unless_zero(head), lock, put_page_testzero(head), atomic_dec(tail), unlock, put(head)
     k.cost("atomic", len(pages) - len(tails) + 6 * len(tails))
     k.cost("compound_lock", len(tails))

@@ -75,12 +75,18 @@ def get_page_foll(k, page):
     k.cost("atomic", len(_pages(page)))
 
 
-def _put_heads(k, pages, heads):
+def _drop_heads(k, pages, heads):
+    """``_count`` -1 on each head (one per page); refuse a page already at 0."""
     mem_map = k.mem_map
     if (mem_map["_count"][heads] <= 0).any():
         bad = int(pages[mem_map["_count"][heads] <= 0][0])
         raise VMBug(dump_page(mem_map, bad, "put_page: VM_BUG_ON(page_count == 0)"))
     np.add.at(mem_map["_count"], heads, -1)
+
+
+def _free_dead(k, heads):
+    """Free the pages among ``heads`` that reached 0 (``__put_compound_page``/``__put_single_page``)."""
+    mem_map = k.mem_map
     uniq = np.unique(heads)
     dead_thps = uniq[(mem_map["_count"][uniq] == 0) & PageHead(mem_map, uniq)]
     if len(dead_thps):
@@ -95,7 +101,9 @@ def _put_heads(k, pages, heads):
 def put_page(k, page):
     """Mirrors ``put_page()``/``put_compound_page()`` after patch 04: head ``_count`` -1; free at 0."""
     pages = _pages(page)
-    _put_heads(k, pages, compound_head(k.mem_map, pages))
+    heads = compound_head(k.mem_map, pages)
+    _drop_heads(k, pages, heads)
+    _free_dead(k, heads)
     k.cost("atomic", len(pages))
 
 

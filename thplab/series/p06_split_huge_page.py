@@ -23,11 +23,11 @@ from .. import memory as mem
 from .. import pgtable as pt
 from ..errors import VMBug
 from ..page_alloc import dump_page
-from ..page_flags import PG, PageCompound, PageTail, compound_head
+from ..page_flags import PG, PageCompound, compound_head
 from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
-from .p00_base import _pages, rmap_walk_vmas, tails_become_pages
-from .p04_pmd_split import _put_heads
+from .p00_base import _pages, compound_locked, rmap_walk_vmas, tails_become_pages
+from .p04_pmd_split import _drop_heads, _free_dead
 
 P06 = Patch(
     number=6,
@@ -44,22 +44,12 @@ P06 = Patch(
 )
 
 
-def _with_compound_lock(k, pages, what):
-    mem_map = k.mem_map
-    tails = pages[PageTail(mem_map, pages)]
-    for head in np.unique(compound_head(mem_map, tails)).tolist():
-        k.point(f"{what}: compound_lock_irqsave(head)", head=head)
-        k.machine.smp.lock(k, ("compound_lock", head), f"{what}: compound_lock")
-        k.machine.smp.unlock(k, ("compound_lock", head))
-    return len(tails)
-
-
 @P06.replaces
 def get_page(k, page):
     """Mirrors ``get_page()``/``__get_page_tail()`` after patch 06: head ``_count`` +1 under ``compound_lock``."""
     pages = _pages(page)
-    nr_tails = _with_compound_lock(k, pages, "__get_page_tail")
-    k.previous("get_page", P06)(pages)
+    with compound_locked(k, pages, "__get_page_tail") as nr_tails:
+        k.previous("get_page", P06)(pages)
     k.cost("atomic", 2 * nr_tails)  # lock + unlock around the increment
     k.cost("compound_lock", nr_tails)
     k.cost("irq_save", nr_tails)
@@ -69,8 +59,10 @@ def get_page(k, page):
 def put_page(k, page):
     """Mirrors ``put_page()``/``put_compound_page()`` after patch 06: head ``_count`` -1 under ``compound_lock``."""
     pages = _pages(page)
-    nr_tails = _with_compound_lock(k, pages, "put_compound_page")
-    _put_heads(k, pages, compound_head(k.mem_map, pages))
+    with compound_locked(k, pages, "put_compound_page") as nr_tails:
+        heads = compound_head(k.mem_map, pages)
+        _drop_heads(k, pages, heads)
+    _free_dead(k, heads)
     k.cost("atomic", len(pages) + 2 * nr_tails)
     k.cost("compound_lock", nr_tails)
     k.cost("irq_save", nr_tails)
