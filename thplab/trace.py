@@ -30,6 +30,7 @@ class Snapshot:
     mem_map: np.ndarray
     tables: np.ndarray
     table_pfns: np.ndarray
+    table_levels: np.ndarray
     vmstat: dict
 
     @classmethod
@@ -37,12 +38,13 @@ class Snapshot:
         if machine.nr_pages > _MAX_SNAPSHOT_PAGES:
             raise ThplabError("step-through needs a machine of at most 1 GiB")
         pts = machine.pgtables
-        return cls(machine.mem_map.copy(), pts.entries.copy(), pts.pfn_of.copy(),
+        return cls(machine.mem_map.copy(), pts.entries.copy(), pts.pfn_of.copy(), pts.level.copy(),
                    machine.vmstat.as_dict())
 
     def changes(self, before, pages=None):
         """What changed since ``before``: ``(pfn, field, old, new)`` rows for struct pages,
-        ``(name, old, new)`` for vmstat and ``(table pfn, index, old, new)`` for entries."""
+        ``(name, old, new)`` for vmstat and ``(table pfn, index, old, new, level)`` for entries
+        (level "pte", "pmd", "pud" or "pgd": how to read the entry)."""
         a, b = before.mem_map, self.mem_map
         idx = np.arange(len(b)) if pages is None else np.asarray(pages)
         page_rows = []
@@ -52,8 +54,14 @@ class Snapshot:
         stat_rows = [(n, before.vmstat[n], v) for n, v in self.vmstat.items() if before.vmstat.get(n) != v]
         n = min(len(before.tables), len(self.tables))
         rows, cols = np.nonzero(before.tables[:n] != self.tables[:n])
-        entry_rows = [(int(self.table_pfns[r] if self.table_pfns[r] >= 0 else before.table_pfns[r]),
-                       int(c), int(before.tables[r, c]), int(self.tables[r, c])) for r, c in zip(rows, cols)]
+        names = {1: "pte", 2: "pmd", 3: "pud", 4: "pgd"}
+
+        def where(r):
+            live = self if self.table_pfns[r] >= 0 else before
+            return int(live.table_pfns[r]), names.get(int(live.table_levels[r]), "pmd")
+
+        entry_rows = [(where(r)[0], int(c), int(before.tables[r, c]), int(self.tables[r, c]), where(r)[1])
+                      for r, c in zip(rows, cols)]
         return {"pages": sorted(page_rows), "vmstat": stat_rows, "entries": entry_rows}
 
 

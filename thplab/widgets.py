@@ -183,12 +183,7 @@ def describe_step(recorder, i, pages=None, max_rows=12):
         lines.append(f"  ... {len(rows) - max_rows} more struct page changes")
     for name, old, new in ch["vmstat"]:
         lines.append(f"  /proc/vmstat {name}: {old} -> {new}")
-    pts = recorder.machine.pgtables
-    for table, idx, old, new in ch["entries"][:4]:
-        # decode as the table's level (a PTE table's entries are 4 KiB pages); a table
-        # freed since then is read as a PMD table
-        row = pts.row_of[table]
-        level = {1: "pte", 2: "pmd", 3: "pud", 4: "pgd"}.get(int(pts.level[row]) if row >= 0 else 2, "pmd")
+    for table, idx, old, new, level in ch["entries"][:4]:
         lines.append(f"  entry {idx} of table pfn {table:#x}: {decode_entry(old, level)} -> "
                      f"{decode_entry(new, level)}")
     if len(ch["entries"]) > 4:
