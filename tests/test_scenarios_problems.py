@@ -85,3 +85,21 @@ def test_cli_scenario_problem_race_costs(capsys):
 def test_cli_live_recorded(capsys):
     assert main(["live", "--recorded"]) == 0
     assert "RECORDED" in capsys.readouterr().out
+
+
+def test_v1_split_refuses_a_thp_whose_head_is_unmapped_but_tails_are_mapped():
+    """page_get_anon_vma() checks page_mapped(head) only (kernel-semantics §2.2, patch 06)."""
+    from thplab import Machine
+    from thplab.invariants import held_pages
+
+    m = Machine.boot("16M", patches=10)
+    pid = m.spawn()
+    addr = m.mmap(pid, 2 << 20)
+    m.touch(pid, addr, 2 << 20)
+    head = int(m.thp_heads()[0])
+    m.munmap(pid, addr, 4096)                       # subpage 0 only
+    assert m.split_huge_page(head) == -16
+    assert held_pages(m) == {head: 1}
+    m.munmap(pid, addr + 4096, 4096)                # still compound, still refused
+    assert m.split_huge_page(head) == -16 and m.vmstat["thp_split_page_failed"] == 2
+    m.check()

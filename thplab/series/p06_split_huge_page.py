@@ -80,7 +80,11 @@ def split_huge_page_to_list(k, page, list=None):
     if not k.PageAnon(page):
         raise VMBug(dump_page(mem_map, page, "split_huge_page: BUG_ON(!PageAnon(page))"))
     head = int(compound_head(mem_map, page))
-    if mem_map["_mapcount"][head:head + HPAGE_PMD_NR].max() < 0:  # page_get_anon_vma() failed
+    # page_get_anon_vma() fails unless page_mapped(head): the head's own
+    # _mapcount.  So a THP whose subpage 0 is unmapped cannot be split here even
+    # if its tails are still mapped -- one more face of the head _mapcount
+    # ambiguity [I: follows from the posted code, which calls page_get_anon_vma()].
+    if mem_map["_mapcount"][head] < 0:
         k.count_vm_event("thp_split_page_failed")
         return -EBUSY
     anon_vma = k.machine.anon_vma_of(head)
