@@ -24,6 +24,7 @@ def test_lessons_are_numbered_in_order_with_their_file_names():
              "patch-10-documentation", "old-vs-new", "open-problems", "live-kernel-lab"]
     assert [x.file for x in f.LESSONS] == [f"{i:02d}-{s}.ipynb" for i, s in enumerate(slugs)]
     assert all(x.title and x.summary and "\n" not in x.summary for x in f.LESSONS)
+    assert max(len(x.summary) for x in f.LESSONS) <= 92      # one line of the text map
 
 
 def test_lesson_heading_link_and_map():
@@ -237,3 +238,30 @@ def test_split_huge_page_pmd_is_gone_at_level_3():
     assert Machine.boot("16M", patches=2).kernel.has("split_huge_page_pmd")
     with pytest.raises(KernelFunctionRemoved, match="patch 03"):
         Machine.boot("16M", patches=3).kernel.split_huge_page_pmd
+
+
+def test_move_pages_scenario_levels():
+    out = {}
+    for level in (0, 1, 4, 10):
+        run = f.MOVE_PAGES.start(level)
+        run.run_all()
+        out[level] = [r for _, r, _ in run.results][2::2]
+        run.machine.check()
+    assert out == {0: ["node 1", "node 1"], 1: ["node 1", "node 1"], 4: ["-EBUSY", "-EBUSY"],
+                   10: ["-EBUSY", "node 1"]}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_move_pages_question(seed):
+    q = f.MovePagesQuestion.generate(seed)
+    level = int(re.search(r"ARG level (\d+)", q.render())[1])
+    pinned = "subpage 5: yes" in q.render()
+    assert q.answer == f.move_pages_case(level, pinned)["status"]
+    assert q.answer == (-EBUSY if 4 <= level < 6 or (level >= 6 and pinned) else 1)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_page_anon_question(seed):
+    q = f.PageAnonQuestion.generate(seed)
+    level = int(re.search(r"ARG level (\d+)", q.render())[1])
+    assert q.answer == (1 if level < 2 else HPAGE_PMD_NR)

@@ -22,8 +22,10 @@ __all__ = [
     "PRIMER_THP_ADDR", "WORKED_EXAMPLE", "primer_machine", "struct_page_table", "address_indices",
     "format_indices", "walk_text", "IndexQuestion", "FaultCountQuestion",
     "old_split_machine", "record_old_split", "OldSplitTailQuestion",
-    "move_pages_case", "move_pages_table", "foll_split_demo",
-    "runs", "page_anon_runs", "without_patch", "pageanon_counterfactual", "FileRssQuestion",
+    "move_pages_case", "move_pages_table", "foll_split_demo", "move_page", "MOVE_PAGES",
+    "MovePagesQuestion",
+    "runs", "page_anon_runs", "without_patch", "pageanon_counterfactual", "PageAnonQuestion",
+    "FileRssQuestion",
     "compare_levels",
 ]
 
@@ -45,28 +47,22 @@ LESSONS = (
     Lesson(0, "00-index.ipynb", "Course map and setup",
            "What the course teaches and for whom, how to use the widgets, and a check that they work."),
     Lesson(1, "01-thp-primer.ipynb", "Pages, THPs and x86-64 page tables",
-           "struct page, compound pages (head and tails), and how a 4-level walk reaches a 2 MiB "
-           "or a 4 KiB page."),
+           "struct page, compound pages (head, tails), and the 4-level walk to a 2 MiB or 4 KiB page."),
     Lesson(2, "02-old-refcounting.ipynb", "The old scheme: tail pins and a split that never fails",
-           "Level 0: GUP pins recorded on tails, compound_lock, and the three phases of the old "
-           "split_huge_page()."),
+           "Level 0: GUP pins on tails, compound_lock, the three phases of the old split_huge_page()."),
     Lesson(3, "03-patch-01-drop-foll-split.ipynb", "Patch 01: drop FOLL_SPLIT",
-           "follow_page() stops splitting behind the caller's back; migration splits itself and "
-           "reports -EBUSY."),
+           "follow_page() stops splitting THPs; migration splits them itself and reports -EBUSY."),
     Lesson(4, "04-patch-02-pageanon.ipynb", "Patch 02: PageAnon() on tail pages",
-           "PageAnon() asks the head, so rmap, zap and COW still see an anonymous page when a "
-           "tail is PTE-mapped."),
+           "PageAnon() asks the head, so rmap, zap and COW see PTE-mapped tails as anonymous."),
     Lesson(5, "05-patch-03-rename.ipynb", "Patch 03: split_huge_page_pmd() becomes split_huge_pmd()",
            "A rename with a new argument order and no change in behaviour: the name announces "
            "patch 04."),
     Lesson(6, "06-patch-04-pmd-split.ipynb", "Patch 04: split the PMD, not the page",
-           "Tail-page refcounting goes; split_huge_pmd() splits one PMD; split_huge_page() is an "
-           "-EBUSY stub."),
+           "No more tail-page refcounting; split_huge_pmd() splits one PMD; split_huge_page() fails."),
     Lesson(7, "07-patch-05-vmstat.ipynb", "Patch 05: one split event becomes three",
            "thp_split becomes thp_split_page, thp_split_page_failed and thp_split_pmd."),
     Lesson(8, "08-patch-06-split-huge-page.ipynb", "Patch 06: a split_huge_page() that can fail",
-           "The new split: Σ page_mapcount == page_count - 1 or -EBUSY; compound_lock only "
-           "guards the head's _count."),
+           "The new split: -EBUSY unless Σ page_mapcount == page_count - 1, i.e. unless unpinned."),
     Lesson(9, "09-patch-07-generic-splitting.ipynb", "Patch 07: no more splitting PMDs in generic code",
            "pmd_trans_splitting(), wait_split_huge_page() and __pmd_trans_huge_lock() leave mm/."),
     Lesson(10, "10-patch-08-x86-splitting.ipynb", "Patch 08: _PAGE_SPLITTING leaves x86",
@@ -78,8 +74,7 @@ LESSONS = (
     Lesson(13, "13-old-vs-new.ipynb", "Old vs new, side by side",
            "Every scenario on the old kernel and on RFC v1: counters, events, costs."),
     Lesson(14, "14-open-problems.ipynb", "Open problems: what v1 left for v2 and v4.5",
-           "Held memory after partial munmap, the ambiguous head _mapcount, and what the merged "
-           "design changed."),
+           "Memory held after partial munmap, the ambiguous head _mapcount, and what v4.5 changed."),
     Lesson(15, "15-live-kernel-lab.ipynb", "The real kernel under the notebook",
            "Fault, split and pin THPs on the running kernel and compare /proc with the model."),
 )
@@ -457,6 +452,57 @@ def move_pages_table(levels=(0, 1, 4, 5, 10), subpage=7, pin_subpage=5):
     return "\n".join(lines)
 
 
+def move_page(i, node=1):
+    """Scenario step: ``move_pages()`` of subpage ``i`` to ``node``; returns the status as text."""
+    def move(run):
+        return _status_text(run.machine.move_pages(run.pid, [run.addr + i * PAGE_SIZE], node)[0])
+    move.__doc__ = f"move_pages() subpage {i} to node {node}"
+    return move
+
+
+def _move_pages_scenario():
+    from ..scenarios import Scenario, fault_thp, pin_subpage, unpin_all
+
+    return Scenario(
+        "move-pages", "Migrate a THP subpage",
+        "move_pages() sends subpage 7 of a THP to NUMA node 1 while get_user_pages() pins subpage 5, "
+        "then again after the pin is dropped.",
+        [("fault a THP (node 0)", fault_thp), ("pin subpage 5 (get_user_pages)", pin_subpage(5, fast=False)),
+         ("move_pages(subpage 7 -> node 1)", move_page(7)), ("put_page() the pin", unpin_all),
+         ("move_pages(subpage 9 -> node 1)", move_page(9))],
+        nodes=2)
+
+
+#: A two-node scenario for lesson 03 (``widgets.ScenarioExplorer(MOVE_PAGES, levels=...)``).
+MOVE_PAGES = _move_pages_scenario()
+
+
+class MovePagesQuestion(_Question):
+    """What status does ``move_pages()`` report for a THP subpage at a (seeded) level, pinned or not?"""
+
+    @classmethod
+    def generate(cls, seed=0):
+        rng = np.random.default_rng(seed)
+        level = int(rng.choice((0, 1, 3, 4, 5, 6, 10)))
+        pinned = bool(rng.integers(0, 2))
+        c = move_pages_case(level, pinned)
+        if level < 4:
+            why = ("Before patch 04 split_huge_page() never fails: the THP is split (through FOLL_SPLIT "
+                   "before patch 01, explicitly after it) and the unpinned 4 KiB subpage 7 moves to node 1.")
+        elif level < 6:
+            why = ("Between patches 04 and 06 split_huge_page() is a stub that always returns -EBUSY, "
+                   "so migration cannot split any THP: status -EBUSY.")
+        elif pinned:
+            why = ("From patch 06 a pinned THP cannot be split (Σ page_mapcount != page_count - 1): "
+                   "-EBUSY for subpage 7, although the pin is on subpage 5.")
+        else:
+            why = "From patch 06 an unpinned THP splits, and subpage 7 moves to node 1."
+        return cls(seed, [f"level {level}", "machine: 2 NUMA nodes, the THP on node 0",
+                          f"get_user_pages() pin on subpage 5: {'yes' if pinned else 'no'}"],
+                   "move_pages() asks to move subpage 7 to node 1. What status does it report for it?\n"
+                   "(the node number on success, or -16 for -EBUSY)", c["status"], why)
+
+
 def foll_split_demo(level, seed=0):
     """``get_user_pages(..., foll_split=True)`` on subpage 1 of a THP: what happens, as text."""
     from ..errors import KernelFunctionRemoved
@@ -545,6 +591,23 @@ def pageanon_counterfactual(level=4, first=8, nr=4, cow=5):
         lines.append(f"{name:<28}  {r['copied']:>20}  {r['anon']:>12}  {r['file']:>12}  "
                      + ("ok" if not r["problems"] else "; ".join(r["problems"])))
     return "\n".join(lines)
+
+
+class PageAnonQuestion(_Question):
+    """How many of a THP's 512 subpages does ``PageAnon()`` call anonymous at a (seeded) level?"""
+
+    @classmethod
+    def generate(cls, seed=0):
+        rng = np.random.default_rng(seed)
+        level = int(rng.choice((0, 1, 2, 3, 4, 10)))
+        m, pid, thp, _ = primer_machine(level, seed)
+        head = int(m.walk(pid, [thp])["pfn"][0])
+        answer = int(m.kernel.PageAnon(np.arange(head, head + HPAGE_PMD_NR)).sum())
+        why = ("Before patch 02 PageAnon() reads each struct page's own mapping, which is set on the "
+               "head only: 1." if level < 2 else
+               "From patch 02 PageAnon() reads compound_head(page)->mapping: all 512.")
+        return cls(seed, [f"level {level}", "steps: fault a THP"],
+                   "How many of the THP's 512 subpages does PageAnon() report as anonymous?", answer, why)
 
 
 class FileRssQuestion(_Question):
