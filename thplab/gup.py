@@ -7,7 +7,7 @@ the kernel table.  Pages are handled a PMD's worth at a time, as arrays.
 
 import numpy as np
 
-from .errors import KernelFunctionRemoved, VMBug
+from .errors import KernelFunctionRemoved, OutOfMemory, VMBug
 from .params import FOLL_GET, FOLL_SPLIT, FOLL_TOUCH, FOLL_WRITE, HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT
 
 
@@ -19,6 +19,9 @@ def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
     """Mirrors ``__get_user_pages()``: pin ``nr_pages`` pages from ``start``, faulting as needed.
 
     Returns the pinned pages (each holds one reference, dropped with ``put_page()``).
+    When a fault runs out of memory after some pages were pinned, those pages are
+    returned -- fewer than asked, as the kernel's ``return i ? i : -ENOMEM`` --
+    so that no reference is lost; with none pinned, :class:`OutOfMemory` propagates.
     """
     flags = FOLL_GET | FOLL_TOUCH | (FOLL_WRITE if write else 0)
     if foll_split:
@@ -38,7 +41,12 @@ def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
             if faults > 64:
                 raise VMBug(f"get_user_pages: page at {addr:#x} never became present")
             k.point("get_user_pages: faultin_page", address=hex(addr))
-            k.__handle_mm_fault(mm, vma, addr, write)
+            try:
+                k.__handle_mm_fault(mm, vma, addr, write)
+            except OutOfMemory:
+                if not out:
+                    raise
+                break
             continue
         faults = 0
         out.append(pages)
@@ -79,5 +87,10 @@ def get_user_pages_fast(k, mm, start, nr_pages, write=False):
     k.point("get_user_pages_fast: local_irq_enable", pinned=len(fast))
     if len(fast) == nr_pages:
         return fast
-    rest = get_user_pages(k, mm, start + (len(fast) << PAGE_SHIFT), nr_pages - len(fast), write)
+    try:
+        rest = get_user_pages(k, mm, start + (len(fast) << PAGE_SHIFT), nr_pages - len(fast), write)
+    except OutOfMemory:
+        if not len(fast):
+            raise
+        return fast  # the kernel returns the pages pinned so far
     return np.concatenate([fast, rest])
