@@ -199,3 +199,29 @@ def test_an_oom_in_the_middle_of_a_fault_is_a_thplab_error():
     m.exit(pid)
     m.check()
     assert m.allocator.nr_free_pages == m.nr_pages
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("level", [0, 4, 10])
+def test_gup_that_runs_out_of_memory_returns_the_pages_pinned_so_far(level, fast):
+    """__get_user_pages(): ``return i ? i : -ENOMEM`` -- no pinned page may be lost."""
+    from thplab.errors import OutOfMemory
+
+    m = Machine.boot("4M", patches=level)
+    pid = m.spawn()
+    a = m.mmap(pid, 4 << 20, thp=False)
+    with pytest.raises(OutOfMemory):
+        m.touch(pid, a, 4 << 20)
+    mapped = int((m.walk(pid, np.arange(a, a + (4 << 20), K4, dtype=np.uint64))["level"] > 0).sum())
+    last = a + (mapped - 1) * K4
+    gup = m.get_user_pages_fast if fast else m.get_user_pages
+    pages = gup(pid, last, 3)                     # 1 mapped, then a fault that cannot allocate
+    assert pages.tolist() == [int(m.walk(pid, [last])["pfn"][0])]
+    assert m.pins[pages[0]] == 1 and m.mem_map["_count"][pages[0]] == 2
+    m.check()
+    with pytest.raises(OutOfMemory):             # nothing pinned: the error propagates
+        gup(pid, last + K4, 1)
+    m.check()
+    m.put_page(pages)
+    m.exit(pid)
+    assert m.allocator.nr_free_pages == m.nr_pages
