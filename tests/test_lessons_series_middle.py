@@ -125,7 +125,7 @@ def test_split_verdict_both_ways():
     run = SCENARIOS["fork-pin-split"].start(6)
     run.run_to(3)
     assert "fails with -EBUSY" in sm.split_verdict(run.machine, run.head)
-    assert "1 reference(s) are not mappings" in sm.split_verdict(run.machine, run.head)
+    assert "1 reference is not a mapping (a pin)" in sm.split_verdict(run.machine, run.head)
     run.run_to(5)  # pin dropped
     assert "so it splits (returns 0)" in sm.split_verdict(run.machine, run.head)
 

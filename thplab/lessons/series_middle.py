@@ -266,8 +266,9 @@ def split_verdict(machine, head):
         return (f"With the caller's reference split_huge_page() sees page_count {c + 1}; "
                 f"{c + 1} - 1 = {c} == Σ page_mapcount {s}, so it splits (returns 0).")
     return (f"With the caller's reference split_huge_page() sees page_count {c + 1}; "
-            f"{c + 1} - 1 = {c} != Σ page_mapcount {s}: {c - s} reference(s) are not mappings "
-            "(pins), so it fails with -EBUSY.")
+            f"{c + 1} - 1 = {c} != Σ page_mapcount {s}: {_refs(c - s)} "
+            f"{'is not a mapping (a pin)' if c - s == 1 else 'are not mappings (pins)'}, "
+            "so it fails with -EBUSY.")
 
 
 def _unmap_in(index, first, nr):
@@ -336,7 +337,7 @@ def count_problem(seed=0, levels=(6,), kind=None):
                f"page_count = {c}.")
     else:
         why = (f"Σ page_mapcount = {s}: each PMD counts once (in the head's _mapcount) and each PTE "
-               f"once in its subpage's _mapcount. page_count = {c} = Σ + {c - s} pin(s). "
+               f"once in its subpage's _mapcount. page_count = {c} = Σ + {c - s} pin{'' if c - s == 1 else 's'}. "
                + split_verdict(m, head))
     return CountProblem(seed, level, kind, [label for label, _ in steps], question, value, why)
 
