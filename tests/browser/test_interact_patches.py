@@ -8,6 +8,7 @@ click-to-update latencies (``pytest -s`` shows them).
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -31,6 +32,14 @@ def _cell_output(page, label: str):
     """The output area of the cell whose widget has the description ``label`` (e.g. "Kernel")."""
     widget = drive.find_widget(page, label)
     return widget.locator("xpath=ancestor::div[contains(@class, 'jp-Cell-outputArea')][1]")
+
+
+def _wait_gone(scope, text: str, timeout: float = drive.DEFAULT_TIMEOUT) -> None:
+    """Wait until ``text`` is no longer shown in ``scope`` (e.g. after a reset)."""
+    deadline = time.monotonic() + timeout
+    while text in scope.inner_text():
+        assert time.monotonic() < deadline, f"{text!r} still shown after {timeout:.0f}s"
+        time.sleep(0.1)
 
 
 def _explorer_expectations(level):
@@ -73,3 +82,63 @@ def test_lesson_08_scenario_explorer_before_and_after_patch_06(lab_page, lab):
                   splits6[-1], scope=scope, name="toggle back to level 6")
     drive.measure(page, lambda: drive.click_button(page, "Reset", scope=scope),
                   "after 0/6 steps: no THP yet", scope=scope, name="Reset")
+
+
+def _race_points(level, schedule):
+    """``str(step)`` of every point a RaceView shows after the given button presses (CPU names)."""
+    race = RACES["split-vs-gup-fast"](level)
+    shown = []
+    for cpu in schedule:
+        step = race.interleaving.step(cpu)
+        shown.append(str(step))
+    race.interleaving.close()
+    return shown
+
+
+def _played(level):
+    race = RACES["split-vs-gup-fast"](level)
+    race.play()
+    return race.outcome().splitlines()[1:]
+
+
+def test_lesson_09_race_view_steps_and_plays(lab_page, lab):
+    page = lab_page
+    open_notebook(page, lab, LESSON_09)
+    run_all_cells(page)
+    scope = _cell_output(page, "Kernel")
+    assert drive.read_output_text(page, "Kernel") == "old kernel (level 0)"
+
+    # Step by hand on the old kernel: CPU1 reads the PMD with interrupts off, then CPU0 marks it
+    # and its TLB-flush IPI has to wait for CPU1.
+    schedule = ["CPU1", "CPU1", "CPU0", "CPU0", "CPU0", "CPU0"]
+    points = _race_points(0, schedule)
+    assert "TLB-flush IPI waits for CPU1" in points[-1] and points[-1].endswith("[waiting]")
+    for cpu, point in zip(schedule, points):
+        drive.measure(page, lambda cpu=cpu: drive.click_button(page, f"Step {cpu}", scope=scope),
+                      point, scope=scope, name=f"Step {cpu}")
+    shown = _norm(scope.inner_text())
+    assert "pmdp_splitting_flush: TLB-flush IPI waits for CPU1" in shown
+    assert "results:" in shown and "CPU0 ->" not in shown          # the split is still waiting
+
+    # Play the whole race on the old kernel: the split succeeds and keeps the pin on subpage 5.
+    played0 = _played(0)
+    results0 = next(line for line in played0 if line.startswith("results:"))
+    assert "CPU0 -> 0" in results0
+    drive.measure(page, lambda: drive.click_button(page, "Play the race", scope=scope), results0,
+                  scope=scope, name="Play the race (level 0)")
+    shown = _norm(scope.inner_text())
+    for line in played0:
+        assert _norm(line) in shown, f"level 0: {line!r} not shown"
+
+    # The whole series: the same race ends with -16 (-EBUSY), and the IPI wait is in __split_huge_pmd().
+    drive.select_toggle(page, "Kernel", "after patch 10 (level 10)")
+    _wait_gone(scope, "CPU0 -> 0")                                  # the toggle resets the race
+    played10 = _played(10)
+    results10 = next(line for line in played10 if line.startswith("results:"))
+    assert "CPU0 -> -16" in results10
+    drive.measure(page, lambda: drive.click_button(page, "Play the race", scope=scope), results10,
+                  scope=scope, name="Play the race (level 10)")
+    shown = _norm(scope.inner_text())
+    for line in played10:
+        assert _norm(line) in shown, f"level 10: {line!r} not shown"
+    assert "__split_huge_pmd: pmdp_clear_flush: TLB-flush IPI waits for CPU1" in shown
