@@ -381,3 +381,23 @@ def test_function_diff_shows_what_a_patch_replaced():
     diff = function_diff(PATCHES[1], "PageAnon")
     assert "compound_head" in diff and diff.startswith("---")
     assert function_diff(PATCHES[0], "no_such_function") == ""
+
+
+def test_v1_cow_reuses_a_pte_mapped_tail_that_another_process_maps_by_pmd():
+    """A hazard of RFC v1 as posted, which thplab reproduces (documented, not endorsed).
+
+    After fork and a PMD split in the child, a write fault on a tail in the child asks
+    ``page_mapcount(tail)``: in v1 that counts only PTE maps of the tail (1), not the
+    parent's PMD, so ``do_wp_page()`` reuses the page and the child writes into memory
+    the parent still maps.  At level 0 the split is whole and every page counts 2
+    mappings, so the child copies.  (v2 added compound_mapcount; v4.5 uses it.)
+    """
+    for level in (0, 4, 10):
+        m, pid, a, head, child = thp_machine(level, fork=True)
+        m.split_huge_pmd(child, a)
+        m.touch(child, a + 7 * K4, K4)
+        m.check()
+        in_child = int(m.walk(child, [a + 7 * K4])["pfn"][0])
+        in_parent = int(m.walk(pid, [a + 7 * K4])["pfn"][0])
+        assert (in_child == in_parent) == (level >= 4), level
+        assert m.walk(child, [a + 7 * K4])["writable"][0]
