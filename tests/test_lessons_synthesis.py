@@ -257,3 +257,29 @@ def test_live_report_explains_when_the_kernel_does_not_allow(monkeypatch):
     monkeypatch.setattr(live, "run_all", lambda *a, **k: pytest.fail("must not run"))
     run, text = syn.live_report()
     assert run is None and "THP disabled" in text and "recorded run" in text
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+def test_costs_by_label_feeds_plot_costs():
+    bars = syn.costs_by_label((0, 10))
+    assert list(bars) == ["get_page(tail), level 0", "put_page(tail), level 0",
+                          "get_page(tail), level 10", "put_page(tail), level 10"]
+    assert bars["put_page(tail), level 0"] == costs.tail_get_put(0)["put_page"]
+
+
+def test_held_series_labels_levels():
+    sweep = {"held_kb": {0: [0, 0], 10: [0, 8]}}
+    assert syn.held_series(sweep) == {"level 0 (old kernel)": [0, 0], "level 10 (RFC v1)": [0, 8]}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pmd_count_problem_reads_the_page_tables(seed):
+    p = syn.PmdCountProblem.generate(seed)
+    pids = 1 + sum(s.startswith("fork") for s in p.steps)
+    split = sum(s.startswith("split_huge_pmd") for s in p.steps)
+    unmapped = sum(s.startswith("munmap") for s in p.steps)
+    assert p.answer == pids - split
+    assert p.mapcount == p.answer + split - unmapped
+    assert p.check(p.answer)[0] and p.render() == syn.PmdCountProblem.generate(seed).render()
