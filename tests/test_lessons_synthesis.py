@@ -283,3 +283,11 @@ def test_pmd_count_problem_reads_the_page_tables(seed):
     assert p.answer == pids - split
     assert p.mapcount == p.answer + split - unmapped
     assert p.check(p.answer)[0] and p.render() == syn.PmdCountProblem.generate(seed).render()
+
+
+def test_cow_pte_reuse_shares_the_page_from_level_4():
+    text = syn.cow_pte_reuse(levels=(0, 4, 10))
+    lines = text.splitlines()
+    assert "level  0: page_mapcount(subpage 7) = 2 -> copy" in lines[1]
+    assert "level  4: page_mapcount(subpage 7) = 1 -> reuse" in text
+    assert text.count("the parent sees the child's write") == 2

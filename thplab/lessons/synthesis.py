@@ -52,7 +52,7 @@ __all__ = [
     "costs_by_label", "held_series", "PmdCountProblem",
     "partial_munmap_workload", "workload_text", "held_memory_sweep", "sweep_text",
     "unaligned_vmas", "vma_text", "mapcount_ambiguity", "ambiguity_text", "cow_reuse",
-    "cow_text", "format_experiment", "verdict_table", "LiveQuestion", "live_report",
+    "cow_text", "cow_pte_reuse", "format_experiment", "verdict_table", "LiveQuestion", "live_report",
 ]
 
 KIB = PAGE_SIZE // 1024
@@ -1065,6 +1065,34 @@ class PmdCountProblem:
 
     def check(self, guess):
         return _check_int(guess, self.answer, self.explanation)
+
+
+def cow_pte_reuse(levels=(0, 10), subpage=7):
+    """The mirror case of :func:`cow_reuse`: the *child* writes through its PTE. Text, per level.
+
+    After fork and a PMD split in the child, ``do_wp_page()`` reuses a page
+    when ``page_mapcount(page) == 1``. From patch 04 on a tail's mapcount
+    counts only PTEs, not the parent's PMD, so it reads 1 and the child
+    writes into memory the parent still maps -- a hazard of RFC v1 as
+    posted, which thplab reproduces (v2 added ``compound_mapcount``).
+    """
+    lines = [f"fault, fork, the child splits its PMD, then writes subpage {subpage} through its PTE"]
+    for level in levels:
+        m = Machine.boot("16M", patches=level, seed=0)
+        pid, addr, head = _thp(m)
+        child = m.fork(pid)
+        m.split_huge_pmd(child, addr)
+        va = addr + subpage * PAGE_SIZE
+        mapcount = int(m.page_mapcount(int(m.walk(child, [va])["pfn"][0])))
+        m.touch(child, va, PAGE_SIZE)
+        m.check()
+        in_child, in_parent = (int(m.walk(p, [va])["pfn"][0]) for p in (child, pid))
+        shared = in_child == in_parent
+        lines.append(f"  level {level:>2}: page_mapcount(subpage {subpage}) = {mapcount} -> "
+                     f"{'reuse' if shared else 'copy'}; child writes pfn {in_child:#x}, parent maps "
+                     f"pfn {in_parent:#x}" + ("\n            the same page: the parent sees the child's write"
+                                             if shared else ""))
+    return "\n".join(lines)
 
 
 # =====================================================================================
