@@ -69,11 +69,11 @@ LESSONS = (
            "The PMD bit, pmdp_splitting_flush() and gup-fast's bail-out are removed."),
     Lesson(11, "11-patch-09-futex.ipynb", "Patch 09: get_futex_key() without the THP special case",
            "A pin on a tail now holds the whole THP, so the interrupts-off re-pin dance goes."),
-    Lesson(12, "12-patch-10-documentation.ipynb", "Patch 10: the documentation",
+    Lesson(12, "12-patch-10-documentation.ipynb", "Patch 10: the documentation as the contract",
            "Documentation/vm/transhuge.txt before and after: the new rules in the kernel's words."),
-    Lesson(13, "13-old-vs-new.ipynb", "Old vs new, side by side",
+    Lesson(13, "13-old-vs-new.ipynb", "Old vs new: the same scenarios on both kernels",
            "Every scenario on the old kernel and on RFC v1: counters, events, costs."),
-    Lesson(14, "14-open-problems.ipynb", "Open problems: what v1 left for v2 and v4.5",
+    Lesson(14, "14-open-problems.ipynb", "Open problems: what the RFC left for later",
            "Memory held after partial munmap, the ambiguous head _mapcount, and what v4.5 changed."),
     Lesson(15, "15-live-kernel-lab.ipynb", "The real kernel under the notebook",
            "Fault, split and pin THPs on the running kernel and compare /proc with the model."),
@@ -582,15 +582,17 @@ def pageanon_counterfactual(level=4, first=8, nr=4, cow=5):
     it writes subpage ``cow`` (a write-protect fault: ``do_wp_page()``), then
     unmaps subpages ``first``..``first+nr-1`` (``zap_pte_range()``).
     """
-    lines = [f"level {level}: fault a THP, mprotect 16 subpages r then rw (splits the PMD), "
-             f"write subpage {cow}, munmap subpages {first}-{first + nr - 1}",
-             f"{'PageAnon()':<28}  {'copied by do_wp_page':>20}  {'MM_ANONPAGES':>12}  {'MM_FILEPAGES':>12}  invariants"]
+    lines = [f"level {level}: fault a THP, mprotect subpages 0-15 r then rw (splits the PMD),",
+             f"{'':<{len(str(level)) + 7}}write subpage {cow}, munmap subpages {first}-{first + nr - 1}",
+             f"{'PageAnon()':<22}  {'copied':>6}  {'MM_ANONPAGES':>12}  {'MM_FILEPAGES':>12}  invariants"]
+    notes = []
     for broken in (False, True):
         r = _rss_experiment(level, broken, first, nr, cow)
-        name = "v3.14's (without patch 02)" if broken else "patch 02's (asks the head)"
-        lines.append(f"{name:<28}  {r['copied']:>20}  {r['anon']:>12}  {r['file']:>12}  "
-                     + ("ok" if not r["problems"] else "; ".join(r["problems"])))
-    return "\n".join(lines)
+        name = "v3.14 (own mapping)" if broken else "patch 02 (asks head)"
+        lines.append(f"{name:<22}  {r['copied']:>6}  {r['anon']:>12}  {r['file']:>12}  "
+                     + ("ok" if not r["problems"] else "violated:"))
+        notes += [f"  {name}: {problem}" for problem in r["problems"]]
+    return "\n".join(lines + notes)
 
 
 class PageAnonQuestion(_Question):
