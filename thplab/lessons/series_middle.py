@@ -595,7 +595,7 @@ FUTEX_POINTS = (
     (("interrupts off",),
      "the tail pin was dropped; interrupts are off, about to re-pin"),
     (("interrupts off", "put_compound_page: compound_lock_irqsave"),
-     "re-pinned, head reference taken; about to drop the tail pin (interrupts still off)"),
+     "re-pinned, head reference taken, tail pin not yet dropped (interrupts off)"),
     (("lock_page",),
      "about to lock_page() the head"),
 )
@@ -707,9 +707,9 @@ def futex_solo(level, seed=0):
 
 def futex_table(levels=(0, 8, 9)):
     """Text: at each point of ``get_futex_key()``, what it holds and what a split started there does."""
-    lines = [f"{'level':<6}{'CPU1 stopped where':<86}{'refs':>5}{'split':>7}{'waits':>7}"]
+    lines = [f"{'level':<7}{'refs':>4}{'split':>7}{'waits':>7}  CPU1 stopped where"]
     for lv in levels:
         for i, (_, what) in enumerate(_points(lv)):
             r = futex_at(lv, i)
-            lines.append(f"{lv:<6}{what:<86}{r['refs']:>5}{r['split']:>7}{'yes' if r['waited'] else 'no':>7}")
+            lines.append(f"{lv:<7}{r['refs']:>4}{r['split']:>7}{'yes' if r['waited'] else 'no':>7}  {what}")
     return "\n".join(lines)
