@@ -291,3 +291,14 @@ def test_cow_pte_reuse_shares_the_page_from_level_4():
     assert "level  0: page_mapcount(subpage 7) = 2 -> copy" in lines[1]
     assert "level  4: page_mapcount(subpage 7) = 1 -> reuse" in text
     assert text.count("the parent sees the child's write") == 2
+
+
+def test_live_question_says_who_answered():
+    q = syn.LiveQuestion.generate(4)
+    assert f"the recorded kernel reported {q.answer}" in q.check(q.answer + 1)[1]
+
+
+def test_live_status_is_text_and_never_raises(monkeypatch):
+    monkeypatch.setattr(live, "thp_unavailable_reason", lambda: "not Linux (sys.platform is 'x')")
+    text = syn.live_status()
+    assert text.startswith("kernel: Linux ") and "cannot run here (not Linux" in text

@@ -52,7 +52,8 @@ __all__ = [
     "costs_by_label", "held_series", "PmdCountProblem",
     "partial_munmap_workload", "workload_text", "held_memory_sweep", "sweep_text",
     "unaligned_vmas", "vma_text", "mapcount_ambiguity", "ambiguity_text", "cow_reuse",
-    "cow_text", "cow_pte_reuse", "format_experiment", "verdict_table", "LiveQuestion", "live_report",
+    "cow_text", "cow_pte_reuse", "format_experiment", "verdict_table", "LiveQuestion", "live_status",
+    "live_report",
 ]
 
 KIB = PAGE_SIZE // 1024
@@ -556,14 +557,14 @@ class SplitPmdProblem:
         return _check_int(guess, self.answer, self.explanation)
 
 
-def _check_int(guess, answer, explanation):
+def _check_int(guess, answer, explanation, who="the model says"):
     try:
         value = int(str(guess).strip())
     except ValueError:
         return False, f"Please answer with a whole number (you typed {guess!r})."
     if value == answer:
         return True, f"Right: {answer}. {explanation}"
-    return False, f"Not quite: you said {value}, the model says {answer}. {explanation}"
+    return False, f"Not quite: you said {value}, {who} {answer}. {explanation}"
 
 
 # =====================================================================================
@@ -1184,7 +1185,30 @@ class LiveQuestion:
             + (" (a /proc/vmstat delta)" if self.quantity.startswith(("thp_", "nr_")) else "")])
 
     def check(self, guess):
-        return _check_int(guess, self.answer, self.explanation)
+        return _check_int(guess, self.answer, self.explanation, who=f"the {self.source} kernel reported")
+
+
+def live_status():
+    """What this machine offers the live experiments, as text (varies by machine: never a checked cell)."""
+    import platform
+
+    from .. import live
+
+    s = live.read_thp_settings()
+    lines = [f"kernel: Linux {platform.release()}"]
+    if s.available:
+        lines.append(f"THP: enabled=[{s.enabled}] defrag=[{s.defrag}] hpage_pmd_size={s.hpage_pmd_size} "
+                     f"use_zero_page={int(bool(s.use_zero_page))}"
+                     + (f" hugepages-2048kB/enabled=[{s.pmd_size_enabled}]" if s.pmd_size_enabled else ""))
+    else:
+        lines.append(f"THP settings: {s.reason}")
+    reason = live.thp_unavailable_reason()
+    lines.append("experiments: can run here" if not reason else f"experiments: cannot run here ({reason})")
+    if not reason:
+        frames = ("readable" if live.read_kpageflags([0]).available
+                  else "not readable (needs root): the kpagecount and 'page compound' rows will be missing")
+        lines.append(f"physical page frames: {frames}")
+    return "\n".join(lines)
 
 
 def live_report(levels=(0, 10), names=None, timeout=10.0):
