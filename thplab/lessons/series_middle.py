@@ -5,15 +5,19 @@ package; the notebooks only call these functions.
 
 * Lesson 07 (patch 05, vmstat): :data:`OPERATIONS`, :func:`operation_events`,
   :func:`event_table`, :data:`VMSTAT_TOUR`, :func:`thp_vmstat`,
-  :func:`event_problem`, :func:`recorded_comparison`.
+  :func:`event_problem`, :func:`recorded_comparison`, :func:`live_thp_vmstat`.
 * Lesson 08 (patch 06, split_huge_page): :func:`split_trace`,
   :func:`split_verdict`, :func:`count_problem`.
 * Lesson 09 (patch 07, generic splitting PMD): :func:`split_meets`,
-  :func:`where_it_waits`, :func:`splitting_bit_census`.
+  :func:`where_it_waits`, :func:`splitting_bit_census`, :func:`splitting_problem`.
 * Lesson 10 (patch 08, x86 ``_PAGE_SPLITTING``): :func:`pmd_history`,
-  :func:`pmd_during_split`.
-* Lesson 11 (patch 09, futex): :func:`futex_swap_race`, :data:`FUTEX_POINTS`,
-  :func:`futex_at`, :func:`futex_problem`.
+  :func:`pmd_during_split`, :func:`pmd_problem`.
+* Lesson 11 (patch 09, futex): :func:`futex_solo`, :func:`futex_swap_race`,
+  :data:`FUTEX_POINTS`, :func:`futex_at`, :func:`futex_table`, :func:`futex_problem`.
+
+Every ``*_problem(seed, ...)`` is a factory for :class:`thplab.widgets.Quiz`
+(``Quiz(seed, factory=...)``): seeded, rendered parameters first, answered
+by the model.
 """
 
 import dataclasses
@@ -24,11 +28,10 @@ import numpy as np
 from .. import memory as mem
 from .. import pgtable as pt
 from ..machine import Machine
-from ..page_flags import PageCompound
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 from ..races import Race
 from ..scenarios import (Scenario, fault_thp, fork, munmap_subpages, mprotect_subpages,
-                         pin_subpage, split_page, split_pmd_in, unpin_all)
+                         pin_subpage, split_page, unpin_all)
 from ..trace import Interleaving, record
 
 __all__ = ["OPERATIONS", "VMSTAT_TOUR", "operation_events", "event_table", "thp_vmstat",
@@ -336,9 +339,9 @@ def count_problem(seed=0, levels=(6,), kind=None):
         why = (f"Old scheme: Σ page_mapcount = {s} mixes PMD mappings (head) with pins (tails); "
                f"page_count = {c}.")
     else:
+        pins = f"{c - s} pin" + ("" if c - s == 1 else "s")
         why = (f"Σ page_mapcount = {s}: each PMD counts once (in the head's _mapcount) and each PTE "
-               f"once in its subpage's _mapcount. page_count = {c} = Σ + {c - s} pin{'' if c - s == 1 else 's'}. "
-               + split_verdict(m, head))
+               f"once in its subpage's _mapcount. page_count = {c} = Σ + {pins}. " + split_verdict(m, head))
     return CountProblem(seed, level, kind, [label for label, _ in steps], question, value, why)
 
 
@@ -378,7 +381,8 @@ def split_meets(op, level, seed=0):
     waits = "retry" if op == "write fault" and m.kernel.caps["splitting_pmd"] else "waiting"
     title = {"write fault": "split_huge_page() meets a write fault"}.get(
         op, f"split_huge_page() meets {op}()")
-    return Race(f"split-meets-{op}", title, split_meets.__doc__, m, il, [("CPU0", marked), ("CPU1", waits)], head, pid, addr)
+    return Race(f"split-meets-{op}", title, split_meets.__doc__, m, il,
+                [("CPU0", marked), ("CPU1", waits)], head, pid, addr)
 
 
 def where_it_waits(level, ops=MEET_OPS):
