@@ -267,3 +267,13 @@ def test_page_anon_question(seed):
     q = f.PageAnonQuestion.generate(seed)
     level = int(re.search(r"ARG level (\d+)", q.render())[1])
     assert q.answer == (1 if level < 2 else HPAGE_PMD_NR)
+
+
+def test_rename_report_and_diff():
+    text = f.rename_report()
+    assert "split_huge_page_pmd(vma, address, pmdp)" in text
+    assert "split_huge_pmd(vma, pmdp, address)" in text
+    assert text.endswith("same body: yes")
+    diff = f.rename_diff()
+    assert "-def split_huge_page_pmd(k, vma, address, pmdp):" in diff
+    assert "+def split_huge_pmd(k, vma, pmdp, address):" in diff

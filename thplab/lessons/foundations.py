@@ -26,7 +26,7 @@ __all__ = [
     "MovePagesQuestion",
     "runs", "page_anon_runs", "without_patch", "pageanon_counterfactual", "PageAnonQuestion",
     "FileRssQuestion",
-    "compare_levels",
+    "compare_levels", "rename_report", "rename_diff",
 ]
 
 
@@ -75,7 +75,7 @@ LESSONS = (
            "Every scenario on the old kernel and on RFC v1: counters, events, costs."),
     Lesson(14, "14-open-problems.ipynb", "Open problems: what the RFC left for later",
            "Memory held after partial munmap, the ambiguous head _mapcount, and what v4.5 changed."),
-    Lesson(15, "15-live-kernel-lab.ipynb", "The real kernel under the notebook",
+    Lesson(15, "15-live-kernel-lab.ipynb", "Live kernel lab: the same experiments on the kernel under this notebook",
            "Fault, split and pin THPs on the running kernel and compare /proc with the model."),
 )
 
@@ -673,3 +673,46 @@ def compare_levels(scenario, levels=(2, 3), seed=0):
 
 def _plain(result):
     return result.tolist() if isinstance(result, np.ndarray) else result
+
+
+def _body_dump(fn):
+    """The function's statements without its docstring, as an AST dump (names and order kept)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+    body = tree.body[1:] if ast.get_docstring(tree) is not None else tree.body
+    return [ast.dump(node) for node in body]
+
+
+def rename_report():
+    """Patch 03 in the model: the old and new signatures, and whether the bodies are the same code.
+
+    Compares ``split_huge_page_pmd()`` of level 0 with ``split_huge_pmd()`` as
+    patch 03 defines it (docstrings ignored).
+    """
+    import inspect
+
+    from ..series import BASE, P03
+
+    old, new = BASE.functions["split_huge_page_pmd"], P03.functions["split_huge_pmd"]
+    sig = lambda fn, name: f"{name}{inspect.signature(fn)}".replace("(k, ", "(")
+    same = _body_dump(old) == _body_dump(new)
+    return "\n".join([f"level 0-2: {sig(old, 'split_huge_page_pmd')}",
+                      f"level 3:   {sig(new, 'split_huge_pmd')}",
+                      f"same body: {'yes' if same else 'no'}"])
+
+
+def rename_diff():
+    """Unified diff of the two definitions compared by :func:`rename_report`, from the model's sources."""
+    import difflib
+    import inspect
+
+    from ..series import BASE, P03
+
+    a = inspect.getsource(BASE.functions["split_huge_page_pmd"]).splitlines()
+    b = inspect.getsource(P03.functions["split_huge_pmd"]).splitlines()
+    return "\n".join(difflib.unified_diff(a, b, "split_huge_page_pmd (level 0)", "split_huge_pmd (level 3)",
+                                          lineterm=""))
+
