@@ -277,3 +277,15 @@ def test_rename_report_and_diff():
     diff = f.rename_diff()
     assert "-def split_huge_page_pmd(k, vma, address, pmdp):" in diff
     assert "+def split_huge_pmd(k, vma, pmdp, address):" in diff
+
+
+def test_index_notebook_shows_the_current_map():
+    """Lesson 00's markdown map is generated from LESSONS; rebuild it when a title changes."""
+    import json
+
+    path = REPO / "notebooks" / "00-index.ipynb"
+    if not path.exists():
+        pytest.skip("no lesson 00 yet")
+    cells = json.loads(path.read_text())["cells"]
+    text = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells)
+    assert f.lesson_map(markdown=True) in text
