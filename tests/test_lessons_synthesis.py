@@ -1,12 +1,10 @@
 """thplab.lessons.synthesis: the helpers of lessons 12-15 say what the model does."""
 
-import numpy as np
 import pytest
 
 from thplab import Machine, costs, live, widgets
 from thplab.invariants import mapping_counts
 from thplab.lessons import synthesis as syn
-from thplab.page_flags import PageHead
 from thplab.params import EBUSY, HPAGE_PMD_NR
 from thplab.scenarios import SCENARIOS
 

@@ -899,8 +899,8 @@ def vma_text(m, pid):
         addrs = np.arange(vma.vm_start, vma.vm_end, PAGE_SIZE, dtype=np.uint64)
         w = m.walk(pid, addrs)
         pfns = w["pfn"][w["level"] > 0]
-        lines.append(f"  {repr(vma)[1:-1]} ({len(addrs)} pages, "
-                     f"{int((w['level'] == 2).sum())} via a huge PMD, {int((w['level'] == 1).sum())} via PTEs)")
+        huge, ptes = int((w["level"] == 2).sum()), int((w["level"] == 1).sum())
+        lines.append(f"  {repr(vma)[1:-1]} ({len(addrs)} pages, {huge} via a huge PMD, {ptes} via PTEs)")
         compound = PageCompound(m.mem_map, pfns)
         if (~compound).any():
             lines.append(f"      {int((~compound).sum())} ordinary 4 KiB pages")
@@ -946,8 +946,8 @@ def mapcount_ambiguity(level=10, seed=0):
 
 
 def ambiguity_text(states):
-    """What ``struct page`` says about the two states of :func:`mapcount_ambiguity`, and what the page tables say."""
-    (ma, pa, ca, aa, ha), (mb, pb, _, ab, hb) = states["A"], states["B"]
+    """Text twin of :func:`mapcount_ambiguity`: what ``struct page`` says, then what the page tables say."""
+    (ma, *_, ha), (mb, *_, hb) = states["A"], states["B"]
     fields = ma.mem_map.dtype.names
     same = all((ma.mem_map[f][ha:ha + HPAGE_PMD_NR] == mb.mem_map[f][hb:hb + HPAGE_PMD_NR]).all()
                for f in fields)
@@ -963,10 +963,10 @@ def ambiguity_text(states):
                       ("PageHead(head)", lambda m, h: int(PageHead(m.mem_map, h)))):
         lines.append(f"  {label:<38}{fn(ma, ha):>8}{fn(mb, hb):>8}")
     lines.append(f"  all {len(fields)} fields of all 512 struct pages equal: {'yes' if same else 'no'}")
-    ca_, cb_ = mapping_counts(ma), mapping_counts(mb)
+    ca, cb = mapping_counts(ma), mapping_counts(mb)
     lines += ["", f"{'page tables say (walk every process)':<40}{'A':>8}{'B':>8}",
-              f"  {'huge PMDs mapping the THP':<38}{int(ca_['pmd_maps'][ha]):>8}{int(cb_['pmd_maps'][hb]):>8}",
-              f"  {'PTEs mapping subpage 0':<38}{int(ca_['pte_maps'][ha]):>8}{int(cb_['pte_maps'][hb]):>8}",
+              f"  {'huge PMDs mapping the THP':<38}{int(ca['pmd_maps'][ha]):>8}{int(cb['pmd_maps'][hb]):>8}",
+              f"  {'PTEs mapping subpage 0':<38}{int(ca['pte_maps'][ha]):>8}{int(cb['pte_maps'][hb]):>8}",
               f"  {'VMAs an rmap walk must visit':<38}{len(ma.anon_vma_of(ha).vmas):>8}"
               f"{len(mb.anon_vma_of(hb).vmas):>8}"]
     return "\n".join(lines)
