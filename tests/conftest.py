@@ -9,8 +9,6 @@
 
 import os
 
-import pytest
-
 try:
     from hypothesis import HealthCheck, settings
 except ImportError:  # pragma: no cover - hypothesis is a test dependency
@@ -76,12 +74,6 @@ def assert_unchanged(before, m):
     after = snapshot(m)
     changed = diff_snapshots(before, after)
     assert not changed, f"state changed in: {changed}"
-
-
-@pytest.fixture(params=LEVELS, ids=[f"level{k:02d}" for k in LEVELS])
-def level(request):
-    """Run a test at every series level."""
-    return request.param
 
 
 def thp_head_of(m, pid, addr):
