@@ -24,7 +24,11 @@ class BadAddress(ThplabError, ValueError):
 
 
 class Segfault(ThplabError):
-    """An access the kernel would answer with ``SIGSEGV``."""
+    """An access the kernel would answer with ``SIGSEGV`` (``errno`` ``EFAULT`` for a syscall)."""
+
+    def __init__(self, message, errno=None):
+        super().__init__(message)
+        self.errno = errno
 
 
 class NoSuchProcess(ThplabError, LookupError):

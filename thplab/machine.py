@@ -255,7 +255,7 @@ class Machine:
     def fault(self, pid, addr, write=True):
         """One page fault at ``addr`` (a read or write access that missed)."""
         mm = self._mm(pid)
-        addr = self._range("fault", addr & ~(PAGE_SIZE - 1) if isinstance(addr, int) else addr, 1)[0]
+        addr = self._range("fault", addr & ~(PAGE_SIZE - 1) if isinstance(addr, (int, np.integer)) else addr, 1)[0]
         self._covered("fault", mm, addr, addr + PAGE_SIZE,
                       need=VM_WRITE if write else VM_READ, errno=EFAULT)
         vma = mm.find_vma(addr)
