@@ -184,7 +184,14 @@ def test_segfault_carries_errno_efault():
     w = World(0)
     with pytest.raises(Segfault) as info:
         w.m.touch(w.p, 0x1000, K4)
-    assert EFAULT in info.value.args
+    assert info.value.errno == EFAULT
+    assert str(info.value) == "touch: 0x1000 is not mapped in pid 1"
+
+
+def test_a_numpy_integer_address_is_an_address():
+    w = World(0)
+    w.m.fault(w.p, np.int64(w.small + 5), write=False)       # like int: any byte of the page
+    w.m.get_futex_key(w.p, np.int64(w.small + 8))
 
 
 def test_an_oom_in_the_middle_of_a_fault_is_a_thplab_error():
