@@ -69,9 +69,14 @@ def record_workload(level, nr_pages, seed, nr_ops):
     return ops
 
 
-def replay(apply, target, ops, oom, per_kind=None):
-    """Run ``ops``; return the total seconds (and add seconds per kind to ``per_kind``)."""
+def replay(apply, target, ops, oom, per_kind=None, cpu=None):
+    """Run ``ops``; return the total seconds (and add seconds per kind to ``per_kind``).
+
+    ``cpu``, a list, receives the process CPU time of the replay (less sensitive
+    than wall time to other load on the machine).
+    """
     clock = time.perf_counter
+    cpu_start = time.process_time()
     start = clock()
     for op in ops:
         t = clock()
@@ -81,6 +86,8 @@ def replay(apply, target, ops, oom, per_kind=None):
             pass
         if per_kind is not None:
             per_kind[op[0]] = per_kind.get(op[0], 0.0) + clock() - t
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_start)
     return clock() - start
 
 
@@ -89,7 +96,8 @@ def bench_workload(level, nr_ops, seed=0, profile=False):
     ops = record_workload(level, nr_pages, seed, nr_ops)
     s = sm.ScalarMachine(nr_pages, level)
     kinds_scalar, kinds_model = {}, {}
-    t_scalar = replay(sm.apply_scalar, s, ops, sm.ScalarOOM, kinds_scalar)
+    cpu = []
+    t_scalar = replay(sm.apply_scalar, s, ops, sm.ScalarOOM, kinds_scalar, cpu)
     m = Machine.boot("1G", patches=level, seed=seed)
     if profile:
         import cProfile
@@ -97,7 +105,7 @@ def bench_workload(level, nr_ops, seed=0, profile=False):
 
         prof = cProfile.Profile()
         prof.enable()
-    t_model = replay(sm.apply_machine, m, ops, OutOfMemory, kinds_model)
+    t_model = replay(sm.apply_machine, m, ops, OutOfMemory, kinds_model, cpu)
     if profile:
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
@@ -109,7 +117,8 @@ def bench_workload(level, nr_ops, seed=0, profile=False):
         kinds[name] = kinds.get(name, 0) + 1
     return {"ops": len(ops), "scalar_s": t_scalar, "model_s": t_model,
             "scalar_ops_per_s": len(ops) / t_scalar, "model_ops_per_s": len(ops) / t_model,
-            "ratio": t_scalar / t_model, "thps": len(m.thp_heads()), "kinds": kinds,
+            "ratio": t_scalar / t_model, "cpu_scalar_s": cpu[0], "cpu_model_s": cpu[1],
+            "thps": len(m.thp_heads()), "kinds": kinds,
             "per_kind": {k: (kinds[k], kinds_model.get(k, 0.0), kinds_scalar.get(k, 0.0))
                          for k in sorted(kinds)},
             "free_mib": m.allocator.nr_free_pages >> 8}
@@ -224,6 +233,8 @@ def main(argv=None):
         print(f"    level {level:2d}: vectorized {r['model_ops_per_s']:8.1f} ops/s ({r['model_s']:.2f} s)"
               f" | scalar {r['scalar_ops_per_s']:8.1f} ops/s ({r['scalar_s']:.2f} s)"
               f" | ratio {r['ratio']:.1f}x (target >= 20x)")
+        print(f"              CPU time: vectorized {r['cpu_model_s']:.2f} s, scalar "
+              f"{r['cpu_scalar_s']:.2f} s, ratio {r['cpu_scalar_s'] / r['cpu_model_s']:.1f}x")
         print(f"              {r['thps']} THPs at the end, {r['free_mib']} MiB free; per operation "
               "(count: vectorized ms / scalar ms each):")
         print("              " + ", ".join(
