@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .machine import Machine
-from .page_flags import PageHead, PageTail, compound_head
+from .page_flags import PageHead, PageTail, Use, compound_head
 from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 
 #: Subpages shown in counter tables: the head, the first tails, one in the
@@ -74,9 +74,10 @@ class ScenarioRun:
         return label, result
 
     def run_all(self):
+        """Run every remaining step; return the run (like :meth:`run_to`)."""
         while not self.finished:
             self.step()
-        return self.results
+        return self
 
     def run_to(self, n):
         """Run until ``n`` steps are done (``n`` may not go backwards)."""
@@ -100,11 +101,16 @@ class ScenarioRun:
         m = self.machine
         mm = m.mem_map
         pages = np.array(self.subpages(watch))
-        kind = np.where(PageHead(mm, pages), "head", np.where(PageTail(mm, pages), "tail", "page"))
+        free = mm["use"][pages] == Use.free
+        kind = np.where(free, "free", np.where(PageHead(mm, pages), "head",
+                                               np.where(PageTail(mm, pages), "tail", "page")))
+        # A free page has no page_count/page_mapcount worth reading (its raw
+        # _mapcount may be the buddy marker -128): None, shown as "-".
         return [{"subpage": i, "pfn": int(p), "kind": str(kd), "_count": int(mm["_count"][p]),
-                 "_mapcount": int(mm["_mapcount"][p]), "page_count": int(m.page_count(p)),
-                 "page_mapcount": int(m.page_mapcount(p)), "pins": int(m.pins[p])}
-                for i, p, kd in zip(watch, pages, kind)]
+                 "_mapcount": int(mm["_mapcount"][p]),
+                 "page_count": None if f else int(m.page_count(p)),
+                 "page_mapcount": None if f else int(m.page_mapcount(p)), "pins": int(m.pins[p])}
+                for i, p, kd, f in zip(watch, pages, kind, free)]
 
     def table(self, watch=WATCH):
         """The counters as a fixed-width text table (deterministic, for tests and lessons)."""
@@ -114,7 +120,7 @@ class ScenarioRun:
             return head + ": no THP yet"
         cols = ("subpage", "kind", "_count", "_mapcount", "page_count", "page_mapcount", "pins")
         lines = [head, "  ".join(f"{c:>13}" for c in cols)]
-        lines += ["  ".join(f"{r[c]:>13}" for c in cols) for r in rows]
+        lines += ["  ".join(f"{'-' if r[c] is None else r[c]:>13}" for c in cols) for r in rows]
         return "\n".join(lines)
 
     def mappings(self):

@@ -110,7 +110,7 @@ def plot_counters(ax, rows_by_label, field="page_count"):
     subpages = [r["subpage"] for r in next(iter(rows_by_label.values()), [])]
     x = np.arange(len(subpages))
     for j, label in enumerate(labels):
-        vals = [r[field] for r in rows_by_label[label]]
+        vals = [np.nan if r[field] is None else r[field] for r in rows_by_label[label]]  # None: a free page
         b = ax.bar(x + j * width, vals, width, label=label, color=OKABE_ITO[j % 8],
                    hatch=hatches[j % 4], edgecolor="black")
         ax.bar_label(b, fontsize=7)
