@@ -76,8 +76,9 @@ class Problem:
 
     def render(self):
         """The problem as text, parameters first (OSTEP style)."""
-        lines = [f"ARG seed {self.seed}", f"ARG level {self.level}"
-                 + (" (old kernel)" if self.level == 0 else f" (patches 01-{self.level:02d} applied)"),
+        applied = {0: " (old kernel)", 1: " (patch 01 applied)"}.get(self.level,
+                                                                     f" (patches 01-{self.level:02d} applied)")
+        lines = [f"ARG seed {self.seed}", f"ARG level {self.level}{applied}",
                  "", "Steps:"]
         lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
         lines += ["", self.question]
@@ -130,7 +131,10 @@ def _answer(run, kind, args):
     if kind == "split_result":
         label, result, _ = run.results[-1]
         value = int(result)
-        if value == 0:
+        if not k.caps["split_huge_page_works"]:
+            why = ("Between patches 04 and 06 split_huge_page() is a stub that always returns -EBUSY: "
+                   "tail pins are gone and the new split has not arrived yet.")
+        elif value == 0:
             why = ("The old split never fails: pins are handed to the tails they were taken on."
                    if k.caps["tail_pins"] else
                    "No pins: Σ page_mapcount == page_count - 1 (the caller's reference), so it splits.")

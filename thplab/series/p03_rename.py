@@ -22,7 +22,8 @@ P03 = Patch(
             "split_huge_page_pmd_mm() goes away; split_huge_page_address() takes a VMA.",
     why="Most callers only want the PMD turned into a PTE table and do not care whether the "
         "compound page is split. The name should say so before the behaviour changes.",
-    link="https://lore.kernel.org/linux-mm/1402329861-7037-4-git-send-email-kirill.shutemov@linux.intel.com/",
+    link="https://lwn.net/Articles/601781/ (the cover letter; patch 03 itself is not archived -- "
+         "v2's equivalent is 09/19, Message-Id 1415198994-15252-10-git-send-email-kirill.shutemov@linux.intel.com)",
     source="reconstructed",
 )
 P03.removes("split_huge_page_pmd", "split_huge_page_pmd_mm",
