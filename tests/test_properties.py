@@ -285,7 +285,7 @@ def run(level, data, mem, steps):
 
 
 @pytest.mark.parametrize("level", LEVELS)
-@settings(max_examples=12, stateful_step_count=1)
+@settings(max_examples=12)
 @given(data=st.data())
 def test_random_operations_keep_invariants_16m(level, data):
     run(level, data, "16M", steps=30)
