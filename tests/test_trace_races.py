@@ -133,3 +133,17 @@ def test_what_if_a_protection_is_missing(name, without, broken_levels):
 def test_what_if_refuses_unknown_protections():
     with pytest.raises(ValueError, match="can only switch off"):
         RACES["futex-vs-split"](0, without=("mmap_sem",))
+
+
+def test_v1_empty_pmd_window_leaves_entries_outside_vmas_and_check_says_so():
+    """v1 clears the PMD before filling the table; a racing munmap() sees pmd_none."""
+    from thplab.errors import InvariantViolation
+    from thplab.races import _stage
+
+    m, pid, addr, head = _stage(10, 0, ())
+    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head), CPU1=lambda: m.munmap(pid, addr, 2 << 20))
+    il.run_until("CPU0", "PMD cleared")
+    il.step("CPU1")
+    il.finish()
+    with pytest.raises(InvariantViolation, match="outside every VMA"):
+        m.check()

@@ -11,8 +11,8 @@ import numpy as np
 
 from . import pgtable as pt
 from .errors import InvariantViolation
-from .page_flags import PG, PageCompound, PageHead, Use, compound_head
-from .params import HPAGE_PMD_NR
+from .page_flags import PG, PageHead, Use, compound_head
+from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 
 
 def _rows(m, pfns):
@@ -34,18 +34,22 @@ def mapping_counts(m):
     pmd_heads, pte_pfns, tables = [], [], []
     per_mm = {}
     for pid, mm in m.processes.items():
+        # Walk level by level, carrying each entry's virtual address along.
         g = m.pgtables.table(mm.pgd)
-        pud_t = pt.pte_pfn(g[g != 0])
+        gi = np.flatnonzero(g)
+        pud_t, va = pt.pte_pfn(g[gi]), gi.astype(np.int64) << 39
         u = _rows(m, pud_t)
-        pmd_t = pt.pte_pfn(u[u != 0])
+        r, c = np.nonzero(u)
+        pmd_t, va = pt.pte_pfn(u[r, c]), va[r] + (c.astype(np.int64) << 30)
         d = _rows(m, pmd_t)
-        d = d[d != 0]
-        huge = pt.pmd_trans_huge(d)
-        heads = pt.pmd_pfn(d[huge])
-        pte_t = pt.pte_pfn(d[~huge])
+        r, c = np.nonzero(d)
+        dv, va = d[r, c], va[r] + (c.astype(np.int64) << 21)
+        huge = pt.pmd_trans_huge(dv)
+        heads, huge_va = pt.pmd_pfn(dv[huge]), va[huge]
+        pte_t, table_va = pt.pte_pfn(dv[~huge]), va[~huge]
         e = _rows(m, pte_t)
-        e = e[pt.pte_present(e)]
-        ptes = pt.pte_pfn(e)
+        r, c = np.nonzero(pt.pte_present(e))
+        ptes, pte_va = pt.pte_pfn(e[r, c]), table_va[r] + (c.astype(np.int64) << 12)
         pmd_heads.append(heads)
         pte_pfns.append(ptes)
         deposited = [p for lst in mm.pmd_huge_pte.values() for p in lst]
@@ -53,11 +57,25 @@ def mapping_counts(m):
         per_mm[pid] = {"rss": len(heads) * HPAGE_PMD_NR + len(ptes),
                        "nr_ptes": len(pte_t) + len(deposited),
                        "huge_per_table": _huge_per_table(m, pmd_t),
-                       "deposited": {t: len(v) for t, v in mm.pmd_huge_pte.items()}}
+                       "deposited": {t: len(v) for t, v in mm.pmd_huge_pte.items()},
+                       "outside_vmas": _outside(mm, huge_va, HPAGE_PMD_SIZE) + _outside(mm, pte_va, PAGE_SIZE)}
     cat = (lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64))
     return {"pmd_maps": np.bincount(cat(pmd_heads), minlength=n),
             "pte_maps": np.bincount(cat(pte_pfns), minlength=n),
             "tables": cat(tables), "per_mm": per_mm}
+
+
+def _outside(mm, starts, size):
+    """How many of the ranges ``[start, start + size)`` are not inside one VMA of ``mm``."""
+    if not len(starts):
+        return 0
+    if not mm.vmas:
+        return len(starts)
+    lo = np.array([v.vm_start for v in mm.vmas], dtype=np.int64)
+    hi = np.array([v.vm_end for v in mm.vmas], dtype=np.int64)
+    i = np.searchsorted(lo, starts, side="right") - 1
+    inside = (i >= 0) & (starts + size <= hi[np.maximum(i, 0)])
+    return int((~inside).sum())
 
 
 def _huge_per_table(m, pmd_tables):
@@ -141,6 +159,8 @@ def problems(m):
             out.append(f"pid {pid}: MM_FILEPAGES is {mm.file_rss} for anonymous memory")
         if mm.nr_ptes != c["nr_ptes"]:
             out.append(f"pid {pid}: nr_ptes {mm.nr_ptes} != {c['nr_ptes']} PTE tables")
+        if c["outside_vmas"]:
+            out.append(f"pid {pid}: {c['outside_vmas']} page-table entries map addresses outside every VMA")
         if c["huge_per_table"] != c["deposited"]:
             out.append(f"pid {pid}: deposited tables {c['deposited']} != huge PMDs {c['huge_per_table']}")
 

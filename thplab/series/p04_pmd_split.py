@@ -166,6 +166,12 @@ def __split_huge_pmd(k, vma, pmdp, address):
     PTE mapping.  The PMD is cleared and flushed before the table is filled
     ("leave pmd empty until pte is filled"); the deposited table becomes the
     live one, so nothing is allocated.
+
+    [I] The empty window is visible to walkers that read the PMD without its
+    lock: a racing munmap() (``zap_pmd_range``) or fork (``copy_pmd_range``)
+    sees ``pmd_none`` and skips the range -- thplab reproduces that in an
+    interleaving, and ``check()`` reports the entries left outside any VMA.
+    v4.5 keeps the PMD huge (``pmdp_invalidate``) until the table is in.
     """
     mm = vma.mm
     ptl = ("ptl", pmdp[0])
