@@ -271,13 +271,18 @@ class Machine:
         mm = self._mm(pid)
         start, end = self._range("touch", addr, length)
         self._covered("touch", mm, start, end, need=VM_WRITE if write else VM_READ, errno=EFAULT)
-        pages = np.arange(start, end, PAGE_SIZE, dtype=np.uint64)
-        for _ in range(len(pages) + 1):
-            w = mem.walk(self.kernel, mm, pages)
-            missing = (w["level"] == 0) | (~w["writable"] if write else False)
-            if not missing.any():
-                return
-            self.fault(pid, int(pages[np.argmax(missing)]), write)
+        # One walk per 2 MiB region, then one more after each fault in it: a THP
+        # fault resolves the whole region at once, a 4 KiB fault one page.
+        for base in range(start & HPAGE_PMD_MASK, end, HPAGE_PMD_SIZE):
+            pages = np.arange(max(base, start), min(base + HPAGE_PMD_SIZE, end), PAGE_SIZE, dtype=np.uint64)
+            todo = 0
+            while True:
+                w = mem.walk(self.kernel, mm, pages[todo:])
+                missing = np.flatnonzero((w["level"] == 0) | (~w["writable"] if write else False))
+                if not len(missing):
+                    break
+                todo += int(missing[0])
+                self.fault(pid, int(pages[todo]), write)
 
     def page_walk(self, pid, address):
         """The four levels of the walk for one address, as rows a learner can read.
@@ -356,12 +361,12 @@ class Machine:
             raise BadPage(f"put_page takes page-frame numbers, got {pages.dtype} values")
         for p in np.unique(pages).tolist():
             self._page(p)
-        want = np.bincount(pages, minlength=self.nr_pages)
-        over = np.flatnonzero(want > self.pins)
+        uniq, want = np.unique(pages, return_counts=True)
+        over = np.flatnonzero(want > self.pins[uniq])
         if len(over):
-            p = int(over[0])
+            p, n = int(uniq[over[0]]), int(want[over[0]])
             raise BadPage(f"put_page({p:#x}): no pin on this page is held here "
-                          f"({self.pins[p]} held, {want[p]} dropped) -- a double put_page() "
+                          f"({self.pins[p]} held, {n} dropped) -- a double put_page() "
                           "would free a page that is still in use")
         self.kernel.put_page(pages)
         np.subtract.at(self.pins, pages, 1)

@@ -175,11 +175,10 @@ class PageAllocator:
     def _rebuild(self, start):
         """Recompute the free lists of the 2 MiB block at ``start`` from ``use``."""
         mm = self.mem_map
-        for o in range(MAX_ORDER + 1):
-            for pfn in range(start, start + HPAGE_PMD_NR, 1 << o):
-                if pfn in self._free[o]:
-                    self._take(pfn, o)
-        free = mm["use"][start:start + HPAGE_PMD_NR] == Use.free
+        block = slice(start, start + HPAGE_PMD_NR)
+        for pfn in (start + np.flatnonzero(mm["_mapcount"][block] == PAGE_BUDDY_MAPCOUNT_VALUE)).tolist():
+            self._take(pfn, int(mm["private"][pfn]))  # the PageBuddy() heads, order in private
+        free = mm["use"][block] == Use.free
         covered = np.zeros(HPAGE_PMD_NR, dtype=bool)
         for o in range(MAX_ORDER, -1, -1):
             whole = free.reshape(-1, 1 << o).all(axis=1) & ~covered.reshape(-1, 1 << o).any(axis=1)
