@@ -55,6 +55,21 @@ def strip(nb) -> None:
             cell.execution_count = None
 
 
+def _merge_streams(outputs) -> list[dict]:
+    """Join consecutive stdout (or stderr) chunks: how the kernel chunks a stream varies by run,
+    nbval compares them joined anyway, and joined records give stable diffs."""
+    merged: list[dict] = []
+    for o in outputs:
+        o = dict(o)
+        prev = merged[-1] if merged else None
+        if (o.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                and prev.get("name") == o.get("name")):
+            prev["text"] = prev["text"] + o["text"]
+        else:
+            merged.append(o)
+    return merged
+
+
 def record(path: Path, timeout: int) -> list[str]:
     import nbformat
     from nbclient import NotebookClient
@@ -72,7 +87,7 @@ def record(path: Path, timeout: int) -> list[str]:
         if is_marked(cell):
             if any(m in out.get("data", {}) for out in cell.outputs for m in WIDGET_MIMES):
                 problems.append(f"cell {i} is marked {MARK} but displays a widget")
-            outputs = [dict(o) for o in cell.outputs]
+            outputs = _merge_streams(cell.outputs)
             for o in outputs:
                 o.pop("execution_count", None)
                 o.get("metadata", {}).clear()
