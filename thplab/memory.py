@@ -333,25 +333,30 @@ def free_pgtables(k, mm, start, end):
 
 
 def free_all_pgtables(k, mm):
-    """Free every table of an mm that has no VMAs left, and its PGD (end of ``exit_mmap()``)."""
-    tables = k.machine.pgtables
+    """Free every table of an mm that has no VMAs left, and its PGD (end of ``exit_mmap()``).
+
+    Gathered level by level, then handed back to the allocator in one batch.
+    """
+    m = k.machine
+    tables = m.pgtables
     pgd = tables.table(mm.pgd)
-    for gi in np.flatnonzero(pgd).tolist():
-        pud_t = int(pt.pte_pfn(pgd[gi]))
-        pud = tables.table(pud_t)
-        for ui in np.flatnonzero(pud).tolist():
-            pmd_t = int(pt.pte_pfn(pud[ui]))
-            pmd = tables.table(pmd_t)
-            for di in np.flatnonzero(pmd).tolist():
-                if pt.pmd_trans_huge(pmd[di]):
-                    raise VMBug(f"free_all_pgtables: huge PMD left in pid {mm.pid}")
-                pte_free(k, mm, int(pt.pte_pfn(pmd[di])))
-                mm.nr_ptes -= 1
-            if pmd_t in mm.pmd_huge_pte:
-                raise VMBug(f"free_all_pgtables: deposited tables left in pid {mm.pid}")
-            _table_page_free(k, pmd_t)
-        _table_page_free(k, pud_t)
-    _table_page_free(k, mm.pgd)
+    pud_t = pt.pte_pfn(pgd[pgd != 0])
+    pud = tables.entries[tables.row_of[pud_t]]
+    pmd_t = pt.pte_pfn(pud[pud != 0])
+    pmd = tables.entries[tables.row_of[pmd_t]]
+    pmd = pmd[pmd != 0]
+    if pt.pmd_trans_huge(pmd).any():
+        raise VMBug(f"free_all_pgtables: huge PMD left in pid {mm.pid}")
+    if set(pmd_t.tolist()) & set(mm.pmd_huge_pte):
+        raise VMBug(f"free_all_pgtables: deposited tables left in pid {mm.pid}")
+    pte_t = pt.pte_pfn(pmd)
+    mm.nr_ptes -= len(pte_t)
+    m.vmstat.count("nr_page_table_pages", -len(pte_t))
+    every = np.concatenate([pte_t, pmd_t, pud_t, [mm.pgd]]).astype(np.int64)
+    for pfn in every.tolist():
+        tables.remove(pfn)
+    m.mem_map["_count"][every] -= 1
+    m.allocator.free_pages(every)
 
 
 # ---------------------------------------------------------------- fork
