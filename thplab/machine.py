@@ -275,14 +275,14 @@ class Machine:
         # fault resolves the whole region at once, a 4 KiB fault one page.
         for base in range(start & HPAGE_PMD_MASK, end, HPAGE_PMD_SIZE):
             pages = np.arange(max(base, start), min(base + HPAGE_PMD_SIZE, end), PAGE_SIZE, dtype=np.uint64)
-            todo = 0
+            first = 0
             while True:
-                w = mem.walk(self.kernel, mm, pages[todo:])
+                w = mem.walk(self.kernel, mm, pages[first:])
                 missing = np.flatnonzero((w["level"] == 0) | (~w["writable"] if write else False))
                 if not len(missing):
                     break
-                todo += int(missing[0])
-                self.fault(pid, int(pages[todo]), write)
+                first += int(missing[0])
+                self.fault(pid, int(pages[first]), write)
 
     def page_walk(self, pid, address):
         """The four levels of the walk for one address, as rows a learner can read.

@@ -22,8 +22,13 @@ KINDS = ("page_count", "tail_mapcount", "split_result", "held_pages")
 
 
 @dataclass
-class Problem:
-    """A question about a scenario, its answer, and the reasoning behind it."""
+class Exercise:
+    """A predict-then-reveal question whose answer the model computed.
+
+    ``render()`` shows the parameters first (seed, level, then the steps);
+    ``check(guess)`` takes a whole number (decimal or hex) and says why.
+    :class:`thplab.widgets.Quiz` takes anything with these two methods.
+    """
 
     seed: int
     level: int
@@ -32,6 +37,31 @@ class Problem:
     question: str
     answer: int
     explanation: str
+
+    def render(self):
+        """The problem as text, parameters first (OSTEP style)."""
+        applied = {0: " (old kernel)", 1: " (patch 01 applied)"}.get(self.level,
+                                                                     f" (patches 01-{self.level:02d} applied)")
+        lines = [f"ARG seed {self.seed}", f"ARG level {self.level}{applied}", "", "Steps:"]
+        lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
+        lines += ["", self.question]
+        return "\n".join(lines)
+
+    def check(self, guess):
+        """``(correct, message)`` for a learner's guess (a whole number; hex like 0x1f is fine)."""
+        try:
+            value = int(str(guess).strip().replace("_", ""), 0)
+        except ValueError:
+            return False, f"Please answer with a whole number (you typed {guess!r})."
+        if value == self.answer:
+            return True, f"Right: {self.answer}. {self.explanation}"
+        return False, f"Not quite: you said {value}, the model says {self.answer}. {self.explanation}"
+
+
+@dataclass
+class Problem(Exercise):
+    """A question about a generated scenario (:data:`KINDS`), its answer, and the reasoning."""
+
     args: dict = field(default_factory=dict)
 
     @classmethod
@@ -73,26 +103,6 @@ class Problem:
                           "page table maps them and nobody pins them?",
         }[kind]
         return cls(seed, level, kind, [label for label, _ in steps], question, answer, why, args)
-
-    def render(self):
-        """The problem as text, parameters first (OSTEP style)."""
-        applied = {0: " (old kernel)", 1: " (patch 01 applied)"}.get(self.level,
-                                                                     f" (patches 01-{self.level:02d} applied)")
-        lines = [f"ARG seed {self.seed}", f"ARG level {self.level}{applied}",
-                 "", "Steps:"]
-        lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
-        lines += ["", self.question]
-        return "\n".join(lines)
-
-    def check(self, guess):
-        """``(correct, message)`` for a learner's guess."""
-        try:
-            value = int(str(guess).strip())
-        except ValueError:
-            return False, f"Please answer with a whole number (you typed {guess!r})."
-        if value == self.answer:
-            return True, f"Right: {self.answer}. {self.explanation}"
-        return False, f"Not quite: you said {value}, the model says {self.answer}. {self.explanation}"
 
 
 def _fork_from_parent(run):

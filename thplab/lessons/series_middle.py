@@ -21,7 +21,6 @@ by the model.
 """
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from .. import memory as mem
 from .. import pgtable as pt
 from ..machine import Machine
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
+from ..problems import Exercise
 from ..races import Race
 from ..scenarios import (Scenario, fault_thp, fork, munmap_subpages, mprotect_subpages,
                          pin_subpage, split_page, unpin_all)
@@ -44,40 +44,8 @@ __all__ = ["OPERATIONS", "VMSTAT_TOUR", "operation_events", "event_table", "thp_
            "futex_solo", "futex_table"]
 
 
-@dataclass
-class _Answer:
-    """A predict-then-reveal question whose answer the model computed.
-
-    Quacks like :class:`thplab.problems.Problem` (``render()``, ``check()``,
-    ``answer``), so :class:`thplab.widgets.Quiz` takes it through ``factory``.
-    """
-
-    seed: int
-    level: int
-    kind: str
-    steps: list
-    question: str
-    answer: int
-    explanation: str
-
-    def render(self):
-        """The problem as text, parameters first (seed and level, then the steps)."""
-        lines = [f"ARG seed {self.seed}", f"ARG level {self.level}"
-                 + (" (old kernel)" if self.level == 0 else f" (patches 01-{self.level:02d} applied)"),
-                 "", "Steps:"]
-        lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
-        lines += ["", self.question]
-        return "\n".join(lines)
-
-    def check(self, guess):
-        """``(correct, message)`` for a learner's guess (a whole number; hex like 0x1f is fine)."""
-        try:
-            value = int(str(guess).strip().replace("_", ""), 0)
-        except ValueError:
-            return False, f"Please answer with a whole number (you typed {guess!r})."
-        if value == self.answer:
-            return True, f"Right: {self.answer}. {self.explanation}"
-        return False, f"Not quite: you said {value}, the model says {self.answer}. {self.explanation}"
+class _Answer(Exercise):
+    """A predict-then-reveal question of lessons 07-11 (see :class:`thplab.problems.Exercise`)."""
 
 
 def _refs(n):
@@ -688,7 +656,7 @@ def futex_problem(seed=0, levels=(0, 9)):
     answer = {"refs": res["refs"], "split": res["split"], "waits": int(res["waited"])}[kind]
     if level < 4:
         scheme = (f"Old scheme: the futex code holds {_refs(res['refs'])} here"
-                  + (f", one of them a pin on tail 5 (its _mapcount)" if res["tail_pin"] else "")
+                  + (", one of them a pin on tail 5 (its _mapcount)" if res["tail_pin"] else "")
                   + ". The split never fails; it can only be held up by interrupts off on CPU1.")
     else:
         scheme = (f"New scheme: the futex code holds {_refs(res['refs'])}, all on the head's "
