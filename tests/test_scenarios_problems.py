@@ -103,3 +103,18 @@ def test_v1_split_refuses_a_thp_whose_head_is_unmapped_but_tails_are_mapped():
     m.munmap(pid, addr + 4096, 4096)                # still compound, still refused
     assert m.split_huge_page(head) == -16 and m.vmstat["thp_split_page_failed"] == 2
     m.check()
+
+
+def test_non_kernel_arguments_raise_bad_argument_and_walk_refuses_bad_addresses():
+    from thplab import BadAddress, BadArgument, Machine
+
+    m = Machine.boot("8M", nodes=2)
+    pid = m.spawn()
+    with pytest.raises(BadArgument, match="use letters r, w, x"):
+        m.mmap(pid, 4096, prot="q")
+    with pytest.raises(BadArgument, match="does not exist"):
+        m.move_pages(pid, [0], 5)
+    with pytest.raises(BadAddress, match="user space"):
+        m.walk(pid, [-1])
+    with pytest.raises(BadArgument):
+        Machine.boot("3M")

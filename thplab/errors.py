@@ -23,6 +23,10 @@ class BadAddress(ThplabError, ValueError):
         self.errno = errno
 
 
+class BadArgument(ThplabError, ValueError):
+    """An argument that is not a kernel object at all: a protection string, a size, a node..."""
+
+
 class Segfault(ThplabError):
     """An access the kernel would answer with ``SIGSEGV`` (``errno`` ``EFAULT`` for a syscall)."""
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import memory as mem
 from . import mmap as mmap_
-from .errors import BadAddress, BadPage, NoSuchProcess, Segfault
+from .errors import BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault
 from .gup import get_user_pages, get_user_pages_fast
 from .mm_types import AnonVma, MmStruct
 from .page_alloc import PageAllocator
@@ -48,7 +48,7 @@ def parse_size(size):
         return int(size)
     match = _SIZE.match(str(size))
     if not match:
-        raise ValueError(f"cannot read {size!r} as a memory size (try 64M or 1G)")
+        raise BadArgument(f"cannot read {size!r} as a memory size (try 64M or 1G)")
     return int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match[2].upper()]
 
 
@@ -60,7 +60,7 @@ def parse_prot(prot):
     if text in ("none", "---", ""):
         return 0
     if set(text) - set("rwx-"):
-        raise ValueError(f"protection {prot!r}: use letters r, w, x (or 'none')")
+        raise BadArgument(f"protection {prot!r}: use letters r, w, x (or 'none')")
     return ((PROT_READ if "r" in text else 0) | (PROT_WRITE if "w" in text else 0)
             | (PROT_EXEC if "x" in text else 0))
 
@@ -99,15 +99,15 @@ class Machine:
         for ``move_pages``; ``thp`` is the sysfs ``enabled`` mode.
         """
         if (mem is None) == (nr_pages is None):
-            raise ValueError("give the memory size (e.g. '64M') or nr_pages, not both")
+            raise BadArgument("give the memory size (e.g. '64M') or nr_pages, not both")
         if nr_pages is None:
             nr_pages = parse_size(mem) >> PAGE_SHIFT
         if nr_pages < HPAGE_PMD_NR or nr_pages % HPAGE_PMD_NR:
-            raise ValueError(f"memory must be a positive multiple of 2 MiB; got {nr_pages} pages")
+            raise BadArgument(f"memory must be a positive multiple of 2 MiB; got {nr_pages} pages")
         if thp not in ("always", "madvise", "never"):
-            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {thp!r}")
+            raise BadArgument(f"thp must be 'always', 'madvise' or 'never', not {thp!r}")
         if nodes < 1 or (nr_pages // HPAGE_PMD_NR) % nodes:
-            raise ValueError(f"{nodes} nodes do not divide {nr_pages // HPAGE_PMD_NR} 2 MiB blocks")
+            raise BadArgument(f"{nodes} nodes do not divide {nr_pages // HPAGE_PMD_NR} 2 MiB blocks")
         return cls(int(nr_pages), int(patches), seed, int(nodes), thp)
 
     def __repr__(self):
@@ -326,7 +326,12 @@ class Machine:
 
     def walk(self, pid, addrs):
         """Translate addresses through ``pid``'s page tables (see :func:`thplab.memory.walk`)."""
-        return mem.walk(self.kernel, self._mm(pid), addrs)
+        mm = self._mm(pid)
+        a = np.atleast_1d(np.asarray(addrs))
+        if a.dtype.kind not in "iu" or a.ndim != 1 or ((a < 0) | (a >= TASK_SIZE)).any():
+            raise BadAddress(f"walk: addresses must be integers in user space 0..{TASK_SIZE:#x}, "
+                             f"got {a.ravel()[:3].tolist()}", EFAULT)
+        return mem.walk(self.kernel, mm, a)
 
     # ----------------------------------------------------------- pins
 
@@ -409,7 +414,7 @@ class Machine:
         """``move_pages(2)``: migrate the pages at ``addrs`` to NUMA ``node``; per-page status."""
         mm = self._mm(pid)
         if not 0 <= node < self.nodes:
-            raise ValueError(f"node {node} does not exist (this machine has {self.nodes})")
+            raise BadArgument(f"node {node} does not exist (this machine has {self.nodes})")
         addrs = [self._range("move_pages", a, 1)[0] for a in np.atleast_1d(addrs).tolist()]
         for a in addrs:
             self._covered("move_pages", mm, a, a + PAGE_SIZE, errno=EFAULT)

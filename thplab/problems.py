@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import BadArgument
 from .params import HPAGE_PMD_NR
 from .scenarios import Scenario, fault_thp, munmap_subpages, pin_subpage, split_page, split_pmd_in
 
@@ -75,7 +76,7 @@ class Problem(Exercise):
         level = int(rng.choice(levels)) if level is None else int(level)
         kind = str(rng.choice(KINDS)) if kind is None else kind
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+            raise BadArgument(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         forks = int(rng.integers(0, 3))
         pinned = sorted(set(rng.integers(1, HPAGE_PMD_NR, size=int(rng.integers(0, 3))).tolist()))
         steps = [("fault a THP", fault_thp)] + [("fork()", _fork_from_parent)] * forks

@@ -10,6 +10,7 @@ level 0 and at level 10: the old kernel survives it by waiting (IPI,
 
 from dataclasses import dataclass
 
+from .errors import BadArgument
 from .machine import Machine
 from .params import HPAGE_PMD_SIZE, PAGE_SIZE
 from .trace import Interleaving
@@ -70,7 +71,7 @@ def _stage(level, seed, without):
     m = Machine.boot("8M", patches=level, seed=seed)
     unknown = set(without) - {"compound_lock", "tlb_flush_ipi"}
     if unknown:
-        raise ValueError(f"can only switch off 'compound_lock' or 'tlb_flush_ipi', not {sorted(unknown)}")
+        raise BadArgument(f"can only switch off 'compound_lock' or 'tlb_flush_ipi', not {sorted(unknown)}")
     m.smp.without = frozenset(without)
     pid = m.spawn()
     addr = m.mmap(pid, HPAGE_PMD_SIZE)

@@ -8,6 +8,7 @@ Every helper has a text twin (``describe_*``) for readers without the figure.
 
 import numpy as np
 
+from .errors import BadArgument
 from .invariants import mapping_counts
 from .page_flags import PageHead, PageTail, Use
 from .params import HPAGE_PMD_NR
@@ -45,7 +46,7 @@ def thp_values(machine, head, field="page_mapcount"):
         return mapping_counts(machine)["pte_maps"][pages]
     if field == "pins":
         return machine.pins[pages].astype(int)
-    raise ValueError(f"field must be one of {', '.join(FIELDS)}, not {field!r}")
+    raise BadArgument(f"field must be one of {', '.join(FIELDS)}, not {field!r}")
 
 
 def held_mask(machine, head):
