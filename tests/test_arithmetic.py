@@ -119,7 +119,7 @@ def test_old_split_arithmetic_with_a_pin_at_level_0():
 
 def test_old_split_arithmetic_without_a_pin_at_level_0():
     m, pid, a, head = fault(0)
-    child = m.fork(pid)
+    m.fork(pid)
     assert m.split_huge_page(head) == 0
     assert (m.mem_map["_count"][head:head + HPAGE_PMD_NR] == 2).all()
     assert (m.mem_map["_mapcount"][head:head + HPAGE_PMD_NR] == 1).all()
@@ -257,7 +257,7 @@ def test_partial_munmap_arithmetic_v1(level):
 
 def test_mprotect_sub_range_arithmetic_level_0():
     m, pid, a, head = fault(0)
-    pin = m.get_user_pages_fast(pid, a + 5 * K4)
+    m.get_user_pages_fast(pid, a + 5 * K4)
     assert raw(m, head) == (2, 0) and raw(m, head + 5) == (0, 0)
     m.mprotect(pid, a + 16 * K4, 4 * K4, "r")
     # split_huge_page_address -> whole split: get 3 ; 3 - 1 pin = 2 ; put -> 1
@@ -272,7 +272,7 @@ def test_mprotect_sub_range_arithmetic_level_0():
 @pytest.mark.parametrize("level", [4, 10])
 def test_mprotect_sub_range_arithmetic_v1(level):
     m, pid, a, head = fault(level)
-    pin = m.get_user_pages_fast(pid, a + 5 * K4)
+    m.get_user_pages_fast(pid, a + 5 * K4)
     assert raw(m, head) == (2, 0) and raw(m, head + 5) == (0, -1)
     m.mprotect(pid, a + 16 * K4, 4 * K4, "r")
     # __split_huge_pmd: 2 + 511 = 513 ; every tail raw 0 ; head raw 0

@@ -6,7 +6,6 @@ vs mapcounts, nothing lost) and, once every process has exited and every pin
 is dropped, every page is back in the allocator and no page table is left.
 """
 
-import numpy as np
 import pytest
 
 from conftest import LEVELS, all_free, thp_head_of

@@ -8,7 +8,7 @@ from thplab import Machine
 from thplab.errors import InvariantViolation
 from thplab.invariants import held_pages, mapping_counts, problems
 from thplab.page_flags import PG, Use
-from thplab.params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
+from thplab.params import HPAGE_PMD_SIZE, PAGE_SIZE
 
 M2 = HPAGE_PMD_SIZE
 K4 = PAGE_SIZE

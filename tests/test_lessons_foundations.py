@@ -9,7 +9,7 @@ import pytest
 from thplab import KernelFunctionRemoved, Machine
 from thplab import pgtable as pt
 from thplab.lessons import foundations as f
-from thplab.params import EBUSY, HPAGE_PMD_NR, PAGE_SIZE
+from thplab.params import EBUSY, HPAGE_PMD_NR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,8 +106,6 @@ def test_fault_count_question(seed):
 
 
 def test_fault_count_question_values_match_prep_compound_page():
-    m, pid, thp, _ = f.primer_machine(0)
-    head = int(m.walk(pid, [thp])["pfn"][0])
     for level in (0, 10):
         for s in range(20):
             q = f.FaultCountQuestion.generate(s, level=level)

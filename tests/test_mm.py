@@ -9,7 +9,7 @@ import pytest
 
 from conftest import all_free, raw
 from thplab import Machine
-from thplab.errors import BadAddress, Segfault
+from thplab.errors import Segfault
 from thplab.params import (HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE, VM_EXEC,
                            VM_HUGEPAGE, VM_MAYREAD, VM_READ, VM_WRITE)
 

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import LEVELS, assert_unchanged, snapshot
 from thplab import Machine
-from thplab.errors import (BadAddress, BadPage, NoSuchProcess, OutOfMemory, Segfault,
-                           ThplabError)
+from thplab.errors import BadAddress, BadPage, NoSuchProcess, OutOfMemory, Segfault
 from thplab.page_flags import PageHead, Use
 from thplab.params import EBUSY, HPAGE_PMD_SIZE, PAGE_SIZE, VM_READ, VM_WRITE
 

@@ -1,11 +1,10 @@
 """Scenarios, seeded problems, the cost model and the command line."""
 
-import numpy as np
 import pytest
 
 from thplab.__main__ import main
 from thplab.costs import cost_table, tail_get_put
-from thplab.problems import KINDS, Problem
+from thplab.problems import Problem
 from thplab.scenarios import SCENARIOS
 
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import pgtable as pt
 from ..machine import Machine
-from ..page_flags import PG, PageTail, compound_head, flag_names
-from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SHIFT, PAGE_SIZE
+from ..page_flags import PageTail, compound_head, flag_names
+from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE
 
 __all__ = [
     "Lesson", "LESSONS", "lesson", "lesson_heading", "lesson_link", "lesson_map",
