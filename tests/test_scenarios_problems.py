@@ -117,3 +117,16 @@ def test_non_kernel_arguments_raise_bad_argument_and_walk_refuses_bad_addresses(
         m.walk(pid, [-1])
     with pytest.raises(BadArgument):
         Machine.boot("3M")
+
+
+def test_map_thp_returns_a_pmd_mapped_thp_or_minus_one_without_one():
+    from thplab import Machine
+
+    m = Machine.boot("8M")
+    pid, addr, head = m.map_thp()
+    assert m.walk(pid, [addr])["level"][0] == 2 and m.mem_map["_count"][head] == 1
+    m.check()
+    m = Machine.boot("8M", thp="never")
+    pid, addr, head = m.map_thp()
+    assert head == -1 and (m.walk(pid, [addr, addr + (1 << 20)])["level"] == 1).all()
+    m.check()

@@ -11,7 +11,6 @@ patches 04 and 06 [I for the exact v1 sequence].
 import collections
 
 from .machine import Machine
-from .params import HPAGE_PMD_SIZE
 
 
 def measure(machine, fn, *args):
@@ -26,10 +25,8 @@ def measure(machine, fn, *args):
 def tail_get_put(level, subpage=5):
     """Costs of ``get_page(tail)`` and of ``put_page(tail)`` on a PMD-mapped THP at ``level``."""
     m = Machine.boot("8M", patches=level)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
-    tail = int(m.walk(pid, [addr])["pfn"][0]) + subpage
+    _, _, head = m.map_thp()
+    tail = head + subpage
     _, get = measure(m, m.kernel.get_page, tail)
     _, put = measure(m, m.kernel.put_page, tail)
     return {"get_page": dict(get), "put_page": dict(put)}

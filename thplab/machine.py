@@ -236,6 +236,19 @@ class Machine:
         mmap_.mmap_region(self.kernel, mm, addr, end - addr, vm_flags)
         return addr
 
+    def map_thp(self, pid=None):
+        """Map 2 MiB with ``MADV_HUGEPAGE`` and write all of it: one THP fault.
+
+        A new process is spawned when ``pid`` is None.  Returns ``(pid, addr,
+        head)``: the process, the 2 MiB-aligned address and the THP's head pfn
+        (``head`` is -1 if no THP could be allocated and 4 KiB pages were used).
+        """
+        pid = self.spawn() if pid is None else pid
+        addr = self.mmap(pid, HPAGE_PMD_SIZE)
+        self.touch(pid, addr, HPAGE_PMD_SIZE)
+        w = self.walk(pid, [addr])
+        return pid, addr, int(w["pfn"][0]) if w["level"][0] == 2 else -1
+
     def munmap(self, pid, addr, length):
         """``munmap(2)``: may cut VMAs and (depending on the level) split THPs."""
         mm = self._mm(pid)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import BadArgument
 from .machine import Machine
-from .params import HPAGE_PMD_SIZE, PAGE_SIZE
+from .params import PAGE_SIZE
 from .trace import Interleaving
 
 
@@ -73,10 +73,7 @@ def _stage(level, seed, without):
     if unknown:
         raise BadArgument(f"can only switch off 'compound_lock' or 'tlb_flush_ipi', not {sorted(unknown)}")
     m.smp.without = frozenset(without)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
-    head = int(m.walk(pid, [addr])["pfn"][0])
+    pid, addr, head = m.map_thp()
     return m, pid, addr, head
 
 

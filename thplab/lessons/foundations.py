@@ -361,9 +361,7 @@ def old_split_machine(level=0, seed=0, forks=1, pins=(5,)):
     Returns ``(machine, pid, addr, head)``; the lesson then splits ``head``.
     """
     m = Machine.boot("16M", patches=level, seed=seed)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    pid, addr, _ = m.map_thp()
     for _ in range(forks):
         m.fork(pid)
     for i in pins:
@@ -421,9 +419,7 @@ def move_pages_case(level, pinned, subpage=7, pin_subpage=5, seed=0):
     is still compound) and ``events`` (thp_* vmstat deltas).
     """
     m = Machine.boot("16M", patches=level, seed=seed, nodes=2)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    pid, addr, _ = m.map_thp()
     if pinned:
         m.get_user_pages(pid, addr + pin_subpage * PAGE_SIZE, 1)
     before = m.vmstat.as_dict()
@@ -508,9 +504,7 @@ def foll_split_demo(level, seed=0):
     from ..errors import KernelFunctionRemoved
 
     m = Machine.boot("16M", patches=level, seed=seed)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    pid, addr, _ = m.map_thp()
     try:
         pages = m.get_user_pages(pid, addr + PAGE_SIZE, 1, foll_split=True)
     except KernelFunctionRemoved as exc:
@@ -559,9 +553,7 @@ def _rss_experiment(level, broken, first=8, nr=4, cow=5, seed=0):
     m = Machine.boot("16M", patches=level, seed=seed)
     if broken:
         without_patch(m, "PageAnon", 2)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
+    pid, addr, _ = m.map_thp()
     mm = m.processes[pid]
     out = {}
     # mprotect() of a sub-range splits the PMD; back to rw leaves the PTEs write-protected
@@ -627,9 +619,7 @@ class FileRssQuestion(_Question):
         nr = int(rng.integers(1, 9))
         m = Machine.boot("16M", patches=4, seed=seed)
         without_patch(m, "PageAnon", 2)
-        pid = m.spawn()
-        addr = m.mmap(pid, HPAGE_PMD_SIZE)
-        m.touch(pid, addr, HPAGE_PMD_SIZE)
+        pid, addr, _ = m.map_thp()
         m.split_huge_pmd(pid, addr)
         m.munmap(pid, addr + first * PAGE_SIZE, nr * PAGE_SIZE)
         answer = int(m.processes[pid].file_rss)

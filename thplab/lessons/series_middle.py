@@ -27,7 +27,7 @@ import numpy as np
 from .. import memory as mem
 from .. import pgtable as pt
 from ..machine import Machine
-from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
+from ..params import HPAGE_PMD_NR, PAGE_SIZE
 from ..problems import Exercise
 from ..races import Race
 from ..scenarios import (Scenario, fault_thp, fork, munmap_subpages, mprotect_subpages,
@@ -332,10 +332,7 @@ def split_meets(op, level, seed=0):
     if op not in MEET_OPS:
         raise ValueError(f"op must be one of {', '.join(MEET_OPS)}, not {op!r}")
     m = Machine.boot("8M", patches=level, seed=seed)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
-    head = int(m.walk(pid, [addr])["pfn"][0])
+    pid, addr, head = m.map_thp()
     target = addr + 5 * PAGE_SIZE
     if op == "write fault":
         m.fork(pid)
@@ -471,10 +468,7 @@ def pmd_during_split(level, seed=0):
     where the kernel still has it, ``pmd_trans_splitting()``.
     """
     m = Machine.boot("8M", patches=level, seed=seed)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
-    head = int(m.walk(pid, [addr])["pfn"][0])
+    pid, addr, head = m.map_thp()
     slot = mem.pmd_offset(m.kernel, m.processes[pid], addr)
     result, rec = record(m, m.split_huge_page, head)
     has = m.kernel.has("pmd_trans_splitting")
@@ -511,10 +505,7 @@ def pmd_problem(seed=0, levels=(0, 8)):
     level = int(rng.choice(levels))
     kind = str(rng.choice(list(_PMD_QUESTIONS)))
     m = Machine.boot("8M", patches=level, seed=seed)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
-    head = int(m.walk(pid, [addr])["pfn"][0])
+    pid, addr, head = m.map_thp()
     slot = mem.pmd_offset(m.kernel, m.processes[pid], addr)
     _, rec = record(m, m.split_huge_page, head)
     history = pmd_history(rec, slot)
@@ -532,10 +523,7 @@ def pmd_problem(seed=0, levels=(0, 8)):
 
 def _futex_stage(level, seed=0):
     m = Machine.boot("8M", patches=level, seed=seed)
-    pid = m.spawn()
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
-    head = int(m.walk(pid, [addr])["pfn"][0])
+    pid, addr, head = m.map_thp()
     return m, pid, addr, head
 
 

@@ -78,10 +78,7 @@ def _observe(m, fn):
 
 def _thp(m, pid=None):
     """Map and fault one THP in ``pid`` (a new process by default); return ``(pid, addr, head)``."""
-    pid = m.spawn() if pid is None else pid
-    addr = m.mmap(pid, HPAGE_PMD_SIZE)
-    m.touch(pid, addr, HPAGE_PMD_SIZE)
-    return pid, addr, int(m.walk(pid, [addr])["pfn"][0])
+    return m.map_thp(pid)
 
 
 def _ranges(values):
