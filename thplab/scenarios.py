@@ -164,9 +164,7 @@ def _fmt(result):
 def fault_thp(run):
     """mmap 2 MiB (MADV_HUGEPAGE) and write to it: one THP fault."""
     m = run.machine
-    run.pid = m.spawn()
-    run.addr = m.mmap(run.pid, HPAGE_PMD_SIZE)
-    m.touch(run.pid, run.addr, HPAGE_PMD_SIZE)
+    run.pid, run.addr, _ = m.map_thp()
     run.head = int(compound_head(m.mem_map, m.walk(run.pid, [run.addr])["pfn"][0]))
 
 
