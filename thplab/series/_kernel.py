@@ -8,7 +8,6 @@ Shared code calls ``k.get_page(...)``; it never asks which level it runs at.
 
 import difflib
 import inspect
-import threading
 import types
 from dataclasses import dataclass, field
 
@@ -87,7 +86,6 @@ class Kernel:
             for name, why in patch.removed.items():
                 self._history.setdefault(name, []).append((patch, None))
                 self._table[name] = _Removed(name, patch, why)
-        self._local = threading.local()
 
     def __getattr__(self, name):
         table = self.__dict__.get("_table")
@@ -149,7 +147,7 @@ class Kernel:
             tracer.point(name, detail)
 
 
-def function_diff(patch, name, level_kernel_cls=None):
+def function_diff(patch, name):
     """Unified diff of ``name`` before and after ``patch``, from the model's sources."""
     from . import BASE, PATCHES
 
