@@ -45,7 +45,6 @@ BASE = Patch(
 replaces = BASE.replaces
 
 #: ``enum vm_event_item`` THP events under their /proc/vmstat names (v3.14).
-
 BASE.data["VM_EVENTS"] = ("thp_fault_alloc", "thp_fault_fallback", "thp_collapse_alloc",
                           "thp_collapse_alloc_failed", "thp_split", "thp_zero_page_alloc",
                           "thp_zero_page_alloc_failed")

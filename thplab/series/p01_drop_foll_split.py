@@ -6,6 +6,8 @@ explicitly and handle failure: migration reports ``-EBUSY`` for a page
 whose THP could not be split.
 """
 
+from .. import memory as mem
+from .. import pgtable as pt
 from ..migrate import migrate_one
 from ..page_flags import PageCompound, compound_head
 from ..params import EBUSY, EFAULT, FOLL_GET
@@ -26,15 +28,13 @@ P01 = Patch(
     link="https://lore.kernel.org/linux-mm/1402329861-7037-2-git-send-email-kirill.shutemov@linux.intel.com/",
     capabilities={"foll_split": False},
 )
-
+# Patch 01 also deletes the FOLL_SPLIT paragraph of transhuge.txt: its TRANSHUGE_DOC
+# is set in series/__init__.py, next to the text it is cut from.
 
 
 @P01.replaces
 def follow_page_mask(k, vma, address, flags, nr):
     """Mirrors ``follow_page_mask()`` after patch 01: no ``FOLL_SPLIT`` branch."""
-    from .. import memory as mem
-    from .. import pgtable as pt
-
     pmdp = mem.pmd_offset(k, vma.mm, address)
     if pmdp is None or mem.entry(k, pmdp) == 0:
         return None
