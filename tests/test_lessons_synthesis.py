@@ -1,10 +1,10 @@
-"""thplab.lessons.synthesis: the helpers of lessons 12-15 say what the model does."""
+"""thplab.lessons.{contract,compare,open_problems,live_lab}: the helpers of lessons 12-15."""
 
 import pytest
 
 from thplab import Machine, costs, live, widgets
 from thplab.invariants import mapping_counts
-from thplab.lessons import synthesis as syn
+from thplab.lessons import compare, contract, live_lab, open_problems
 from thplab.params import EBUSY, HPAGE_PMD_NR
 from thplab.scenarios import SCENARIOS
 
@@ -13,70 +13,70 @@ from thplab.scenarios import SCENARIOS
 
 @pytest.mark.parametrize("level", [0, 1, 5, 9, 10])
 def test_transhuge_doc_is_the_kernels(level):
-    assert syn.transhuge_doc(level) == Machine.boot("4M", patches=level).kernel.TRANSHUGE_DOC
+    assert contract.transhuge_doc(level) == Machine.boot("4M", patches=level).kernel.TRANSHUGE_DOC
 
 
 def test_doc_diff_patch_01_drops_only_the_foll_split_paragraph():
-    diff = syn.doc_diff(0, 1)
+    diff = contract.doc_diff(0, 1)
     changed = [line for line in diff.splitlines() if line.startswith("== ") and "unchanged" not in line]
     assert changed == ["== get_user_pages and follow_page: rewritten"]
     assert "-In case you can't handle compound pages" in diff and "\n+" not in diff
 
 
 def test_doc_diff_patch_10_rewrites_every_section():
-    diff = syn.doc_diff(1, 10)
+    diff = contract.doc_diff(1, 10)
     assert "unchanged" not in diff
     assert "== compound_lock, get_user_pages and put_page: section removed" in diff
     assert "== Refcounts and transparent huge pages: new section" in diff
     assert "+split_huge_pmd(vma, pmd, addr)" in diff
-    assert syn.doc_diff(9, 10).split("\n", 1)[1] == diff.split("\n", 1)[1]
+    assert contract.doc_diff(9, 10).split("\n", 1)[1] == diff.split("\n", 1)[1]
 
 
 def test_doc_sections_mark_empty_and_missing_sections():
-    text = syn.doc_sections()
+    text = contract.doc_sections()
     assert "level  1: (empty)" in text
     assert "level 10: (no such section)" in text and "level  0: (no such section)" in text
 
 
 def test_every_promise_is_kept_at_level_10():
-    for promise, holds, evidence in syn.check_promises(10):
+    for promise, holds, evidence in contract.check_promises(10):
         assert holds, (promise.text, evidence)
 
 
 def test_level_0_breaks_the_new_promises_it_can():
-    verdicts = {p.text: holds for p, holds, _ in syn.check_promises(0)}
-    texts = [p.text for p in syn.PROMISES]
+    verdicts = {p.text: holds for p, holds, _ in contract.check_promises(0)}
+    texts = [p.text for p in contract.PROMISES]
     assert [verdicts[t] for t in texts] == [None, None, None, None, True, False, False, False,
                                             True, False, True, True]
 
 
 def test_contract_table_lists_every_promise_at_both_levels():
-    text = syn.contract_table()
-    assert text.count("L10 kept") == len(syn.PROMISES)
-    assert text.count("L0 ") == len(syn.PROMISES)
+    text = contract.contract_table()
+    assert text.count("L10 kept") == len(contract.PROMISES)
+    assert text.count("L0 ") == len(contract.PROMISES)
 
 
 def test_random_state_is_reproducible_and_consistent():
-    a, b = syn.random_state(10, 7), syn.random_state(10, 7)
+    a, b = contract.random_state(10, 7), contract.random_state(10, 7)
     assert a.log == b.log
     assert a.machine.mem_map.tobytes() == b.machine.mem_map.tobytes()
     a.machine.check()
-    assert syn.random_state(10, 8).log != a.log
+    assert contract.random_state(10, 8).log != a.log
 
 
 def test_split_huge_pmd_never_fails_and_keeps_the_compound_page_from_level_4():
-    new = syn.split_huge_pmd_trials(10, 25)
+    new = contract.split_huge_pmd_trials(10, 25)
     assert not new["failures"] and new["pmds"] > 25
     assert new["compound_kept"] == new["pmds"]
-    old = syn.split_huge_pmd_trials(0, 25)
+    old = contract.split_huge_pmd_trials(0, 25)
     assert not old["failures"] and old["compound_kept"] == 0
 
 
 def test_split_huge_page_fails_exactly_when_pinned_at_level_10_only():
-    new = syn.split_huge_page_trials(10, 25)
+    new = contract.split_huge_page_trials(10, 25)
     assert new["disagree"] == 0 and new["pinned"] > 0 and not new["problems"]
     assert new["ebusy_pinned"] == new["pinned"]
-    old = syn.split_huge_page_trials(0, 25)
+    old = contract.split_huge_page_trials(0, 25)
     assert old["ebusy_pinned"] == 0 and old["disagree"] == old["pinned"] > 0
 
 
@@ -87,17 +87,17 @@ def test_huge_pmds_finds_each_process_mapping():
     m.touch(pid, addr, 4 << 20)
     child = m.fork(pid)
     m.split_huge_pmd(child, addr)
-    assert syn.huge_pmds(m) == [(pid, addr), (pid, addr + (2 << 20)), (child, addr + (2 << 20))]
+    assert contract.huge_pmds(m) == [(pid, addr), (pid, addr + (2 << 20)), (child, addr + (2 << 20))]
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_split_pmd_problem_counts_the_pmds_still_huge(seed):
-    p = syn.SplitPmdProblem.generate(seed)
+    p = contract.SplitPmdProblem.generate(seed)
     forks = sum(s.startswith("fork") for s in p.steps)
     pre = sum(s.startswith("split_huge_pmd") for s in p.steps)
     assert p.answer == forks + 1 - pre
     assert p.check(p.answer)[0] and not p.check(p.answer + 1)[0]
-    assert p.render() == syn.SplitPmdProblem.generate(seed).render()
+    assert p.render() == contract.SplitPmdProblem.generate(seed).render()
     assert p.render().startswith(f"ARG seed {seed}\nARG level 10")
 
 
@@ -106,47 +106,47 @@ def test_split_pmd_problem_counts_the_pmds_still_huge(seed):
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_compare_scenario_is_deterministic_and_marks_differences(name):
-    text = syn.compare_scenario(name)
-    assert text == syn.compare_scenario(name)
+    text = compare.compare_scenario(name)
+    assert text == compare.compare_scenario(name)
     assert text.startswith(f"== {name}: ")
     for line in text.splitlines():
         assert len(line) <= 110
 
 
 def test_compare_scenario_shows_the_pinned_split_outcomes():
-    text = syn.compare_scenario("fork-pin-split")
+    text = compare.compare_scenario("fork-pin-split")
     row = next(line for line in text.splitlines() if "4. split_huge_page()" in line)
     assert "-> 0; thp_split +1" in row and "-> -16; thp_split_page_failed +1" in row
     assert row.endswith("*")
-    parent = next(line for line in syn.compare_scenario("fork-split-pmd").splitlines()
+    parent = next(line for line in compare.compare_scenario("fork-split-pmd").splitlines()
                   if line.strip().startswith("pid 1"))
     assert "512 PTEs" in parent and "one huge PMD" in parent
 
 
 def test_identity_report_spells_out_both_identities():
-    old = syn.identity_report(SCENARIOS["fork-pin-split"].start(0).run_to(3))
-    new = syn.identity_report(SCENARIOS["fork-pin-split"].start(10).run_to(3))
+    old = compare.identity_report(SCENARIOS["fork-pin-split"].start(0).run_to(3))
+    new = compare.identity_report(SCENARIOS["fork-pin-split"].start(10).run_to(3))
     assert "3 = 2 + 1 + 0" in old and "tail pins = Σ (tail _mapcount + 1) = 1 (subpage 5)" in old
     assert "3 = 2 + 1" in new and "pins = what is left = 1" in new
-    munmap = syn.identity_report(SCENARIOS["partial-munmap"].start(10).run_to(2))
+    munmap = compare.identity_report(SCENARIOS["partial-munmap"].start(10).run_to(2))
     assert "508 = 508 + 0" in munmap
-    assert "no compound page" in syn.identity_report(SCENARIOS["partial-munmap"].start(0).run_to(2))
+    assert "no compound page" in compare.identity_report(SCENARIOS["partial-munmap"].start(0).run_to(2))
 
 
 def test_pinned_split_records_both_kernels():
-    run0, ret0, rec0 = syn.pinned_split(0)
-    run10, ret10, rec10 = syn.pinned_split(10)
+    run0, ret0, rec0 = compare.pinned_split(0)
+    run10, ret10, rec10 = compare.pinned_split(10)
     assert ret0 == 0 and ret10 == -EBUSY
     names0 = [s.name for s in rec0.steps]
     assert any("__split_huge_page_refcount" in n for n in names0)
     assert any("racy check" in s.name for s in rec10.steps)
-    summary = syn.step_summary(rec10, run10.subpages())
+    summary = compare.step_summary(rec10, run10.subpages())
     assert summary.count("CPU0:") == len(rec10.steps)
     assert "thp_split_page_failed 0 -> 1" in summary
 
 
 def test_step_through_shows_what_the_recorder_has():
-    run, _, rec = syn.pinned_split(0)
+    run, _, rec = compare.pinned_split(0)
     view = widgets.StepThrough(rec, pages=run.subpages())
     for i in (0, 3, len(rec.steps) - 1):
         view.slider.value = i
@@ -158,7 +158,7 @@ def test_step_through_shows_what_the_recorder_has():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_cost_problem_answers_from_the_cost_model(seed):
-    p = syn.CostProblem.generate(seed)
+    p = compare.CostProblem.generate(seed)
     c = costs.tail_get_put(p.level)
     assert p.answer == p.nr * (c["get_page"].get(p.kind, 0) + c["put_page"].get(p.kind, 0))
     assert p.check(str(p.answer))[0] and not p.check(p.answer + 1)[0]
@@ -167,12 +167,12 @@ def test_cost_problem_answers_from_the_cost_model(seed):
 
 
 def test_quiz_widget_with_lesson_factories():
-    quiz = widgets.Quiz(seed=3, factory=syn.CostProblem.generate)
+    quiz = widgets.Quiz(seed=3, factory=compare.CostProblem.generate)
     quiz.answer.value = str(quiz.problem.answer)
     assert quiz.check()
     quiz.new_button.click()
     assert quiz.problem.seed == 4 and quiz.answer.value == ""
-    quiz = widgets.Quiz(seed=2, factory=syn.SplitPmdProblem.generate)
+    quiz = widgets.Quiz(seed=2, factory=contract.SplitPmdProblem.generate)
     quiz.answer.value = "0"
     assert not quiz.check() and "Not quite" in quiz.feedback.value
 
@@ -181,44 +181,44 @@ def test_quiz_widget_with_lesson_factories():
 
 
 def test_partial_munmap_workload_holds_memory_only_at_level_10():
-    old, new = syn.partial_munmap_workload(0), syn.partial_munmap_workload(10)
+    old, new = open_problems.partial_munmap_workload(0), open_problems.partial_munmap_workload(10)
     assert old["unmapped_kb"] == new["unmapped_kb"] and old["mapped_kb"] == new["mapped_kb"]
     assert old["held_kb"] == 0 and old["anon_kb"] == old["mapped_kb"] and old["thps"] == 0
     assert new["held_kb"] == new["unmapped_kb"] and new["anon_kb"] == 16 * 2048 and new["thps"] == 16
-    assert "held" in syn.workload_text()
+    assert "held" in open_problems.workload_text()
 
 
 def test_held_memory_sweep_reaches_512_times():
-    sweep = syn.held_memory_sweep(unmapped=(0, 256, 511), nr_thps=2)
+    sweep = open_problems.held_memory_sweep(unmapped=(0, 256, 511), nr_thps=2)
     assert sweep["mapped_kb"] == [4096, 2048, 8]
     assert sweep["held_kb"] == {0: [0, 0, 0], 10: [0, 2048, 4088]}
     assert sweep["anon_kb"][10] == [4096] * 3 and sweep["anon_kb"][0] == sweep["mapped_kb"]
-    assert syn.sweep_text(sweep).splitlines()[-2].endswith("512x")
+    assert open_problems.sweep_text(sweep).splitlines()[-2].endswith("512x")
 
 
 def test_unaligned_vmas_span_compound_pages_at_level_10_only():
-    new = syn.vma_text(*syn.unaligned_vmas(10)[:2])
+    new = open_problems.vma_text(*open_problems.unaligned_vmas(10)[:2])
     assert "3 VMA(s)" in new and new.count("(2 VMAs)") == 2
     assert "subpages 0-255" in new and "subpages 256-511" in new
-    old = syn.vma_text(*syn.unaligned_vmas(0)[:2])
+    old = open_problems.vma_text(*open_problems.unaligned_vmas(0)[:2])
     assert old.endswith("several VMAs: none") and "ordinary 4 KiB pages" in old
 
 
 def test_mapcount_ambiguity_identical_struct_pages_different_page_tables():
-    states = syn.mapcount_ambiguity()
+    states = open_problems.mapcount_ambiguity()
     (ma, *_, ha), (mb, *_, hb) = states["A"], states["B"]
     assert ma.mem_map[ha:ha + HPAGE_PMD_NR].tobytes() == mb.mem_map[hb:hb + HPAGE_PMD_NR].tobytes()
     assert mapping_counts(ma)["pmd_maps"][ha] == 1 and mapping_counts(mb)["pmd_maps"][hb] == 0
-    text = syn.ambiguity_text(states)
+    text = open_problems.ambiguity_text(states)
     assert "equal: yes" in text
 
 
 def test_cow_reuse_copies_although_head_mapcount_says_reuse():
-    r = syn.cow_reuse()
+    r = open_problems.cow_reuse()
     assert r["naive_reuse"] and r["tails_mapped"] == 511
     assert r["decision"] == "copy" and r["events"] == {"thp_fault_alloc": 1}
     assert r["child_pfn"] == r["head"] + 5 and r["parent_pfn"] != r["head"]
-    assert "naive rule says reuse" in syn.cow_text(r)
+    assert "naive rule says reuse" in open_problems.cow_text(r)
 
 
 # ------------------------------------------------------------------ lesson 15
@@ -226,13 +226,13 @@ def test_cow_reuse_copies_although_head_mapcount_says_reuse():
 
 def test_format_experiment_is_one_recorded_experiment():
     run = live.load_recorded()
-    text = syn.format_experiment(run, "pin")
+    text = live_lab.format_experiment(run, "pin")
     assert "RECORDED" in text and "== pin:" in text and "== fork:" not in text
 
 
 def test_verdict_table_counts_every_compared_row():
     run = live.load_recorded()
-    text = syn.verdict_table(run)
+    text = live_lab.verdict_table(run)
     assert text.startswith(f"RECORDED: Linux {run.kernel}")
     for line in text.splitlines()[2:]:
         name, rows, *counts = line.split()
@@ -242,18 +242,18 @@ def test_verdict_table_counts_every_compared_row():
 
 @pytest.mark.parametrize("seed", range(10))
 def test_live_question_answers_with_the_observation(seed):
-    q = syn.LiveQuestion.generate(seed)
+    q = live_lab.LiveQuestion.generate(seed)
     result = live.load_recorded().experiments[q.experiment]
     row = next(r for r in live.compare(result) if r.step == q.step and r.quantity == q.quantity)
     assert q.answer == row.observed
     assert q.check(q.answer)[0] and "RECORDED" in q.render()
-    assert q.render() == syn.LiveQuestion.generate(seed).render()
+    assert q.render() == live_lab.LiveQuestion.generate(seed).render()
 
 
 def test_live_report_explains_when_the_kernel_does_not_allow(monkeypatch):
     monkeypatch.setattr(live, "thp_unavailable_reason", lambda: "THP disabled: enabled is [never]")
     monkeypatch.setattr(live, "run_all", lambda *a, **k: pytest.fail("must not run"))
-    run, text = syn.live_report()
+    run, text = live_lab.live_report()
     assert run is None and "THP disabled" in text and "recorded run" in text
 
 
@@ -261,7 +261,7 @@ def test_live_report_explains_when_the_kernel_does_not_allow(monkeypatch):
 
 
 def test_costs_by_label_feeds_plot_costs():
-    bars = syn.costs_by_label((0, 10))
+    bars = compare.costs_by_label((0, 10))
     assert list(bars) == ["get_page(tail), level 0", "put_page(tail), level 0",
                           "get_page(tail), level 10", "put_page(tail), level 10"]
     assert bars["put_page(tail), level 0"] == costs.tail_get_put(0)["put_page"]
@@ -269,22 +269,22 @@ def test_costs_by_label_feeds_plot_costs():
 
 def test_held_series_labels_levels():
     sweep = {"held_kb": {0: [0, 0], 10: [0, 8]}}
-    assert syn.held_series(sweep) == {"level 0 (old kernel)": [0, 0], "level 10 (RFC v1)": [0, 8]}
+    assert open_problems.held_series(sweep) == {"level 0 (old kernel)": [0, 0], "level 10 (RFC v1)": [0, 8]}
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_pmd_count_problem_reads_the_page_tables(seed):
-    p = syn.PmdCountProblem.generate(seed)
+    p = open_problems.PmdCountProblem.generate(seed)
     pids = 1 + sum(s.startswith("fork") for s in p.steps)
     split = sum(s.startswith("split_huge_pmd") for s in p.steps)
     unmapped = sum(s.startswith("munmap") for s in p.steps)
     assert p.answer == pids - split
     assert p.mapcount == p.answer + split - unmapped
-    assert p.check(p.answer)[0] and p.render() == syn.PmdCountProblem.generate(seed).render()
+    assert p.check(p.answer)[0] and p.render() == open_problems.PmdCountProblem.generate(seed).render()
 
 
 def test_cow_pte_reuse_shares_the_page_from_level_4():
-    text = syn.cow_pte_reuse(levels=(0, 4, 10))
+    text = open_problems.cow_pte_reuse(levels=(0, 4, 10))
     lines = text.splitlines()
     assert "level  0: page_mapcount(subpage 7) = 2 -> copy" in lines[1]
     assert "level  4: page_mapcount(subpage 7) = 1 -> reuse" in text
@@ -292,11 +292,11 @@ def test_cow_pte_reuse_shares_the_page_from_level_4():
 
 
 def test_live_question_says_who_answered():
-    q = syn.LiveQuestion.generate(4)
+    q = live_lab.LiveQuestion.generate(4)
     assert f"the recorded kernel reported {q.answer}" in q.check(q.answer + 1)[1]
 
 
 def test_live_status_is_text_and_never_raises(monkeypatch):
     monkeypatch.setattr(live, "thp_unavailable_reason", lambda: "not Linux (sys.platform is 'x')")
-    text = syn.live_status()
+    text = live_lab.live_status()
     assert text.startswith("kernel: Linux ") and "cannot run here (not Linux" in text

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from thplab.lessons import synthesis
+from thplab.lessons import compare
 from thplab.widgets import describe_step
 
 from . import drive
@@ -52,7 +52,7 @@ def test_step_through_of_pinned_split_matches_the_recorder(lab_page, lab, level)
     open_notebook(page, lab, LESSON)
     run_all_cells(page)
 
-    run, result, rec = synthesis.pinned_split(level)
+    run, result, rec = compare.pinned_split(level)
     pages = run.subpages()
     last = len(rec.steps) - 1
     title = f"split_huge_page() of a pinned THP, level {level} -> {result}"
