@@ -22,6 +22,21 @@ from .scenarios import Scenario, fault_thp, munmap_subpages, pin_subpage, split_
 KINDS = ("page_count", "tail_mapcount", "split_result", "held_pages")
 
 
+def check_number(guess, answer, explanation, who="the model says"):
+    """``(correct, message)`` for a whole-number guess -- decimal, or hex like ``0x1f``."""
+    text = str(guess).strip().replace("_", "")
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            return False, f"Please answer with a whole number (you typed {guess!r})."
+    if value == answer:
+        return True, f"Right: {answer}. {explanation}"
+    return False, f"Not quite: you said {value}, {who} {answer}. {explanation}"
+
+
 @dataclass
 class Exercise:
     """A predict-then-reveal question whose answer the model computed.
@@ -50,13 +65,7 @@ class Exercise:
 
     def check(self, guess):
         """``(correct, message)`` for a learner's guess (a whole number; hex like 0x1f is fine)."""
-        try:
-            value = int(str(guess).strip().replace("_", ""), 0)
-        except ValueError:
-            return False, f"Please answer with a whole number (you typed {guess!r})."
-        if value == self.answer:
-            return True, f"Right: {self.answer}. {self.explanation}"
-        return False, f"Not quite: you said {value}, the model says {self.answer}. {self.explanation}"
+        return check_number(guess, self.answer, self.explanation)
 
 
 @dataclass

@@ -46,13 +46,3 @@ def _ranges(values):
 
 def _boot(level, mem="16M", seed=0):
     return Machine.boot(mem, patches=level, seed=seed)
-
-
-def _check_int(guess, answer, explanation, who="the model says"):
-    try:
-        value = int(str(guess).strip())
-    except ValueError:
-        return False, f"Please answer with a whole number (you typed {guess!r})."
-    if value == answer:
-        return True, f"Right: {answer}. {explanation}"
-    return False, f"Not quite: you said {value}, {who} {answer}. {explanation}"

@@ -18,7 +18,8 @@ from ..page_flags import PageHead, Use
 from ..params import HPAGE_PMD_NR
 from ..scenarios import SCENARIOS, WATCH
 from ..trace import record
-from ._common import _ranges, _check_int
+from ..problems import check_number
+from ._common import _ranges
 
 __all__ = ["compare_scenario", "identity_report", "pinned_split", "step_summary", "CostProblem",
            "costs_by_label"]
@@ -216,7 +217,7 @@ class CostProblem:
             f"How many '{self.kind}' operations do these calls cost in all?"])
 
     def check(self, guess):
-        return _check_int(guess, self.answer, self.explanation)
+        return check_number(guess, self.answer, self.explanation)
 
 
 def costs_by_label(levels=(0, 10)):

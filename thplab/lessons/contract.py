@@ -21,7 +21,8 @@ from ..machine import Machine
 from ..page_flags import PageCompound, PageHead
 from ..params import EBUSY, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 from ..series import BASE, PATCHES
-from ._common import _REFUSED, _events, _observe, _thp, _boot, _check_int
+from ..problems import check_number
+from ._common import _REFUSED, _events, _observe, _thp, _boot
 
 __all__ = ["DOC_LEVELS", "transhuge_doc", "doc_sections", "doc_diff", "Promise", "PROMISES",
            "check_promises", "contract_table", "RandomState", "random_state", "huge_pmds",
@@ -479,4 +480,4 @@ class SplitPmdProblem:
         return "\n".join(lines)
 
     def check(self, guess):
-        return _check_int(guess, self.answer, self.explanation)
+        return check_number(guess, self.answer, self.explanation)

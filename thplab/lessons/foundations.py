@@ -15,6 +15,7 @@ from .. import pgtable as pt
 from ..machine import Machine
 from ..page_flags import PageTail, compound_head, flag_names
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE
+from ..problems import check_number
 
 __all__ = [
     "Lesson", "LESSONS", "lesson", "lesson_heading", "lesson_link", "lesson_map",
@@ -231,13 +232,6 @@ def walk_text(machine, pid, address):
     return "\n".join(lines)
 
 
-def _check_int(guess):
-    try:
-        return int(str(guess).strip(), 0)
-    except ValueError:
-        return None
-
-
 @dataclass
 class _Question:
     """A seeded question answered by the model: ``render()``, ``check(guess)``, ``answer``."""
@@ -253,12 +247,7 @@ class _Question:
         return "\n".join(lines)
 
     def check(self, guess):
-        value = _check_int(guess)
-        if value is None:
-            return False, f"Please answer with a whole number (you typed {guess!r})."
-        if value == self.answer:
-            return True, f"Right: {self.answer}. {self.explanation}"
-        return False, f"Not quite: you said {value}, the model says {self.answer}. {self.explanation}"
+        return check_number(guess, self.answer, self.explanation)
 
 
 _LEVEL_BITS = {"PGD": "47..39", "PUD": "38..30", "PMD": "29..21", "PTE": "20..12"}

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._common import _check_int
+
+from ..problems import check_number
 
 __all__ = ["format_experiment", "verdict_table", "LiveQuestion", "live_status", "live_report"]
 
@@ -102,7 +103,7 @@ class LiveQuestion:
             + (" (a /proc/vmstat delta)" if self.quantity.startswith(("thp_", "nr_")) else "")])
 
     def check(self, guess):
-        return _check_int(guess, self.answer, self.explanation, who=f"the {self.source} kernel reported")
+        return check_number(guess, self.answer, self.explanation, who=f"the {self.source} kernel reported")
 
 
 def live_status():

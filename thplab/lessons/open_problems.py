@@ -16,7 +16,8 @@ from ..invariants import held_pages, mapping_counts
 from ..machine import Machine
 from ..page_flags import PageCompound, PageHead, Use, compound_head
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
-from ._common import KIB, _events, _observe, _thp, _ranges, _boot, _check_int
+from ..problems import check_number
+from ._common import KIB, _events, _observe, _thp, _ranges, _boot
 
 __all__ = ["held_series", "PmdCountProblem", "partial_munmap_workload", "workload_text",
            "held_memory_sweep", "sweep_text", "unaligned_vmas", "vma_text", "mapcount_ambiguity",
@@ -310,7 +311,7 @@ class PmdCountProblem:
         return "\n".join(lines)
 
     def check(self, guess):
-        return _check_int(guess, self.answer, self.explanation)
+        return check_number(guess, self.answer, self.explanation)
 
 
 def cow_pte_reuse(levels=(0, 10), subpage=7):
