@@ -130,3 +130,19 @@ def test_map_thp_returns_a_pmd_mapped_thp_or_minus_one_without_one():
     pid, addr, head = m.map_thp()
     assert head == -1 and (m.walk(pid, [addr, addr + (1 << 20)])["level"] == 1).all()
     m.check()
+
+
+def test_cli_lists_every_simplification_marked_in_the_source(capsys):
+    import re
+    from pathlib import Path
+
+    from thplab.__main__ import simplifications
+
+    root = Path(__file__).resolve().parents[1] / "thplab"
+    marked = sum(len(re.findall("SIMPLIFICATION" + ":", p.read_text()))
+                 for p in root.rglob("*.py") if p.name != "__main__.py")
+    notes = simplifications()
+    assert len(notes) == marked >= 10
+    assert all(text and not text.startswith('"') for _, text in notes)
+    assert main(["simplifications"]) == 0
+    assert "thplab/smp.py" in capsys.readouterr().out

@@ -6,6 +6,7 @@
     python -m thplab race split-vs-gup-fast --level 0
     python -m thplab costs
     python -m thplab live [--recorded]            # the real kernel next to the model
+    python -m thplab simplifications              # every place the model knowingly differs
 """
 
 import argparse
@@ -40,6 +41,7 @@ def main(argv=None):
     ra.add_argument("--level", type=int, action="append")
     sub.add_parser("costs", help="atomic operations of get_page/put_page on a tail, per level")
     sub.add_parser("live", help="the real kernel next to the model (see python -m thplab live --help)")
+    sub.add_parser("simplifications", help="list every SIMPLIFICATION marked in the model's source")
     args = ap.parse_args(argv)
 
     if args.command == "scenario":
@@ -59,7 +61,43 @@ def main(argv=None):
             print(race.outcome(), end="\n\n")
     elif args.command == "costs":
         print(cost_table())
+    elif args.command == "simplifications":
+        for where, text in simplifications():
+            print(f"{where}\n    {text}\n")
     return 0
+
+
+def simplifications():
+    """``(file:line, text)`` of every ``SIMPLIFICATION:`` note in the package, in file order.
+
+    A note is a comment (it goes on while the following lines are comments)
+    or a docstring paragraph (it goes on to the next blank line).
+    """
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    marker = "SIMPLIFICATION" + ":"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if marker not in line:
+                continue
+            comment = line.split(marker)[0].strip().startswith("#")
+            text = [line.split(marker, 1)[1]]
+            for more in lines[i + 1:]:
+                more = more.strip()
+                if marker in more or (comment and not more.startswith("#")) or (not comment and not more):
+                    break
+                text.append(more.lstrip("#:").replace('"""', ""))
+                if not comment and more.endswith('"""'):
+                    break
+            note = re.sub(r"\s+", " ", " ".join(text)).strip()
+            found.append((f"thplab/{path.relative_to(root)}:{i + 1}", note))
+    return found
 
 
 if __name__ == "__main__":
