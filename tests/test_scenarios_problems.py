@@ -146,3 +146,13 @@ def test_cli_lists_every_simplification_marked_in_the_source(capsys):
     assert all(text and not text.startswith('"') for _, text in notes)
     assert main(["simplifications"]) == 0
     assert "thplab/smp.py" in capsys.readouterr().out
+
+
+def test_cli_patch_prints_card_functions_and_diffs(capsys):
+    assert main(["patch", "4", "--diff"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[PATCH, RFC 04/10] thp: PMD splitting without splitting compound page")
+    assert "replaces: " in out and "__split_huge_pmd()" in out and "removes:  __split_huge_page()" in out
+    assert "+@P04.replaces" in out
+    with pytest.raises(SystemExit):
+        main(["patch", "11"])

@@ -5,6 +5,7 @@
     python -m thplab problem --seed 7 -c         # ... and its answer (OSTEP's -c)
     python -m thplab race split-vs-gup-fast --level 0
     python -m thplab costs
+    python -m thplab patch 4 [--diff]             # a patch's card and the functions it changes
     python -m thplab live [--recorded]            # the real kernel next to the model
     python -m thplab simplifications              # every place the model knowingly differs
 """
@@ -40,6 +41,9 @@ def main(argv=None):
     ra.add_argument("name", choices=sorted(RACES))
     ra.add_argument("--level", type=int, action="append")
     sub.add_parser("costs", help="atomic operations of get_page/put_page on a tail, per level")
+    pa = sub.add_parser("patch", help="a patch of the series: its card and the kernel functions it changes")
+    pa.add_argument("number", type=int, choices=range(1, 11), metavar="N", help="patch number 1-10")
+    pa.add_argument("--diff", action="store_true", help="also print the model's diff of each function")
     sub.add_parser("live", help="the real kernel next to the model (see python -m thplab live --help)")
     sub.add_parser("simplifications", help="list every SIMPLIFICATION marked in the model's source")
     args = ap.parse_args(argv)
@@ -61,6 +65,16 @@ def main(argv=None):
             print(race.outcome(), end="\n\n")
     elif args.command == "costs":
         print(cost_table())
+    elif args.command == "patch":
+        from .series import PATCHES, changed_functions, function_diff, patch_card
+
+        print(patch_card(args.number))
+        replaced, removed = changed_functions(args.number)
+        print("  replaces: " + (", ".join(f"{n}()" for n in replaced) or "-"))
+        print("  removes:  " + (", ".join(f"{n}()" for n in removed) or "-"))
+        if args.diff:
+            for name in replaced:
+                print("\n" + (function_diff(PATCHES[args.number - 1], name) or f"{name}() is new here."))
     elif args.command == "simplifications":
         for where, text in simplifications():
             print(f"{where}\n    {text}\n")

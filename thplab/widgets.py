@@ -16,7 +16,10 @@ from .errors import ThplabError
 from .problems import Problem
 from .races import RACES
 from .scenarios import SCENARIOS
-from .series import BASE, PATCHES, function_diff
+from .series import PATCHES, function_diff, patch_card
+
+__all__ = ["AddressSlicer", "ScenarioExplorer", "StepThrough", "RaceView", "Quiz", "PatchDiff",
+           "describe_step", "level_name", "level_labels", "patch_card"]
 
 _PRE = "<pre style='font-size:12px;line-height:1.3;margin:0'>{}</pre>"
 
@@ -313,13 +316,3 @@ class PatchDiff(_View):
         else:
             text = function_diff(self.patch, name) or f"{name}() is new in this patch."
         self.output.value = _pre(text)
-
-
-def patch_card(number):
-    """Text card of a patch: subject, files, what and why, where to read it."""
-    p = BASE if number == 0 else PATCHES[number - 1]
-    files = "\n".join(f"    {path}: {lines}" for path, lines in p.files.items())
-    src = "" if p.source == "posted" else ("\n  NOTE: this patch's email is not in the public archive; "
-                                           "the model reconstructs it (see the module docstring).")
-    return (f"{p.title if number else p.subject}\n  files (lines changed, from the cover letter's diffstat):\n"
-            f"{files}\n  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}{src}")

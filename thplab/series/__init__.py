@@ -25,4 +25,23 @@ P01.data["TRANSHUGE_DOC"] = {
     section: (text.split("In case")[0].strip() if section == "get_user_pages and follow_page" else text)
     for section, text in OLD_DOC.items()}
 
-__all__ = ["BASE", "PATCHES", "Kernel", "Patch", "function_diff", "OLD_DOC", "NEW_DOC"]
+
+
+def patch_card(number):
+    """Text card of patch ``number`` (0 = the kernel before the series): subject, files, what, why, where."""
+    p = BASE if number == 0 else PATCHES[number - 1]
+    files = "\n".join(f"    {path}: {lines}" for path, lines in p.files.items())
+    src = "" if p.source == "posted" else ("\n  NOTE: this patch's email is not in the public archive; "
+                                           "the model reconstructs it (see the module docstring).")
+    return (f"{p.title if number else p.subject}\n  files (lines changed, from the cover letter's diffstat):\n"
+            f"{files}\n  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}{src}")
+
+
+def changed_functions(number):
+    """Kernel functions patch ``number`` replaces and removes: ``(replaced, removed)``, sorted."""
+    p = PATCHES[number - 1]
+    return sorted(n for n in p.functions), sorted(p.removed)
+
+
+__all__ = ["BASE", "PATCHES", "Kernel", "Patch", "function_diff", "patch_card", "changed_functions",
+           "OLD_DOC", "NEW_DOC"]
