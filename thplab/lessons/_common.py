@@ -27,11 +27,6 @@ def _observe(m, fn):
     return result, _delta(before, m.vmstat.as_dict())
 
 
-def _thp(m, pid=None):
-    """Map and fault one THP in ``pid`` (a new process by default); return ``(pid, addr, head)``."""
-    return m.map_thp(pid)
-
-
 def _ranges(values):
     """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
     values = np.asarray(values, dtype=np.int64)

@@ -22,7 +22,7 @@ from ..page_flags import PageCompound, PageHead
 from ..params import EBUSY, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 from ..series import BASE, PATCHES
 from ..problems import check_number
-from ._common import _REFUSED, _events, _observe, _thp, _boot
+from ._common import _REFUSED, _events, _observe, _boot
 
 __all__ = ["DOC_LEVELS", "transhuge_doc", "doc_sections", "doc_diff", "Promise", "PROMISES",
            "check_promises", "contract_table", "RandomState", "random_state", "huge_pmds",
@@ -110,7 +110,7 @@ class Promise:
 
 def _promise_split_all_pmds(level):
     m = _boot(level)
-    pid, _, head = _thp(m)
+    pid, _, head = m.map_thp()
     m.fork(pid)
     m.fork(pid)
     ret, delta = _observe(m, lambda: m.split_huge_page(head))
@@ -122,7 +122,7 @@ def _promise_split_all_pmds(level):
 
 def _promise_split_fails_if_pinned(level):
     m = _boot(level)
-    pid, addr, head = _thp(m)
+    pid, addr, head = m.map_thp()
     m.get_user_pages_fast(pid, addr + 5 * PAGE_SIZE)
     ret, delta = _observe(m, lambda: m.split_huge_page(head))
     evidence = f"pin on subpage 5: split_huge_page() -> {ret}; {_events(delta)}"
@@ -134,7 +134,7 @@ def _promise_split_fails_if_pinned(level):
 def _promise_split_pmd_on(op):
     def check(level):
         m = _boot(level)
-        pid, addr, head = _thp(m)
+        pid, addr, head = m.map_thp()
         if op == "mprotect":
             call = "mprotect(subpages 8-15, PROT_READ)"
             _, delta = _observe(m, lambda: m.mprotect(pid, addr + 8 * PAGE_SIZE, 8 * PAGE_SIZE, "r"))
@@ -151,7 +151,7 @@ def _promise_split_pmd_on(op):
 
 def _promise_gup_as_usual(level):
     m = _boot(level)
-    pid, addr, head = _thp(m)
+    pid, addr, head = m.map_thp()
     pages = m.get_user_pages(pid, addr + 5 * PAGE_SIZE)
     huge = int(m.walk(pid, [addr])["level"][0]) == 2
     return (int(pages[0]) == head + 5 and huge,
@@ -170,7 +170,7 @@ def _promise_names(present, absent):
 
 def _promise_head_refcounting(level):
     m = _boot(level)
-    pid, addr, head = _thp(m)
+    pid, addr, head = m.map_thp()
     tail = head + 5
 
     def fields():
@@ -187,7 +187,7 @@ def _promise_head_refcounting(level):
 
 def _promise_split_distributes(level):
     m = _boot(level)
-    pid, addr, head = _thp(m)
+    pid, addr, head = m.map_thp()
     child = m.fork(pid)
     m.munmap(child, addr + 100 * PAGE_SIZE, 50 * PAGE_SIZE)
     ret = m.split_huge_page(head) if PageCompound(m.mem_map, head) else "not needed (already split)"
@@ -459,7 +459,7 @@ class SplitPmdProblem:
         forks = int(rng.integers(0, 4))
         pre_split = int(rng.integers(0, forks + 2))
         m = _boot(level, seed=seed)
-        pid, addr, head = _thp(m)
+        pid, addr, head = m.map_thp()
         pids = [pid] + [m.fork(pid) for _ in range(forks)]
         steps = ["fault a THP in pid 1"] + [f"fork() -> pid {p}" for p in pids[1:]]
         for p in pids[:pre_split]:

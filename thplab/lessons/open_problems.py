@@ -17,7 +17,7 @@ from ..machine import Machine
 from ..page_flags import PageCompound, PageHead, Use, compound_head
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 from ..problems import check_number
-from ._common import KIB, _events, _observe, _thp, _ranges, _boot
+from ._common import KIB, _events, _observe, _ranges, _boot
 
 __all__ = ["held_series", "PmdCountProblem", "partial_munmap_workload", "workload_text",
            "held_memory_sweep", "sweep_text", "unaligned_vmas", "vma_text", "mapcount_ambiguity",
@@ -164,7 +164,7 @@ def vma_text(m, pid):
 def _state_pmd(level, seed):
     """Parent maps the THP with its PMD; a child maps subpages 1-511 with PTEs."""
     m = Machine.boot("16M", patches=level, seed=seed)
-    pid, addr, head = _thp(m)
+    pid, addr, head = m.map_thp()
     child = m.fork(pid)
     m.split_huge_pmd(child, addr)
     m.munmap(child, addr, PAGE_SIZE)
@@ -174,7 +174,7 @@ def _state_pmd(level, seed):
 def _state_pte(level, seed):
     """One process maps all 512 subpages with PTEs (its PMD was split)."""
     m = Machine.boot("16M", patches=level, seed=seed)
-    pid, addr, head = _thp(m)
+    pid, addr, head = m.map_thp()
     m.split_huge_pmd(pid, addr)
     return m, pid, None, addr, head
 
@@ -285,7 +285,7 @@ class PmdCountProblem:
     def generate(cls, seed=0, level=10):
         rng = np.random.default_rng(seed)
         m = _boot(level, seed=seed)
-        pid, addr, head = _thp(m)
+        pid, addr, head = m.map_thp()
         pids = [pid] + [m.fork(pid) for _ in range(int(rng.integers(1, 4)))]
         steps = ["fault a THP in pid 1"] + [f"fork() -> pid {p}" for p in pids[1:]]
         for p in pids:
@@ -326,7 +326,7 @@ def cow_pte_reuse(levels=(0, 10), subpage=7):
     lines = [f"fault, fork, the child splits its PMD, then writes subpage {subpage} through its PTE"]
     for level in levels:
         m = Machine.boot("16M", patches=level, seed=0)
-        pid, addr, head = _thp(m)
+        pid, addr, head = m.map_thp()
         child = m.fork(pid)
         m.split_huge_pmd(child, addr)
         va = addr + subpage * PAGE_SIZE

@@ -646,12 +646,7 @@ def __split_huge_page_refcount(k, page, list):
     mm["_count"][tails] += mm["_mapcount"][page] + 1 + pins + 1
     mm["_mapcount"][tails] = mm["_mapcount"][page]
     tails_become_pages(mm, page, tails)
-    if mm["_count"][page] - tail_count <= 0:
-        raise VMBug(dump_page(mm, page, "__split_huge_page_refcount: head _count would drop to 0"))
-    mm["_count"][page] -= tail_count
-    k.machine.vmstat.count("nr_anon_transparent_hugepages", -1)
-    mm["flags"][page] &= ~np.uint32(1 << PG.head)
-    mm["compound_order"][page + 1] = 0
+    head_stops_being_compound(k, page, tail_count)
     k.point("__split_huge_page_refcount: counts redistributed")
     smp.unlock(k, ("compound_lock", page))
     k.put_page(tails)
@@ -672,6 +667,21 @@ def tails_become_pages(mem_map, page, tails):
     mem_map["mapping"][tails] = mem_map["mapping"][page]
     mem_map["index"][tails] = mem_map["index"][page] + np.arange(1, HPAGE_PMD_NR)
     mem_map["first_page"][tails] = -1
+
+
+def head_stops_being_compound(k, page, moved):
+    """The head's half of ``__split_huge_page_refcount()`` (v3.14 and v1).
+
+    The head gives up the ``moved`` references now held by the tails, the THP
+    leaves ``nr_anon_transparent_hugepages``, and ``ClearPageCompound()``.
+    """
+    mem_map = k.mem_map
+    if mem_map["_count"][page] - moved <= 0:
+        raise VMBug(dump_page(mem_map, page, "__split_huge_page_refcount: head _count would drop to 0"))
+    mem_map["_count"][page] -= moved
+    k.machine.vmstat.count("nr_anon_transparent_hugepages", -1)
+    mem_map["flags"][page] &= ~np.uint32(1 << PG.head)
+    mem_map["compound_order"][page + 1] = 0
 
 
 @replaces

@@ -23,10 +23,11 @@ from .. import memory as mem
 from .. import pgtable as pt
 from ..errors import VMBug
 from ..page_alloc import dump_page
-from ..page_flags import PG, PageCompound, compound_head
+from ..page_flags import PageCompound, compound_head
 from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
-from .p00_base import _pages, compound_locked, rmap_walk_vmas, tails_become_pages
+from .p00_base import (_pages, compound_locked, head_stops_being_compound, rmap_walk_vmas,
+                       tails_become_pages)
 from .p04_pmd_split import _drop_heads, _free_dead
 
 P06 = Patch(
@@ -137,10 +138,7 @@ def __split_huge_page_refcount(k, page, list):
     mapcounts = mem_map["_mapcount"][tails] + 1
     mem_map["_count"][tails] += mapcounts + 1
     tails_become_pages(mem_map, page, tails)
-    mem_map["_count"][page] -= int(mapcounts.sum())
-    k.machine.vmstat.count("nr_anon_transparent_hugepages", -1)
-    mem_map["flags"][page] &= ~np.uint32(1 << PG.head)
-    mem_map["compound_order"][page + 1] = 0
+    head_stops_being_compound(k, page, int(mapcounts.sum()))
     k.point("__split_huge_page_refcount: compound page split")
     smp.unlock(k, ("compound_lock", page))
     k.put_page(tails)
