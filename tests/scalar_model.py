@@ -219,8 +219,6 @@ class ScalarMachine:
             self.pages[pfn]._mapcount -= 1
         self.pages[head]._count -= 1
         if self.pages[head]._count == 0:
-            if self.is_thp_head(head) and not self.tail_pins:
-                self.vmstat["nr_anon_transparent_hugepages"] -= 1
             self.free_block(head)
 
     def page_mapcount(self, pfn):
@@ -233,7 +231,9 @@ class ScalarMachine:
 
     def page_remove_rmap(self, pfn):
         self.pages[pfn]._mapcount -= 1
-        if (self.tail_pins and self.is_thp_head(pfn) and self.pages[pfn]._mapcount == -1):
+        # v3.16 mm/rmap.c, which the RFC leaves alone: the head's _mapcount reaching -1
+        # (its PMD, or from patch 04 on also the PTE of subpage 0) leaves the count.
+        if self.is_thp_head(pfn) and self.pages[pfn]._mapcount == -1:
             self.vmstat["nr_anon_transparent_hugepages"] -= 1
 
     # ------------------------------------------------------------ page tables

@@ -95,9 +95,6 @@ CASES = [
     ("gup_fast_range_ending_in_a_hole",
      lambda w: w.m.get_user_pages_fast(w.p, w.a + 2 * M2 - K4, 3), Segfault, None),
     ("split_huge_pmd_unmapped", lambda w: w.m.split_huge_pmd(w.p, 0x1000), Segfault, None),
-    ("move_pages_unmapped", lambda w: w.m.move_pages(w.p, [0x1000], 1), Segfault, None),
-    ("move_pages_one_of_two_unmapped", lambda w: w.m.move_pages(w.p, [w.small, 0x1000], 1),
-     Segfault, None),
     ("futex_unmapped", lambda w: w.m.get_futex_key(w.p, 0x1000), Segfault, None),
     # accesses the VMA forbids
     ("fault_write_read_only", lambda w: w.m.fault(w.p, w.ro), Segfault, None),

@@ -77,16 +77,67 @@ def test_foll_split_raises_from_level_1():
         assert_unchanged(before, m)
 
 
-def test_move_pages_splits_with_foll_split_at_level_0_and_explicitly_from_level_1():
-    for level in (0, 1):
-        m, pid, a, head, _ = thp_machine(level, nodes=2)
-        rec = Recorder()
-        m.tracer = rec
-        assert m.move_pages(pid, [a + 9 * K4], 1) == [1]
-        assert m.kernel.defined_by("do_move_page_to_node_array").number == level
-        assert m.vmstat["thp_split"] == 1
-        m.tracer = None
+def test_move_pages_splits_with_foll_split_at_level_0():
+    """v3.16 ``do_move_page_to_node_array()``: follow_page(FOLL_GET | FOLL_SPLIT) splits, the subpage moves."""
+    m, pid, a, head, _ = thp_machine(0, nodes=2)
+    assert m.move_pages(pid, [a + 9 * K4], 1) == [1]
+    assert m.kernel.defined_by("do_move_page_to_node_array").number == 0
+    assert m.vmstat["thp_split"] == 1
+    m.check()
+
+
+@pytest.mark.parametrize("level", [1, 3, 4, 6, 10])
+def test_patch_01_as_posted_does_not_split_for_a_tail(level):
+    """Patch 01's hunk tests PageTransHuge() of the page follow_page() returned: false on a tail.
+
+    Nothing is split; isolate_lru_page() fails on the tail (only a THP's head is
+    on the LRU), so the status is -EBUSY and the THP stays whole.
+    """
+    m, pid, a, head, _ = thp_machine(level, nodes=2)
+    before = m.vmstat.as_dict()
+    assert m.move_pages(pid, [a + 9 * K4], 1) == [-EBUSY]
+    assert m.kernel.defined_by("do_move_page_to_node_array").number == 1
+    assert m.vmstat.as_dict() == before
+    assert head in m.thp_heads() and not m.leaked.any()
+    assert m.page_to_nid(int(m.walk(pid, [a + 9 * K4])["pfn"][0])) == 0
+    m.check()
+
+
+@pytest.mark.parametrize("level,pinned,status", [
+    (1, False, 1), (1, True, 1), (4, False, -EBUSY), (5, True, -EBUSY), (6, False, 1), (10, True, -EBUSY)])
+def test_patch_01_as_posted_splits_the_head_and_leaks_on_failure(level, pinned, status):
+    """For the head, the hunk calls split_huge_page(); when that fails it skips put_page().
+
+    The follow_page() reference is never dropped: the head's _count stays one
+    too high, thplab records it in ``machine.leaked``, and every later split fails.
+    """
+    m, pid, a, head, _ = thp_machine(level, nodes=2)
+    if pinned:
+        pin = m.get_user_pages(pid, a + 5 * K4)
+    count = int(m.mem_map["_count"][head])
+    assert m.move_pages(pid, [a], 1) == [status]
+    m.check()
+    if status == -EBUSY:
+        assert m.leaked[head] == 1 and head in m.thp_heads()
+        assert int(m.mem_map["_count"][head]) == count + 1
+        if pinned:
+            m.put_page(pin)
+        assert m.split_huge_page(head) == -EBUSY      # the leaked reference blocks it for good
         m.check()
+    else:
+        assert not m.leaked.any() and head not in m.thp_heads()
+        assert m.page_to_nid(int(m.walk(pid, [a])["pfn"][0])) == 1
+
+
+@pytest.mark.parametrize("level", [0, 1, 10])
+def test_move_pages_status_for_a_hole_and_an_untouched_page(level):
+    """v3.16: no VMA gives -EFAULT; a VMA page follow_page() does not find gives -ENOENT."""
+    from thplab.params import EFAULT, ENOENT
+
+    m, pid, a, head, _ = thp_machine(level, nodes=2)
+    fresh = m.mmap(pid, 2 * K4, thp=False)
+    assert m.move_pages(pid, [fresh, 0x1000, fresh + K4], 1) == [-ENOENT, -EFAULT, -ENOENT]
+    m.check()
 
 
 # ------------------------------------------------------------------ patch 02

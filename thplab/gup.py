@@ -7,8 +7,9 @@ the kernel table.  Pages are handled a PMD's worth at a time, as arrays.
 
 import numpy as np
 
-from .errors import KernelFunctionRemoved, OutOfMemory, VMBug
-from .params import FOLL_GET, FOLL_SPLIT, FOLL_TOUCH, FOLL_WRITE, HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT
+from .errors import KernelFunctionRemoved, OutOfMemory, Segfault, VMBug
+from .params import (EFAULT, FOLL_GET, FOLL_SPLIT, FOLL_TOUCH, FOLL_WRITE, HPAGE_PMD_MASK,
+                     HPAGE_PMD_SIZE, PAGE_SHIFT, VM_READ, VM_WRITE)
 
 
 def _chunk(addr, remaining):
@@ -22,6 +23,11 @@ def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
     When a fault runs out of memory after some pages were pinned, those pages are
     returned -- fewer than asked, as the kernel's ``return i ? i : -ENOMEM`` --
     so that no reference is lost; with none pinned, :class:`OutOfMemory` propagates.
+    A VMA that does not allow the access ends the walk the same way, with
+    :class:`Segfault` (errno ``EFAULT``) when nothing was pinned: v3.16's
+    ``check_vma_flags()`` (mm/gup.c#L318), called at each new VMA.
+    ``Machine`` checks this before calling; kernel callers such as
+    ``get_futex_key()`` rely on the ``-EFAULT``.
     """
     flags = FOLL_GET | FOLL_TOUCH | (FOLL_WRITE if write else 0)
     if foll_split:
@@ -34,6 +40,12 @@ def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
     faults = 0
     while remaining:
         vma = mm.find_vma(addr)
+        need = VM_WRITE if write else VM_READ
+        if vma is None or not vma.vm_flags & need:
+            if out:
+                break
+            raise Segfault(f"get_user_pages: {addr:#x} is not mapped "
+                           f"{'writable' if write else 'readable'} (-EFAULT)", EFAULT)
         n = _chunk(addr, remaining)
         pages = k.follow_page_mask(vma, addr, flags, n)
         if pages is None or not len(pages):
@@ -89,7 +101,7 @@ def get_user_pages_fast(k, mm, start, nr_pages, write=False):
         return fast
     try:
         rest = get_user_pages(k, mm, start + (len(fast) << PAGE_SHIFT), nr_pages - len(fast), write)
-    except OutOfMemory:
+    except (OutOfMemory, Segfault):
         if not len(fast):
             raise
         return fast  # the kernel returns the pages pinned so far

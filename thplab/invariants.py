@@ -100,7 +100,7 @@ def held_pages(m, counts=None):
     if not len(heads):
         return {}
     idx = heads[:, None] + np.arange(HPAGE_PMD_NR)
-    used = (counts["pte_maps"][idx] > 0) | (m.pins[idx] > 0)
+    used = (counts["pte_maps"][idx] > 0) | (m.pins[idx] > 0) | (m.leaked[idx] > 0)
     used |= (counts["pmd_maps"][heads] > 0)[:, None]
     idle = (~used).sum(axis=1)
     return {int(h): int(i) for h, i in zip(heads, idle) if i}
@@ -117,7 +117,8 @@ def problems(m):
     mem_map = m.mem_map
     k = m.kernel
     counts = mapping_counts(m)
-    pmd_maps, pte_maps, pins = counts["pmd_maps"], counts["pte_maps"], m.pins
+    # A leaked reference (a posted bug run as posted) is held like a pin nobody can drop.
+    pmd_maps, pte_maps, pins = counts["pmd_maps"], counts["pte_maps"], m.pins + m.leaked
     count = np.ascontiguousarray(mem_map["_count"])
     mapcount = np.ascontiguousarray(mem_map["_mapcount"])
     flags = np.ascontiguousarray(mem_map["flags"])

@@ -33,7 +33,7 @@ from .page_alloc import PageAllocator
 from .page_flags import PageCompound, PageHead, PageTail, Use, compound_head
 from .params import (EFAULT, EINVAL, ENOMEM, HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE,
                      MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE,
-                     TASK_SIZE, VM_HUGEPAGE, VM_READ, VM_WRITE)
+                     TASK_SIZE, VERIFY_READ, VERIFY_WRITE, VM_HUGEPAGE, VM_READ, VM_WRITE)
 from .pgtable import PageTables
 from .series import Kernel
 from .smp import Smp
@@ -83,6 +83,11 @@ class Machine:
         #: Pins handed out by :meth:`get_user_pages` and friends, per page, not
         #: yet dropped with :meth:`put_page` (thplab's ground truth for checks).
         self.pins = np.zeros(nr_pages, dtype=np.int32)
+        #: References a kernel path took and never dropped, per page: a posted
+        #: bug that thplab runs as posted (patch 01's ``move_pages()`` when a
+        #: split fails).  Nobody can ``put_page()`` them; checks count them like
+        #: pins, so the page stays allocated, as it would in the kernel.
+        self.leaked = np.zeros(nr_pages, dtype=np.int32)
         self._next_pid = 1
         self._next_anon_vma = 1
         self.kernel = Kernel(self, patches)
@@ -424,21 +429,32 @@ class Machine:
         self.kernel.split_pmd(mm.find_vma(start), pmdp, start)
 
     def move_pages(self, pid, addrs, node):
-        """``move_pages(2)``: migrate the pages at ``addrs`` to NUMA ``node``; per-page status."""
+        """``move_pages(2)``: migrate the pages at ``addrs`` to NUMA ``node``; per-page status.
+
+        Each status is the page's node after the call, or ``-EFAULT`` (no VMA
+        there), ``-ENOENT`` (never touched), ``-EACCES`` (mapped by another
+        process), ``-EBUSY`` (could not be isolated or split), ``-EAGAIN``.
+        """
         mm = self._mm(pid)
         if not 0 <= node < self.nodes:
             raise BadArgument(f"node {node} does not exist (this machine has {self.nodes})")
         addrs = [self._range("move_pages", a, 1)[0] for a in np.atleast_1d(addrs).tolist()]
-        for a in addrs:
-            self._covered("move_pages", mm, a, a + PAGE_SIZE, errno=EFAULT)
+        # An address outside every VMA is not an error of the call: its status is -EFAULT.
         return self.kernel.do_move_page_to_node_array(mm, addrs, node)
 
-    def get_futex_key(self, pid, addr):
-        """``get_futex_key()`` for a shared futex at ``addr``; returns the key."""
+    def get_futex_key(self, pid, addr, write=False):
+        """``get_futex_key()`` for a shared futex at ``addr``; returns the key or ``-errno``.
+
+        ``write=False`` is ``VERIFY_READ`` (FUTEX_WAIT, FUTEX_WAKE), ``True``
+        is ``VERIFY_WRITE``.  The kernel pins the word for writing either way
+        and, for a read, falls back to a read-only pin -- which on anonymous
+        memory ends in ``-EFAULT``.  An address that is not 4-byte aligned
+        gives ``-EINVAL``.
+        """
         mm = self._mm(pid)
         start, _ = self._range("get_futex_key", addr & ~(PAGE_SIZE - 1), 1)
         self._covered("get_futex_key", mm, start, start + PAGE_SIZE, need=VM_READ, errno=EFAULT)
-        return self.kernel.get_futex_key(mm, addr)
+        return self.kernel.get_futex_key(mm, int(addr), VERIFY_WRITE if write else VERIFY_READ)
 
     # ----------------------------------------------------------- reading state
 

@@ -160,14 +160,16 @@ def page_add_new_anon_rmap(k, page, vma, address):
     ``_mapcount`` raw 0, ``mapping`` = anon_vma | ``PAGE_MAPPING_ANON``,
     ``index`` = linear page index, on the LRU; a THP head also moves
     ``nr_anon_transparent_hugepages``.
+    Vectorized: ``page`` and ``address`` may be arrays of pages and their addresses.
     """
     mm = k.mem_map
     mm["_mapcount"][page] = 0
     mm["mapping"][page] = vma.anon_vma.id << 2 | PAGE_MAPPING_ANON
     mm["index"][page] = vma.linear_page_index(address)
     mm["flags"][page] |= np.uint32((1 << PG.swapbacked) | (1 << PG.uptodate) | (1 << PG.lru))
-    if mm["flags"][page] & np.uint32(1 << PG.head):
-        k.machine.vmstat.count("nr_anon_transparent_hugepages")
+    heads = np.count_nonzero(mm["flags"][page] & np.uint32(1 << PG.head))
+    if heads:
+        k.machine.vmstat.count("nr_anon_transparent_hugepages", int(heads))
 
 
 def page_dup_rmap(k, pages):

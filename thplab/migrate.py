@@ -1,9 +1,11 @@
 """Page migration between NUMA nodes, as far as ``move_pages(2)`` needs it.
 
-Mirrors the outcome of ``migrate_pages()`` (mm/migrate.c) for one 4 KiB anon page.
+Mirrors, for one 4 KiB anon page, the per-page tests of v3.16's
+``do_move_page_to_node_array()`` (mm/migrate.c#L1223) after ``follow_page()``
+found the page, then the outcome of ``migrate_pages()``.
 SIMPLIFICATION: no migration entries, no retries: the page is moved at once
 if its references are exactly its mappings plus the caller's, and the
-status of a page that cannot move is ``-EAGAIN`` (v3.14 leaves a stale status
+status of a page that cannot move is ``-EAGAIN`` (v3.16 leaves a stale status
 and returns the number of pages not moved).
 """
 
@@ -11,26 +13,33 @@ import numpy as np
 
 from . import memory as mem
 from . import pgtable as pt
-from .errors import OutOfMemory
-from .page_flags import PG, PageCompound, Use
-from .params import EAGAIN, EBUSY, ENOMEM
-
-EACCES = 13
+from .errors import OutOfMemory, VMBug
+from .page_alloc import dump_page
+from .page_flags import PG, PageCompound, PageLRU, Use
+from .params import EACCES, EAGAIN, EBUSY, ENOMEM
 
 
 def migrate_one(k, page, node):
-    """Move 4 KiB anon page ``page`` (caller holds one reference) to ``node``; return its status."""
+    """Move anon page ``page`` (caller holds one reference) to ``node``; return its status.
+
+    In the kernel's order: already there (the node), mapped by another
+    process without ``MPOL_MF_MOVE_ALL`` (``-EACCES``), not on the LRU so
+    ``isolate_lru_page()`` fails (``-EBUSY``: a THP's tail never is, only its
+    head carries ``PG_lru``), then the move itself.
+    """
     m = k.machine
     mm_ = k.mem_map
     if m.page_to_nid(page) == node:
         k.put_page(page)
         return node
-    if PageCompound(mm_, page):
-        k.put_page(page)
-        return -EBUSY
     if k.page_mapcount(page) > 1:  # shared with another process, no MPOL_MF_MOVE_ALL
         k.put_page(page)
         return -EACCES
+    if not PageLRU(mm_, page):
+        k.put_page(page)
+        return -EBUSY
+    if PageCompound(mm_, page):  # the callers split a THP head first; a 4 KiB copy would corrupt it
+        raise VMBug(dump_page(mm_, page, "migrate_one: compound page"))
     if k.page_count(page) != k.page_mapcount(page) + 1:
         k.put_page(page)
         return -EAGAIN

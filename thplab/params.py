@@ -35,8 +35,10 @@ MAX_ORDER = HPAGE_PMD_ORDER
 PAGE_BUDDY_MAPCOUNT_VALUE = -128
 
 # errno values returned by kernel functions (include/uapi/asm-generic/errno-base.h).
+ENOENT = 2
 EAGAIN = 11
 ENOMEM = 12
+EACCES = 13
 EFAULT = 14
 EBUSY = 16
 EINVAL = 22
@@ -60,3 +62,7 @@ FOLL_WRITE = 0x01
 FOLL_TOUCH = 0x02
 FOLL_GET = 0x04
 FOLL_SPLIT = 0x80
+
+#: ``access_ok()``/``get_futex_key()`` access types (asm/uaccess.h): FUTEX_WAIT and
+#: FUTEX_WAKE ask for VERIFY_READ, FUTEX_WAKE_OP's second word for VERIFY_WRITE.
+VERIFY_READ, VERIFY_WRITE = 0, 1

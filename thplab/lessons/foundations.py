@@ -405,7 +405,8 @@ def move_pages_case(level, pinned, subpage=7, pin_subpage=5, seed=0):
     With ``pinned``, get_user_pages() first pins ``pin_subpage`` (another
     subpage).  Returns a dict: ``status`` (the per-page status move_pages
     reports), ``node`` (where the subpage is now), ``thp`` (whether the THP
-    is still compound) and ``events`` (thp_* vmstat deltas).
+    is still compound), ``events`` (thp_* vmstat deltas) and ``leaked``
+    (references the kernel took and never dropped: patch 01 as posted).
     """
     m = Machine.boot("16M", patches=level, seed=seed, nodes=2)
     pid, addr, _ = m.map_thp()
@@ -417,23 +418,28 @@ def move_pages_case(level, pinned, subpage=7, pin_subpage=5, seed=0):
     pfn = int(m.walk(pid, [addr + subpage * PAGE_SIZE])["pfn"][0])
     events = {n: after[n] - before.get(n, 0) for n in after if n.startswith("thp_") and after[n] != before.get(n, 0)}
     return {"level": level, "pinned": pinned, "status": int(status), "node": m.page_to_nid(pfn),
-            "thp": bool(len(m.thp_heads())), "events": events}
+            "thp": bool(len(m.thp_heads())), "events": events, "leaked": int(m.leaked.sum())}
 
 
 def _status_text(status):
-    return {-16: "-EBUSY", -11: "-EAGAIN", -13: "-EACCES", -14: "-EFAULT"}.get(status, f"node {status}")
+    return {-16: "-EBUSY", -11: "-EAGAIN", -13: "-EACCES", -14: "-EFAULT", -2: "-ENOENT"}.get(
+        status, f"node {status}")
 
 
-def move_pages_table(levels=(0, 1, 4, 5, 10), subpage=7, pin_subpage=5):
-    """Text table of :func:`move_pages_case` without and with a pin, per level."""
-    lines = [f"move_pages(subpage {subpage} -> node 1); 'pinned' = get_user_pages() holds subpage {pin_subpage}",
-             f"{'level':>5}  {'pinned':<6}  {'status':<8}  {'subpage now on':<14}  {'THP after':<12}  vmstat"]
+def move_pages_table(levels=(0, 1, 4, 5, 10), subpages=(7, 0), pin_subpage=5):
+    """Text table of :func:`move_pages_case` for each subpage, without and with a pin, per level."""
+    lines = [f"move_pages(subpage -> node 1); 'pinned' = get_user_pages() holds subpage {pin_subpage}",
+             f"{'level':>5}  {'subpage':<11}  {'pinned':<6}  {'status':<8}  {'now on':<7}  {'THP after':<9}  "
+             f"{'leaked ref':<10}  vmstat"]
     for level in levels:
-        for pinned in (False, True):
-            c = move_pages_case(level, pinned, subpage, pin_subpage)
-            ev = ", ".join(f"{k} +{v}" for k, v in c["events"].items()) or "-"
-            lines.append(f"{level:>5}  {'yes' if pinned else 'no':<6}  {_status_text(c['status']):<8}  "
-                         f"node {c['node']:<9}  {'compound' if c['thp'] else 'split':<12}  {ev}")
+        for subpage in subpages:
+            for pinned in (False, True):
+                c = move_pages_case(level, pinned, subpage, pin_subpage)
+                ev = ", ".join(f"{k} +{v}" for k, v in c["events"].items()) or "-"
+                what = f"{subpage} ({'head' if subpage == 0 else 'tail'})"
+                lines.append(f"{level:>5}  {what:<11}  {'yes' if pinned else 'no':<6}  "
+                             f"{_status_text(c['status']):<8}  node {c['node']:<2}  "
+                             f"{'compound' if c['thp'] else 'split':<9}  {c['leaked'] or '-':<10}  {ev}")
     return "\n".join(lines)
 
 
@@ -450,11 +456,11 @@ def _move_pages_scenario():
 
     return Scenario(
         "move-pages", "Migrate a THP subpage",
-        "move_pages() sends subpage 7 of a THP to NUMA node 1 while get_user_pages() pins subpage 5, "
-        "then again after the pin is dropped.",
+        "move_pages() sends subpage 7 (a tail) and then subpage 0 (the head) of a THP to NUMA node 1 "
+        "while get_user_pages() pins subpage 5, then subpage 9 after the pin is dropped.",
         [("fault a THP (node 0)", fault_thp), ("pin subpage 5 (get_user_pages)", pin_subpage(5, fast=False)),
-         ("move_pages(subpage 7 -> node 1)", move_page(7)), ("put_page() the pin", unpin_all),
-         ("move_pages(subpage 9 -> node 1)", move_page(9))],
+         ("move_pages(subpage 7 -> node 1)", move_page(7)), ("move_pages(subpage 0 -> node 1)", move_page(0)),
+         ("put_page() the pin", unpin_all), ("move_pages(subpage 9 -> node 1)", move_page(9))],
         nodes=2)
 
 
@@ -470,21 +476,28 @@ class MovePagesQuestion(_Question):
         rng = np.random.default_rng(seed)
         level = int(rng.choice((0, 1, 3, 4, 5, 6, 10)))
         pinned = bool(rng.integers(0, 2))
-        c = move_pages_case(level, pinned)
-        if level < 4:
-            why = ("Before patch 04 split_huge_page() never fails: the THP is split (through FOLL_SPLIT "
-                   "before patch 01, explicitly after it) and the unpinned 4 KiB subpage 7 moves to node 1.")
+        subpage = int(rng.choice((0, 7)))
+        c = move_pages_case(level, pinned, subpage)
+        if level == 0:
+            why = ("At level 0 follow_page(FOLL_SPLIT) splits the whole THP first (the old split never fails), "
+                   f"so subpage {subpage}, a 4 KiB page now, moves to node 1.")
+        elif subpage:
+            why = ("Patch 01 as posted splits only when PageTransHuge() is true, i.e. on the head. Subpage 7 is "
+                   "a tail: nothing is split, isolate_lru_page() fails on a tail, status -EBUSY -- at every level "
+                   "from 1 on.")
+        elif level < 4:
+            why = "Subpage 0 is the head: the old split (never fails) runs first, then the 4 KiB page moves."
         elif level < 6:
-            why = ("Between patches 04 and 06 split_huge_page() is a stub that always returns -EBUSY, "
-                   "so migration cannot split any THP: status -EBUSY.")
+            why = ("Subpage 0 is the head, but between patches 04 and 06 split_huge_page() is a stub that always "
+                   "returns -EBUSY -- and the posted code forgets to drop its follow_page() reference.")
         elif pinned:
-            why = ("From patch 06 a pinned THP cannot be split (Σ page_mapcount != page_count - 1): "
-                   "-EBUSY for subpage 7, although the pin is on subpage 5.")
+            why = ("From patch 06 a pinned THP cannot be split (the pin on subpage 5 is a reference the mappings "
+                   "do not explain): -EBUSY, and the follow_page() reference leaks.")
         else:
-            why = "From patch 06 an unpinned THP splits, and subpage 7 moves to node 1."
+            why = "From patch 06 an unpinned THP splits, and subpage 0 moves to node 1."
         return cls(seed, [f"level {level}", "machine: 2 NUMA nodes, the THP on node 0",
                           f"get_user_pages() pin on subpage 5: {'yes' if pinned else 'no'}"],
-                   "move_pages() asks to move subpage 7 to node 1. What status does it report for it?\n"
+                   f"move_pages() asks to move subpage {subpage} to node 1. What status does it report for it?\n"
                    "(the node number on success, or -16 for -EBUSY)", c["status"], why)
 
 

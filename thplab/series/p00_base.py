@@ -16,11 +16,11 @@ import numpy as np
 
 from .. import memory as mem
 from .. import pgtable as pt
-from ..errors import VMBug
+from ..errors import Segfault, VMBug
 from ..page_alloc import dump_page
 from ..page_flags import PG, PageCompound, PageHead, PageTail, Use, compound_head
-from ..params import (EAGAIN, EFAULT, FOLL_GET, FOLL_SPLIT, FOLL_WRITE,
-                      HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, VM_WRITE)
+from ..params import (EAGAIN, EFAULT, EINVAL, ENOENT, FOLL_GET, FOLL_SPLIT, FOLL_WRITE,
+                      HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, VERIFY_READ, VM_WRITE)
 from ._kernel import Patch
 
 BASE = Patch(
@@ -257,19 +257,25 @@ def do_huge_pmd_wp_page(k, mm, vma, address, pmdp, orig_pmd):
 
 
 def huge_pmd_copy(k, vma, address, pmdp, page):
-    """The copying half of ``do_huge_pmd_wp_page()``: give this mapping its own THP.
+    """The copying half of ``do_huge_pmd_wp_page()`` (v3.16 mm/huge_memory.c#L1125-L1146).
 
-    SIMPLIFICATION: when no THP is free, v3.14 copies into 512 small pages
-    (``do_huge_pmd_wp_page_fallback``); thplab splits the PMD and lets the
-    4 KiB fault path copy on demand.
+    Give this mapping its own THP.  When no THP is free, copy into 512 small
+    pages for this process alone (:func:`do_huge_pmd_wp_page_fallback`): the
+    other mappers keep their PMD and the compound page lives on.  Only when
+    even 512 small pages cannot be had is the THP split (``split_huge_page()``
+    at level 0; the RFC levels split this PMD, as v2 and v4.5 do).
+    Both fallbacks count ``thp_fault_fallback``.
     """
-    k.get_page(page)
+    k.get_page(page)  # get_user_huge_page()
     alloc = k.machine.allocator
     if not alloc.can_alloc(HPAGE_PMD_NR.bit_length() - 1):
-        k.split_pmd(vma, pmdp, address)
-        k.put_page(page)
+        ret = do_huge_pmd_wp_page_fallback(k, vma, address, pmdp, page)
+        if ret & mem.VM_FAULT_OOM:
+            k.split_pmd(vma, pmdp, address)
+            ret |= mem.VM_FAULT_FALLBACK
+        k.put_page(page)  # put_user_huge_page()
         k.count_vm_event("thp_fault_fallback")
-        return mem.VM_FAULT_FALLBACK
+        return ret & mem.VM_FAULT_FALLBACK
     new = alloc.alloc_pages(HPAGE_PMD_NR.bit_length() - 1, Use.anon)
     e = pt.set_bits(pt.mk_huge_pmd(new, mem.vm_get_page_prot(vma.vm_flags)),
                     pt._PAGE_DIRTY | pt._PAGE_RW)
@@ -278,6 +284,33 @@ def huge_pmd_copy(k, vma, address, pmdp, page):
     k.page_remove_rmap(page, compound=True)
     k.put_page([page, page])  # the PMD's reference and ours
     k.count_vm_event("thp_fault_alloc")
+    return 0
+
+
+def do_huge_pmd_wp_page_fallback(k, vma, address, pmdp, page):
+    """Mirrors ``do_huge_pmd_wp_page_fallback()`` (v3.16 mm/huge_memory.c#L975).
+
+    Copy the THP into 512 new 4 KiB pages and map them, writable, through the
+    PMD's deposited table: this process's PMD becomes a PTE table; the THP
+    loses this mapping and the PMD's reference.  ``VM_FAULT_OOM`` (and no
+    change) when 512 pages are not free.
+    """
+    alloc = k.machine.allocator
+    if alloc.nr_free_pages < HPAGE_PMD_NR:
+        return mem.VM_FAULT_OOM
+    mm, haddr = vma.mm, address & HPAGE_PMD_MASK
+    pages = np.array([alloc.alloc_pages(0, Use.anon) for _ in range(HPAGE_PMD_NR)], dtype=np.int64)
+    ptes = pt.set_bits(pt.mk_pte(pages, mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
+    if vma.vm_flags & VM_WRITE:
+        ptes = pt.set_bits(ptes, pt._PAGE_RW)  # maybe_mkwrite()
+    mem.set_entry(k, pmdp, 0)  # pmdp_clear_flush()
+    k.machine.smp.flush_tlb_range(k, "do_huge_pmd_wp_page_fallback: pmdp_clear_flush")
+    pgtable = mem.pgtable_trans_huge_withdraw(k, mm, pmdp)
+    mem.page_add_new_anon_rmap(k, pages, vma, haddr + np.arange(HPAGE_PMD_NR, dtype=np.int64) * PAGE_SIZE)
+    k.machine.pgtables.table(pgtable)[:] = ptes
+    mem.set_entry(k, pmdp, pt.mk_table_entry(pgtable))  # pmd_populate()
+    k.page_remove_rmap(page, compound=True)
+    k.put_page(page)  # the PMD's reference
     return 0
 
 
@@ -740,44 +773,96 @@ def split_pmd(k, vma, pmdp, address):
 
 @replaces
 def do_move_page_to_node_array(k, mm, addresses, node):
-    """Mirrors ``do_move_page_to_node_array()`` (mm/migrate.c, v3.14), for ``move_pages(2)``.
+    """Mirrors ``do_move_page_to_node_array()`` (v3.16 mm/migrate.c#L1223), for ``move_pages(2)``.
 
-    ``follow_page(FOLL_GET | FOLL_SPLIT)``: a THP is split (whole, never
-    fails) and its 4 KiB subpage migrated.  Returns the status array.
+    Per address: no VMA gives ``-EFAULT``; ``follow_page(FOLL_GET |
+    FOLL_SPLIT)`` finding no page (never touched) gives ``-ENOENT``; a THP
+    is split (whole, never fails) and its 4 KiB subpage migrated.  Returns
+    the status array.
     """
     from ..migrate import migrate_one
 
     status = []
     for address in addresses:
         vma = mm.find_vma(address)
-        pages = k.follow_page_mask(vma, address, FOLL_GET | FOLL_SPLIT, 1) if vma else None
-        if pages is None:
+        if vma is None:
             status.append(-EFAULT)
+            continue
+        pages = k.follow_page_mask(vma, address, FOLL_GET | FOLL_SPLIT, 1)
+        if pages is None:
+            status.append(-ENOENT)
             continue
         status.append(migrate_one(k, int(pages[0]), node))
     return status
 
 
-@replaces
-def get_futex_key(k, mm, address):
-    """Mirrors ``get_futex_key()`` (kernel/futex.c, v3.14) for a shared futex on anon memory.
+def futex_pin_page(k, mm, address, rw):
+    """The pin that starts ``get_futex_key()`` (v3.16 kernel/futex.c#L423, kept by patch 09).
 
-    Needs the *head* page stable.  A GUP pin on a tail does not stop a split
-    from running, so with interrupts off (holding up the split's IPI) it
-    re-pins with ``__get_user_pages_fast()`` and swaps the tail pin for a
-    head pin.  Returns the key ``(mm pid, address)``.
+    thplab's name for the first lines of the kernel function, shared by the
+    old and the patched versions.  The futex word is pinned *for writing*
+    first, whatever the operation: on a page shared after ``fork()`` that is
+    a write fault, so the THP is copied (``thp_fault_alloc`` +1).  Only a
+    ``VERIFY_READ`` caller (FUTEX_WAIT, FUTEX_WAKE) whose write pin fails with
+    ``-EFAULT`` retries read-only.  Returns ``(page, ro)`` or ``(-errno, ro)``.
     """
-    from ..gup import get_user_pages_fast, __get_user_pages_fast
+    from ..gup import get_user_pages_fast
 
+    try:
+        return int(get_user_pages_fast(k, mm, address, 1, write=True)[0]), False
+    except Segfault:
+        if rw != VERIFY_READ:
+            return -EFAULT, False
+    try:
+        return int(get_user_pages_fast(k, mm, address, 1, write=False)[0]), True
+    except Segfault:
+        return -EFAULT, True
+
+
+def futex_key_of(k, mm, address, page_head, ro, where="get_futex_key: lock_page(head)"):
+    """The end of ``get_futex_key()``: lock the head, read the key (v3.16 kernel/futex.c#L472-L527).
+
+    A read-only pin on an anonymous page gives ``-EFAULT``: such a page never
+    changes, so the kernel refuses to wait on it.  Drops the caller's
+    reference on ``page_head`` and returns the key ``(pid, address)`` or
+    ``-EFAULT``.
+    """
+    smp = k.machine.smp
+    k.point(where, head=page_head)
+    smp.lock(k, ("page_lock", page_head), "get_futex_key: lock_page")
+    key = -EFAULT if ro and k.PageAnon(page_head) else (mm.pid, address)
+    smp.unlock(k, ("page_lock", page_head))
+    k.put_page(page_head)
+    return key
+
+
+@replaces
+def get_futex_key(k, mm, address, rw=VERIFY_READ):
+    """Mirrors ``get_futex_key()`` (v3.16 kernel/futex.c#L389) for a shared futex on anon memory.
+
+    The futex word must be 4-byte aligned (else ``-EINVAL``); the key names
+    its page.  The key needs the *head* page stable.  A GUP pin on a tail
+    does not stop a split from running, so with interrupts off (holding up
+    the split's IPI) it re-pins with ``__get_user_pages_fast()`` and swaps
+    the tail pin for a head pin (a5b338f2b0b1, v3.1).  Returns the key
+    ``(mm pid, page address)`` or a negative errno.
+    """
+    from ..gup import __get_user_pages_fast
+
+    if address % 4:
+        return -EINVAL
+    address -= address % PAGE_SIZE
     smp = k.machine.smp
     while True:
-        page = int(get_user_pages_fast(k, mm, address, 1, write=False)[0])
+        page, ro = futex_pin_page(k, mm, address, rw)
+        if page < 0:
+            return page
         page_head = page
         if PageTail(k.mem_map, page):
             k.put_page(page)
             smp.local_irq_disable()
             k.point("get_futex_key: tail page; interrupts off, re-pin and take the head")
-            got = __get_user_pages_fast(k, mm, address, 1, write=False)
+            got = __get_user_pages_fast(k, mm, address, 1, write=not ro)
             if got is not None and len(got):
                 page = int(got[0])
                 page_head = int(compound_head(k.mem_map, page))
@@ -789,12 +874,7 @@ def get_futex_key(k, mm, address):
                 smp.local_irq_enable()
                 continue
         break
-    k.point("get_futex_key: lock_page(head)", head=page_head)
-    smp.lock(k, ("page_lock", page_head), "get_futex_key: lock_page")
-    key = (mm.pid, address & ~(PAGE_SIZE - 1))
-    smp.unlock(k, ("page_lock", page_head))
-    k.put_page(page_head)
-    return key
+    return futex_key_of(k, mm, address, page_head, ro)
 
 
 # ------------------------------------------------------------ accounting identity

@@ -9,8 +9,8 @@ whose THP could not be split.
 from .. import memory as mem
 from .. import pgtable as pt
 from ..migrate import migrate_one
-from ..page_flags import PageCompound, compound_head
-from ..params import EBUSY, EFAULT, FOLL_GET
+from ..page_flags import PageTransHuge
+from ..params import EBUSY, EFAULT, ENOENT, FOLL_GET
 from ._kernel import Patch
 from .p00_base import _follow_pte_range
 
@@ -49,29 +49,42 @@ def follow_page_mask(k, vma, address, flags, nr):
 
 @P01.replaces
 def do_move_page_to_node_array(k, mm, addresses, node):
-    """Mirrors ``do_move_page_to_node_array()`` after patch 01: split explicitly, -EBUSY on failure.
+    """Mirrors ``do_move_page_to_node_array()`` as patch 01 posted it (its mm/migrate.c hunk).
 
-    [I] v1 tests ``PageTransHuge(page)`` on the page ``follow_page()`` returned;
-    thplab takes the head of any THP subpage and holds its reference across
-    the split, as ``split_huge_page()`` requires from patch 06 on.
+    The hunk splits only when ``PageTransHuge(page)`` holds for the page
+    ``follow_page()`` returned, which is true on a THP's *head* alone (on a
+    tail it is a ``VM_BUG_ON``, compiled out without DEBUG_VM).  So:
+
+    * a tail subpage is not split; ``isolate_lru_page()`` fails on it (tails
+      are never on the LRU) and its status is ``-EBUSY``;
+    * the head subpage is split first -- even when it is already on the
+      target node -- and migrated;
+    * when that split fails (the stub at levels 4-5, a pin from level 6 on)
+      the status is ``-EBUSY`` and the hunk jumps past ``put_page()``: the
+      ``follow_page()`` reference is never dropped.  thplab records it in
+      ``machine.leaked``; the page stays allocated and every later split of
+      it fails, as it would in the kernel.
+
+    Review of v2 (Naoya Horiguchi, 25 Nov 2014, Message-Id
+    <20141125030109.GA21716@hori1.linux.bs1.fc.nec.co.jp>) asked for the
+    test to move below the hugetlb and same-node checks; the author agreed
+    and noted the missing ``put_page()``
+    (<20141125140428.GA11841@node.dhcp.inet.fi>).
     """
     status = []
     for address in addresses:
         vma = mm.find_vma(address)
-        pages = k.follow_page_mask(vma, address, FOLL_GET, 1) if vma else None
-        if pages is None:
+        if vma is None:
             status.append(-EFAULT)
             continue
+        pages = k.follow_page_mask(vma, address, FOLL_GET, 1)
+        if pages is None:
+            status.append(-ENOENT)
+            continue
         page = int(pages[0])
-        if PageCompound(k.mem_map, page):
-            head = int(compound_head(k.mem_map, page))
-            k.get_page(head)
-            k.put_page(page)
-            ret = k.split_huge_page(head)
-            k.put_page(head)
-            if ret:
-                status.append(-EBUSY)
-                continue
-            page = int(k.follow_page_mask(vma, address, FOLL_GET, 1)[0])
+        if PageTransHuge(k.mem_map, page) and k.split_huge_page(page):
+            k.machine.leaked[page] += 1
+            status.append(-EBUSY)
+            continue
         status.append(migrate_one(k, page, node))
     return status

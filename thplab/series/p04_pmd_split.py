@@ -84,37 +84,16 @@ def _drop_heads(k, pages, heads):
     np.add.at(mem_map["_count"], heads, -1)
 
 
-def _free_dead(k, heads):
-    """Free the pages among ``heads`` that reached 0 (``__put_compound_page``/``__put_single_page``)."""
-    mem_map = k.mem_map
-    uniq = np.unique(heads)
-    dead_thps = uniq[(mem_map["_count"][uniq] == 0) & PageHead(mem_map, uniq)]
-    if len(dead_thps):
-        # SIMPLIFICATION: from patch 04 on, nr_anon_transparent_hugepages counts
-        # THPs that exist as compound pages (-1 at split or free); v1's exact
-        # bookkeeping for PTE-mapped heads is not archived.
-        k.machine.vmstat.count("nr_anon_transparent_hugepages", -len(dead_thps))
-    _release(k, heads)
-
-
 @P04.replaces
 def put_page(k, page):
     """Mirrors ``put_page()``/``put_compound_page()`` after patch 04: head ``_count`` -1; free at 0."""
     pages = _pages(page)
     heads = compound_head(k.mem_map, pages)
     _drop_heads(k, pages, heads)
-    _free_dead(k, heads)
+    # No nr_anon_transparent_hugepages change on free: patch 04 leaves mm/rmap.c alone (the
+    # series' rmap.c lines are patch 07's), so v3.16's page_remove_rmap() keeps that count.
+    _release(k, heads)
     k.cost("atomic", len(pages))
-
-
-@P04.replaces
-def page_remove_rmap(k, page, compound=False):
-    """``page_remove_rmap()`` after patch 04: ``_mapcount`` -1 of that struct page.
-
-    For a PTE of subpage 0 and for a PMD alike it is the head's ``_mapcount``
-    -- the ambiguity the cover letter admits.
-    """
-    np.add.at(k.mem_map["_mapcount"], _pages(page), -1)
 
 
 @P04.replaces

@@ -28,7 +28,8 @@ from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
 from .p00_base import (_pages, compound_locked, head_stops_being_compound, rmap_walk_vmas,
                        tails_become_pages)
-from .p04_pmd_split import _drop_heads, _free_dead
+from .p00_base import _release
+from .p04_pmd_split import _drop_heads
 
 P06 = Patch(
     number=6,
@@ -63,7 +64,7 @@ def put_page(k, page):
     with compound_locked(k, pages, "put_compound_page") as nr_tails:
         heads = compound_head(k.mem_map, pages)
         _drop_heads(k, pages, heads)
-    _free_dead(k, heads)
+    _release(k, heads)
     k.cost("atomic", len(pages) + 2 * nr_tails)
     k.cost("compound_lock", nr_tails)
     k.cost("irq_save", nr_tails)

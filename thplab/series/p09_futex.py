@@ -7,10 +7,10 @@ fails while it exists, so ``compound_head()`` of a pinned page stays valid.
 Reverts a5b338f2b0b1 ("thp: update futex compound knowledge").
 """
 
-from ..gup import get_user_pages_fast
 from ..page_flags import compound_head
-from ..params import PAGE_SIZE
+from ..params import EINVAL, PAGE_SIZE, VERIFY_READ
 from ._kernel import Patch
+from .p00_base import futex_key_of, futex_pin_page
 
 P09 = Patch(
     number=9,
@@ -25,13 +25,18 @@ P09 = Patch(
 
 
 @P09.replaces
-def get_futex_key(k, mm, address):
-    """Mirrors ``get_futex_key()`` after patch 09: pin, take the head, lock it, read the key."""
-    page = int(get_user_pages_fast(k, mm, address, 1, write=False)[0])
+def get_futex_key(k, mm, address, rw=VERIFY_READ):
+    """Mirrors ``get_futex_key()`` after patch 09: pin, take the head, lock it, read the key.
+
+    The write-first pin and the read-only retry stay as they were; only the
+    tail-page trick goes.
+    """
+    if address % 4:
+        return -EINVAL
+    address -= address % PAGE_SIZE
+    page, ro = futex_pin_page(k, mm, address, rw)
+    if page < 0:
+        return page
     page = int(compound_head(k.mem_map, page))
-    k.point("get_futex_key: lock_page(compound_head(page))", head=page)
-    k.machine.smp.lock(k, ("page_lock", page), "get_futex_key: lock_page")
-    key = (mm.pid, address & ~(PAGE_SIZE - 1))
-    k.machine.smp.unlock(k, ("page_lock", page))
-    k.put_page(page)  # the pin was taken on a tail; it is the same head reference
-    return key
+    # The tail's pin is a head reference now: it is the one futex_key_of() drops.
+    return futex_key_of(k, mm, address, page, ro, "get_futex_key: lock_page(compound_head(page))")
