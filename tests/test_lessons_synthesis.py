@@ -19,23 +19,43 @@ def test_transhuge_doc_is_the_kernels(level):
 def test_doc_diff_patch_01_drops_only_the_foll_split_paragraph():
     diff = contract.doc_diff(0, 1)
     changed = [line for line in diff.splitlines() if line.startswith("== ") and "unchanged" not in line]
-    assert changed == ["== get_user_pages and follow_page: rewritten"]
-    assert "-In case you can't handle compound pages" in diff and "\n+" not in diff
+    assert changed == ["== get_user_pages and follow_page: changed"]
+    assert "-In case code cannot take a compound page" in diff and "\n+" not in diff
 
 
-def test_doc_diff_patch_10_rewrites_every_section():
+def test_doc_diff_patch_10_changes_all_but_the_gup_section():
     diff = contract.doc_diff(1, 10)
-    assert "unchanged" not in diff
+    unchanged = [line for line in diff.splitlines() if line.endswith(": unchanged")]
+    assert unchanged == ["== get_user_pages and follow_page: unchanged"]
     assert "== compound_lock, get_user_pages and put_page: section removed" in diff
     assert "== Refcounts and transparent huge pages: new section" in diff
-    assert "+split_huge_pmd(vma, pmd, addr)" in diff
+    assert "split_huge_pmd(vma," in diff and "-When pmd_trans_huge() says yes" in diff
     assert contract.doc_diff(9, 10).split("\n", 1)[1] == diff.split("\n", 1)[1]
 
 
-def test_doc_sections_mark_empty_and_missing_sections():
+@pytest.mark.parametrize("level", [0, 1, 10])
+def test_every_promise_is_one_tagged_line_with_links(level):
+    from thplab.series.p10_documentation import links, promises
+
+    for section, text in contract.transhuge_doc(level).items():
+        for promise in promises(text):
+            urls = links(promise)
+            assert urls, (section, promise)
+            for url in urls:
+                assert url.startswith(("https://elixir.bootlin.com/linux/v", "https://lore.kernel.org/",
+                                       "https://lwn.net/")), url
+            # level 0/1 say only what v3.16 documents; level 10 adds the reconstructed patch 10
+            if level < 10:
+                assert promise.endswith("]") and "[v3.16 L" in promise, promise
+    assert "https://lwn.net/Articles/601781/" in contract.doc_links()
+
+
+def test_doc_sections_mark_levels_and_missing_sections():
     text = contract.doc_sections()
-    assert "level  1: (empty)" in text
-    assert "level 10: (no such section)" in text and "level  0: (no such section)" in text
+    assert text.splitlines()[1] == "L0  L1  L10"
+    assert "(no such section at level 10)" in text and "(no such section at level 0, 1)" in text
+    gup = [line for line in text.splitlines() if "hand back the head or" in line]
+    assert gup and gup[0].startswith("x   x   x   ")
 
 
 def test_every_promise_is_kept_at_level_10():

@@ -412,16 +412,20 @@ def test_futex_special_case_gone_at_level_9():
 # ------------------------------------------------------------------ patch 10
 
 def test_transhuge_documentation_per_level():
+    gup = "get_user_pages and follow_page"
     for level in LEVELS:
         doc = Machine.boot("4M", patches=level).kernel.TRANSHUGE_DOC
+        # documented since v2.6.38: GUP hands out head or tail pages, as on hugetlbfs
+        assert "hand back the head or tail page" in doc[gup]
         if level == 0:
-            assert doc == OLD_DOC and "FOLL_SPLIT" in doc["get_user_pages and follow_page"]
+            assert doc == OLD_DOC and "FOLL_SPLIT" in doc[gup]
         elif level < 10:
-            assert "FOLL_SPLIT" not in doc["get_user_pages and follow_page"]
-            assert "thp_split is incremented" in doc["vmstat"]
+            assert "FOLL_SPLIT" not in doc[gup]
+            assert "thp_split counts" in doc["Monitoring usage"]
         else:
             assert doc == NEW_DOC
-            assert "thp_split_pmd" in doc["vmstat"]
+            assert doc[gup] == Machine.boot("4M", patches=1).kernel.TRANSHUGE_DOC[gup]
+            assert "thp_split_pmd" in doc["Monitoring usage"]
             assert "split_huge_pmd(vma, pmd, addr)" in doc["Graceful fallback"]
             assert "compound_lock, get_user_pages and put_page" not in doc
 

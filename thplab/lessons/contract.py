@@ -1,11 +1,11 @@
 """Lesson 12 (patch 10): Documentation/vm/transhuge.txt as the contract.
 
 :func:`doc_sections` and :func:`doc_diff` show ``kernel.TRANSHUGE_DOC`` across
-levels; :data:`PROMISES` and :func:`contract_table` check each promise of the
+levels (:func:`doc_links`: where each promise is written down); :data:`PROMISES` and :func:`contract_table` check each promise of the
 new ``transhuge.txt`` against the model; :func:`split_huge_pmd_trials` and
 :func:`split_huge_page_trials` run the two splits on many seeded random states;
-:class:`SplitPmdProblem` is a quiz on "split_huge_page implies splitting all
-PMDs".  Each ``*_text`` helper is the text twin a lesson prints in a checked cell.
+:class:`SplitPmdProblem` is a quiz on "a page split also splits every PMD
+that maps the page".  Each ``*_text`` helper is the text twin a lesson prints in a checked cell.
 """
 
 import difflib
@@ -21,21 +21,22 @@ from ..machine import Machine
 from ..page_flags import PageCompound, PageHead
 from ..params import EBUSY, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 from ..series import BASE, PATCHES
+from ..series.p10_documentation import links, promises
 from ..problems import check_number
 from ._common import _REFUSED, _events, _observe, _boot
 
-__all__ = ["DOC_LEVELS", "transhuge_doc", "doc_sections", "doc_diff", "Promise", "PROMISES",
+__all__ = ["DOC_LEVELS", "transhuge_doc", "doc_sections", "doc_diff", "doc_links", "Promise", "PROMISES",
            "check_promises", "contract_table", "RandomState", "random_state", "huge_pmds",
            "split_huge_pmd_trials", "split_huge_page_trials", "trials_text", "SplitPmdProblem"]
 
 
-#: The levels lesson 12 compares: the old text, after patch 01 (FOLL_SPLIT
-#: paragraph gone), after patch 10 (the rewrite).
+#: The levels lesson 12 compares: what v3.14/v3.16 document, after patch 01
+#: (FOLL_SPLIT promise gone), after patch 10 (the rewrite, reconstructed).
 DOC_LEVELS = (0, 1, 10)
 
 
 def transhuge_doc(level):
-    """``kernel.TRANSHUGE_DOC`` at series ``level`` (``{section: text}``), without booting."""
+    """``kernel.TRANSHUGE_DOC`` at series ``level`` (``{section: promises, one a line}``), without booting."""
     doc = BASE.data["TRANSHUGE_DOC"]
     for patch in PATCHES[:level]:
         doc = patch.data.get("TRANSHUGE_DOC", doc)
@@ -49,49 +50,75 @@ def _sections(levels):
     return names
 
 
-def doc_sections(levels=DOC_LEVELS, width=78):
-    """The documentation at several levels, section by section, as text.
+def _wrap(text, width, first, rest):
+    if not width:
+        return [first + text]
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest)
 
-    A section that a level does not have reads "(no such section)"; an
-    emptied one reads "(empty)".
+
+def doc_sections(levels=DOC_LEVELS, width=78):
+    """The documented promises at several levels, section by section, as text.
+
+    Each promise is one line of thplab's own words ending in a source tag
+    (``[v3.16 L248]``: see :func:`doc_links`); the columns mark the levels whose
+    documentation makes it (``x``) or not (``.``).
     """
-    lines = []
+    head = "".join(f"L{level:<3}" for level in levels)
+    lines = ["transhuge.txt promise by promise; x = documented at that level", head.rstrip()]
+    pad = " " * len(head)
     for section in _sections(levels):
         lines.append(f"== {section}")
+        missing = [str(level) for level in levels if section not in transhuge_doc(level)]
+        if missing:
+            lines.append(f"{pad}(no such section at level {', '.join(missing)})")
+        seen = []
         for level in levels:
-            doc = transhuge_doc(level)
-            tag = f"  level {level:>2}: "
-            if section not in doc:
-                lines.append(tag + "(no such section)")
-            elif not doc[section]:
-                lines.append(tag + "(empty)")
-            else:
-                lines += textwrap.wrap(doc[section], width, initial_indent=tag,
-                                       subsequent_indent=" " * len(tag))
+            seen += [p for p in promises(transhuge_doc(level).get(section, "")) if p not in seen]
+        for promise in seen:
+            marks = "".join(("x" if promise in promises(transhuge_doc(level).get(section, "")) else ".")
+                            .ljust(4) for level in levels)
+            lines += _wrap(promise, width, marks, pad)
         lines.append("")
     return "\n".join(lines).rstrip()
 
 
-def doc_diff(a=0, b=10, width=72):
-    """Section-by-section unified diff (``difflib``) of the documentation from level ``a`` to ``b``.
+def doc_diff(a=0, b=10, width=78):
+    """Section-by-section unified diff (``difflib``) of the promise lists from level ``a`` to ``b``.
 
-    The texts are wrapped at ``width`` columns first, so that the diff shows
-    the changed lines rather than one changed paragraph.
+    One promise is one diff line; with ``width``, a long line wraps and its
+    continuation lines repeat the ``-``/``+``/`` `` marker, indented.
     """
     old, new = transhuge_doc(a), transhuge_doc(b)
-    out = [f"transhuge.txt, level {a} -> level {b}"]
+    out = [f"transhuge.txt promises, level {a} -> level {b}"]
     for section in _sections((a, b)):
-        before = textwrap.wrap(old.get(section, ""), width)
-        after = textwrap.wrap(new.get(section, ""), width)
+        before = promises(old.get(section, ""))
+        after = promises(new.get(section, ""))
         if before == after:
             out.append(f"== {section}: unchanged")
             continue
         state = ("section removed" if section not in new else "new section" if section not in old
-                 else "rewritten")
+                 else "changed")
         out.append(f"== {section}: {state}")
-        out += list(difflib.unified_diff(before, after, f"level {a}", f"level {b}",
-                                         lineterm="", n=1))[2:]
+        for line in list(difflib.unified_diff(before, after, f"level {a}", f"level {b}",
+                                              lineterm="", n=1))[2:]:
+            if line.startswith("@@"):
+                continue
+            out += _wrap(line[1:], width, line[0], line[0] + "   ")
     return "\n".join(out)
+
+
+def doc_links(levels=DOC_LEVELS):
+    """Every source tag the promises at ``levels`` use, with the URL it stands for."""
+    tags = {}
+    for level in levels:
+        for text in transhuge_doc(level).values():
+            for promise in promises(text):
+                tag = promise.rsplit("[", 1)[1].rstrip("]")
+                for part, url in zip((t.strip() for t in tag.split(";")), links(promise)):
+                    tags.setdefault(part, url)
+    order = sorted(tags, key=lambda t: (t[0] != "v" or t.startswith("v2 "), t.split(" L")[0],
+                                        int(t.split(" L")[1]) if " L" in t else 0, t))
+    return "\n".join(f"{tag:<13} {tags[tag]}" for tag in order)
 
 
 @dataclass
@@ -227,15 +254,15 @@ def _promise_split_pmd_never_fails(level, nr_states=40):
 
 #: The promises of the level-10 ``transhuge.txt``, in the order of its sections.
 PROMISES = [
-    Promise("vmstat", "thp_split_page implies splitting all PMDs the page is mapped with",
+    Promise("Monitoring usage", "thp_split_page: a page split also splits every PMD that maps it",
             _promise_split_all_pmds),
-    Promise("vmstat", "thp_split_page_failed counts a split refused because the page is pinned",
+    Promise("Monitoring usage", "thp_split_page_failed counts a split refused because the page is pinned",
             _promise_split_fails_if_pinned),
-    Promise("vmstat", "thp_split_pmd counts mprotect() on part of a huge page; the page is not split",
+    Promise("Monitoring usage", "thp_split_pmd counts mprotect() on part of a huge page; the page is not split",
             _promise_split_pmd_on("mprotect")),
-    Promise("vmstat", "thp_split_pmd counts munmap() on part of a huge page; the page is not split",
+    Promise("Monitoring usage", "thp_split_pmd counts munmap() on part of a huge page; the page is not split",
             _promise_split_pmd_on("munmap")),
-    Promise("get_user_pages and follow_page", "they return head or tail pages as usual, no split",
+    Promise("get_user_pages and follow_page", "they hand back head or tail pages as on hugetlbfs; nothing is split",
             _promise_gup_as_usual),
     Promise("Graceful fallback", "split_huge_pmd(vma, pmd, addr) is the call for unaware code",
             _promise_names(["split_huge_pmd"], ["split_huge_page_pmd"])),
@@ -247,7 +274,7 @@ PROMISES = [
             "split_huge_page distributes the refcounts taken by page table entries",
             _promise_split_distributes),
     Promise("Refcounts and transparent huge pages",
-            "split fails iff pinned: page count must equal sum of mapcounts + 1",
+            "split fails iff some reference is not a mapping (here: a pin): count must be sum of mapcounts + 1",
             _promise_split_iff_unpinned),
     Promise("Refcounts and transparent huge pages",
             "compound_lock still serialises get/put_page on tails against the split",
@@ -398,8 +425,11 @@ def split_huge_page_trials(level, nr_states=40, seed=0):
     """Call ``split_huge_page()`` on every THP of ``nr_states`` random states.
 
     The prediction of the new documentation: it succeeds (0) exactly when
-    nobody pins any subpage (``Σ page_mapcount == page_count − 1`` with the
-    caller's reference), and fails with ``-EBUSY`` otherwise.
+    every reference but the caller's is a mapping (``Σ page_mapcount ==
+    page_count − 1``), and fails with ``-EBUSY`` otherwise.  In the kernel the
+    extra reference may be a GUP pin, a per-CPU LRU pagevec's or a racing
+    ``get_page()``'s; in these random states it can only be a pin, so the trials
+    count pinned THPs.
     """
     out = {"level": level, "states": nr_states, "thps": 0, "pinned": 0, "ebusy_pinned": 0,
            "ok_unpinned": 0, "disagree": 0, "problems": []}
@@ -432,7 +462,7 @@ def trials_text(levels=(0, 10), nr_states=40):
             f"compound page kept {p['compound_kept']} times",
             f"  split_huge_page on {g['thps']} THPs ({g['pinned']} pinned): -EBUSY on "
             f"{g['ebusy_pinned']} pinned, 0 on {g['ok_unpinned']} unpinned;",
-            f"    {g['disagree']} outcome(s) against the rule 'fails iff pinned'",
+            f"    {g['disagree']} outcome(s) against the rule 'fails iff a reference is not a mapping'",
         ]
         lines += [f"  failure: {f}" for f in p["failures"][:3] + g["problems"][:3]]
     return "\n".join(lines)
@@ -442,8 +472,8 @@ def trials_text(levels=(0, 10), nr_states=40):
 class SplitPmdProblem:
     """How many ``thp_split_pmd`` events does a successful ``split_huge_page()`` count?
 
-    The level-10 documentation: splitting the page "implies splitting all
-    PMD the page is mapped with". A seeded number of forks shares the THP,
+    The level-10 documentation: a page split also splits every PMD that
+    maps the page. A seeded number of forks shares the THP,
     and some processes have already split their own PMD.
     """
 
