@@ -1,0 +1,17 @@
+"""SVG diagrams drawn from the model's state -- a view: the model never imports this package.
+
+Each diagram function is a pure function of model state (and of what to
+highlight) and returns a :class:`Diagram`: it shows itself in Jupyter as SVG,
+``.svg`` is the document, ``.text`` its text twin (also each function's
+``describe_*`` companion).  Needs ``drawsvg`` (the ``lab`` extra).
+"""
+
+from ._base import Diagram, runs
+from .walk import describe_huge_vs_pte, describe_page_table_walk, huge_vs_pte, page_table_walk
+
+__all__ = ["Diagram", "runs",
+           "page_table_walk", "describe_page_table_walk", "huge_vs_pte", "describe_huge_vs_pte"]
+
+from .mappings import ThpSnapshot, describe_thp_mappings, process_maps, snapshot_thp, thp_mappings  # noqa: E402
+
+__all__ += ["thp_mappings", "describe_thp_mappings", "snapshot_thp", "ThpSnapshot", "process_maps"]
