@@ -15,3 +15,7 @@ __all__ = ["Diagram", "runs",
 from .mappings import ThpSnapshot, describe_thp_mappings, process_maps, snapshot_thp, thp_mappings  # noqa: E402
 
 __all__ += ["thp_mappings", "describe_thp_mappings", "snapshot_thp", "ThpSnapshot", "process_maps"]
+
+from .states import describe_pmd_state_machine, pmd_state_machine, pmd_transitions  # noqa: E402
+
+__all__ += ["pmd_state_machine", "describe_pmd_state_machine", "pmd_transitions"]
