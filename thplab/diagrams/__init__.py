@@ -19,3 +19,9 @@ __all__ += ["thp_mappings", "describe_thp_mappings", "snapshot_thp", "ThpSnapsho
 from .states import describe_pmd_state_machine, pmd_state_machine, pmd_transitions  # noqa: E402
 
 __all__ += ["pmd_state_machine", "describe_pmd_state_machine", "pmd_transitions"]
+
+from .swimlanes import (describe_race_swimlane, describe_split_counters, describe_split_swimlane,  # noqa: E402
+                        pmd_state, race_swimlane, split_counters, split_swimlane)
+
+__all__ += ["split_swimlane", "describe_split_swimlane", "split_counters", "describe_split_counters",
+            "race_swimlane", "describe_race_swimlane", "pmd_state"]
