@@ -221,3 +221,122 @@ def test_scenario_explorer_shows_the_mappings_diagram_in_one_html_widget():
     assert [a.attrib["data-arrow"] for a in by_attr(root, "data-arrow")].count("pmd") == 1
     e.kernel.value = 3  # before patch 04: the whole THP is split
     assert "not compound" in e.diagram.title and e.plot is plot
+
+
+# --------------------------------------------------------------------------- 3. the old split
+def test_split_swimlane_three_phases_two_processes_one_pin():
+    m, pid, addr, head = fnd.old_split_machine(0, forks=1, pins=(5,))
+    _, rec = fnd.record_old_split(m, head)
+    d = D.split_swimlane(m, rec, head)
+    root = check_conventions(d)
+    phases = [e.attrib["data-phase"] for e in by_attr(root, "class", "phase")]
+    assert phases == ["before", "phase 1", "phase 2", "phase 3", "after"]
+    states = [(e.attrib["data-pid"], e.attrib["data-state"]) for e in by_attr(root, "class", "pmd-state")]
+    assert states[:2] == [("1", "huge"), ("2", "huge")]
+    assert states[2:4] == [("1", "splitting"), ("2", "splitting")]
+    assert states[-2:] == [("1", "table"), ("2", "table")]
+    assert ("2", "invalidated") in states  # phase 3 caught pid 2 between pmdp_invalidate and pmd_populate
+    t = texts(root)
+    assert "◆ subpage 5: _count 0, _mapcount 0 (= 1 pin(s) in a tail)" in t  # the pin sits in the tail
+    assert any(s.startswith("subpage 5: _count 3") for s in t)  # after: 2 mappings + 1 pin
+    assert "phase 1: mark every PMD _PAGE_SPLITTING" in d.text and "pid 2 splitting" in d.text
+    # pid 1: huge -> splitting -> table; pid 2: huge -> splitting -> invalidated -> table
+    assert len(by_attr(root, "data-arrow", "pmd-change")) == 2 + 3
+
+
+# --------------------------------------------------------------------------- 6. the new split's test
+def test_split_counters_pass_and_fail():
+    from thplab.lessons.series_middle import split_trace
+
+    _, rec, run = split_trace(6, pin=True)
+    root = check_conventions(D.split_counters(rec, run.head))
+    verdicts = {int(e.attrib["data-step"]): e.attrib["data-verdict"] for e in by_attr(root, "class", "verdict")}
+    assert verdicts == {0: "n/a", 1: "fail", 2: "fail", 3: "n/a"}
+    bars = {(int(e.attrib["data-step"]), e.attrib["data-series"]): int(e.attrib["data-value"])
+            for e in by_attr(root, "class", "bar")}
+    assert bars[(1, "count")] == 4 and bars[(1, "total")] == 2  # 2 PMDs + pin + caller: 4 - 1 != 2
+    assert "✘ fail" in texts(root) and len(by_attr(root, "class", "kernel-checks")) == 1
+
+    result, rec, run = split_trace(6, pin=False)
+    assert result == 0
+    d = D.split_counters(rec, run.head)
+    root = check_conventions(d)
+    verdicts = [e.attrib["data-verdict"] for e in by_attr(root, "class", "verdict")]
+    assert verdicts[1] == "pass" and "fail" in verdicts and verdicts[-1] == "n/a"
+    assert "compound_lock taken: head _count 1025, Σ page_mapcount 1024 -- PASS" in d.text
+    assert len(by_attr(root, "class", "kernel-checks")) == 2
+
+
+# --------------------------------------------------------------------------- 4. races
+def test_race_swimlane_ipi_and_interrupts_off():
+    from thplab.races import RACES
+
+    race = RACES["split-vs-gup-fast"](0)
+    race.play()
+    d = D.race_swimlane(race)
+    root = check_conventions(d)
+    arrows = [e.attrib["data-arrow"] for e in by_attr(root, "data-arrow")]
+    assert arrows.count("ipi-sent") == 1 and arrows.count("ipi-ack") == 1
+    bands = by_attr(root, "class", "irqs-off")
+    assert [(b.attrib["data-cpu"], b.attrib["data-first"], b.attrib["data-last"]) for b in bands] == [("CPU1", "1", "8")]
+    points = by_attr(root, "class", "point")
+    assert len(points) == len(race.interleaving.steps) + 1  # "start" is drawn in both lanes
+    waiting = [p for p in points if p.attrib["data-waiting"] == "1"]
+    assert len(waiting) == 1 and waiting[0].attrib["data-cpu"] == "CPU0"
+    assert not by_attr(root, "class", "broken")
+    assert {e.attrib["data-lock"] for e in by_attr(root, "class", "lock")} == {"compound_lock"}
+
+
+def test_race_swimlane_what_if_marks_where_it_breaks():
+    from thplab.races import RACES
+
+    race = RACES["split-vs-gup-fast"](0, without=("tlb_flush_ipi",))
+    race.play()
+    d = D.race_swimlane(race)
+    root = check_conventions(d)
+    assert not [a for a in by_attr(root, "data-arrow") if a.attrib["data-arrow"].startswith("ipi")]
+    broken = [p for p in by_attr(root, "class", "point") if p.attrib["stroke"] == D._base.VERMILION]
+    assert [p.attrib["data-step"] for p in broken] == ["11"]
+    assert "✘ the accounting breaks here" in texts(root)
+    assert "11 CPU1: gup_huge_pmd: tail pins taken, head not yet [irqs off on CPU1; THE ACCOUNTING BREAKS HERE]" in d.text
+    assert "what-if without tlb_flush_ipi" in root.find("s:title", NS).text
+
+    race = RACES["put-page-vs-split"](0, without=("compound_lock",))
+    race.play()
+    text = D.describe_race_swimlane(race)
+    assert "11 CPU1: error: page:pfn 0x200" in text and text.count("THE ACCOUNTING BREAKS HERE") == 1
+    broken = [p.attrib["data-step"] for p in by_attr(parse(D.race_swimlane(race)), "class", "point")
+              if p.attrib["stroke"] == D._base.VERMILION]
+    assert broken == ["11"]
+
+
+def test_race_swimlane_reads_a_generic_irqs_off_flag_and_survives_a_partial_run():
+    from thplab.races import RACES
+
+    race = RACES["put-page-vs-split"](10)
+    race.interleaving.step("CPU0")
+    for s in race.interleaving.steps:
+        s.detail["irqs_off"] = s.cpu == "CPU0"
+    root = check_conventions(D.race_swimlane(race))
+    assert [b.attrib["data-cpu"] for b in by_attr(root, "class", "irqs-off")] == ["CPU0"]
+    race.interleaving.close()
+
+
+# --------------------------------------------------------------------------- 5. PMD state machine
+def test_pmd_state_machine_old_vs_rfc():
+    d = D.pmd_state_machine(0, 10)
+    root = check_conventions(d)
+    trans = [(e.attrib["data-from"], e.attrib["data-to"], e.attrib["data-path"])
+             for e in by_attr(root, "data-arrow", "transition")]
+    old, new = trans[:7], trans[7:]
+    assert ("huge", "splitting", "old-split") in old and ("splitting", "invalidated", "old-split") in old
+    assert ("invalidated", "table", "old-split") in old and not [t for t in old if t[2] == "new-split"]
+    assert ("huge", "empty", "new-split") in new and ("empty", "table", "new-split") in new
+    assert not [t for t in new if t[2] == "old-split"]
+    status = [(e.attrib["data-state"], e.attrib["data-status"]) for e in by_attr(root, "class", "state")]
+    assert status[5:] == [("empty", "live"), ("huge", "live"), ("splitting", "gone"), ("invalidated", "gone"),
+                          ("table", "live")]
+    mid = parse(D.pmd_state_machine(6))
+    assert ("splitting", "defined") in [(e.attrib["data-state"], e.attrib["data-status"])
+                                        for e in by_attr(mid, "class", "state")]
+    assert "splitting (bit defined, nothing sets it)" in D.describe_pmd_state_machine(6)

@@ -379,7 +379,8 @@ def describe_race_swimlane(race, broken_at=None):
             extra.append("waiting")
         if i == broken:
             extra.append("THE ACCOUNTING BREAKS HERE")
-        lines.append(f"  {i:>2} {s.cpu}: {s.name}" + (f" [{'; '.join(extra)}]" if extra else ""))
+        name = " ".join(s.name.split())
+        lines.append(f"  {i:>2} {s.cpu}: {name}" + (f" [{'; '.join(extra)}]" if extra else ""))
     return "\n".join(lines)
 
 
@@ -440,7 +441,7 @@ def race_swimlane(race, broken_at=None):
                   stroke=VERMILION if is_broken else BLACK, stroke_width=3 if is_broken else 1.2,
                   stroke_dasharray="5 3" if s.waiting else None, class_="point", data_step=i, data_cpu=cpu,
                   data_waiting=int(bool(s.waiting)), tip=str(s))
-            label = f"{i}. " + ("WAITS: " if s.waiting else "") + s.name
+            label = f"{i}. " + ("WAITS: " if s.waiting else "") + " ".join(s.name.split())
             if len(label) > 60:
                 label = label[:59] + "…"
             c.text(label, x + 12, y + 21, size=SMALL_SIZE if len(label) > 48 else LABEL_SIZE)
