@@ -340,3 +340,38 @@ def test_pmd_state_machine_old_vs_rfc():
     assert ("splitting", "defined") in [(e.attrib["data-state"], e.attrib["data-status"])
                                         for e in by_attr(mid, "class", "state")]
     assert "splitting (bit defined, nothing sets it)" in D.describe_pmd_state_machine(6)
+
+
+# --------------------------------------------------------------------------- charts
+def _chart_conventions(diagram):
+    root = parse(diagram)
+    assert root.find("s:title", NS).text == diagram.title and root.find("s:desc", NS).text == diagram.text
+    assert root.attrib["width"].endswith("pt") and root.attrib["viewBox"].startswith("0 0 ")
+    sizes = [float(x) for x in re.findall(r"font(?:-size)?:\s*([0-9.]+)px", diagram.svg)]
+    assert sizes and min(sizes) >= 9, min(sizes)  # matplotlib SVG units are points: 9 pt = 12 px at 100%
+    return root, texts(root)
+
+
+def test_charts_are_vector_svg_with_twins():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from thplab.lessons.compare import costs_by_label
+    from thplab.lessons.open_problems import held_memory_sweep
+
+    sweep = held_memory_sweep(unmapped=(0, 256, 511), nr_thps=2)
+    held = D.held_memory_chart(sweep)
+    root, t = _chart_conventions(held)
+    assert "512× more in use than mapped" in t and "in use (allocated), old kernel = mapped" in t
+    assert "k=511: mapped 8, in use at level 0 8, in use at level 10 4096" in held.text
+    assert held.svg == D.held_memory_chart(sweep).svg
+
+    costs = D.costs_chart(costs_by_label((0, 10)))
+    root, t = _chart_conventions(costs)
+    assert "4 atomic" in t and "get_page(tail), level 10" in t
+
+    m, pid, thp, small = fnd.primer_machine()
+    mm = D.mem_map_chart(m)
+    root, t = _chart_conventions(mm)
+    assert "0x201–0x3ff" in t and "0x200" in t and any("are all free and not drawn" in s for s in t)
+    assert "THP head 0x200, THP tail 0x201-0x3ff" in mm.text

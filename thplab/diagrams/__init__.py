@@ -25,3 +25,9 @@ from .swimlanes import (describe_race_swimlane, describe_split_counters, describ
 
 __all__ += ["split_swimlane", "describe_split_swimlane", "split_counters", "describe_split_counters",
             "race_swimlane", "describe_race_swimlane", "pmd_state"]
+
+from .charts import (costs_chart, describe_mem_map_used, figure_diagram, held_memory_chart,  # noqa: E402
+                     mem_map_chart, plot_costs_by_kernel, plot_held_memory_log, plot_mem_map_used)
+
+__all__ += ["figure_diagram", "plot_held_memory_log", "held_memory_chart", "plot_costs_by_kernel", "costs_chart",
+            "plot_mem_map_used", "describe_mem_map_used", "mem_map_chart"]

@@ -57,6 +57,13 @@ class Diagram:
             self._svg = raw.replace(_ID, f"thp{digest}")
         return self._svg
 
+    @classmethod
+    def from_svg(cls, svg, text, title, kind="chart"):
+        """A Diagram around a finished SVG document (e.g. a matplotlib figure's)."""
+        d = cls(None, text, title, kind)
+        d._svg = svg
+        return d
+
     def _repr_svg_(self):
         return self.svg
 
