@@ -375,3 +375,13 @@ def test_charts_are_vector_svg_with_twins():
     root, t = _chart_conventions(mm)
     assert "0x201–0x3ff" in t and "0x200" in t and any("are all free and not drawn" in s for s in t)
     assert "THP head 0x200, THP tail 0x201-0x3ff" in mm.text
+
+
+def test_the_model_never_imports_the_diagrams():
+    import subprocess
+    import sys
+
+    code = ("import sys, thplab, thplab.machine, thplab.scenarios, thplab.races, thplab.trace, thplab.problems, "
+            "thplab.invariants, thplab.lessons.foundations; "
+            "assert 'thplab.diagrams' not in sys.modules and 'drawsvg' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)

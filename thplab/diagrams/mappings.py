@@ -91,8 +91,11 @@ class ThpSnapshot:
 _COLS = ("kind", "_count", "_mapcount", "page_mapcount", "pins")
 
 
-def snapshot_thp(machine, head):
-    """A :class:`ThpSnapshot` of the THP at ``head``: pass it as ``previous=`` to mark changes."""
+def snapshot_thp(machine, head, maps=None):
+    """A :class:`ThpSnapshot` of the THP at ``head``: pass it as ``previous=`` to mark changes.
+
+    ``maps``: :func:`process_maps` of the same state, if already computed.
+    """
     m = machine
     head = int(head)
     pages = np.arange(head, head + HPAGE_PMD_NR)
@@ -103,7 +106,7 @@ def snapshot_thp(machine, head):
     values = np.stack([kind, mmap["_count"][pages].astype(np.int64), mmap["_mapcount"][pages].astype(np.int64),
                        pm.astype(np.int64), m.pins[pages].astype(np.int64)], axis=1)
     maps = {pid: (tuple(x[0] for x in v["pmd"]), tuple(x[:3] for x in v["ptes"]), v["other_ptes"])
-            for pid, v in process_maps(m, head).items()}
+            for pid, v in (process_maps(m, head) if maps is None else maps).items()}
     return ThpSnapshot(head, bool(PageHead(mmap, head)), values, maps)
 
 
@@ -133,8 +136,8 @@ def _fmt_change(col, old, new):
 
 def describe_thp_mappings(machine, head, previous=None):
     """Text twin of :func:`thp_mappings`."""
-    snap = snapshot_thp(machine, head)
-    return _describe(machine, snap, process_maps(machine, head), previous)
+    maps = process_maps(machine, head)
+    return _describe(machine, snapshot_thp(machine, head, maps), maps, previous)
 
 
 def _changes(snap, previous):
@@ -188,8 +191,8 @@ def thp_mappings(machine, head, previous=None, title=None):
     that changed since are outlined (thick dashes) and marked "▲ changed".
     """
     head = int(head)
-    snap = snapshot_thp(machine, head)
     maps = process_maps(machine, head)
+    snap = snapshot_thp(machine, head, maps)
     text = _describe(machine, snap, maps, previous)
     changed, changed_pids = _changes(snap, previous)
     value_runs = runs(snap.values)
