@@ -177,7 +177,8 @@ def _describe(machine, snap, maps, previous):
                 d = [_fmt_change(c, old[i], snap.values[s][i]) for i, c in enumerate(_COLS)
                      if old[i] != snap.values[s][i]]
                 if d:
-                    diffs.append(f"subpages {span(s + ps, s + pt_)}: " + ", ".join(d))
+                    word = "subpage" if pt_ - ps == 1 else "subpages"
+                    diffs.append(f"{word} {span(s + ps, s + pt_)}: " + ", ".join(d))
             text += " [changed: " + "; ".join(diffs) + "]"
         lines.append("  " + text)
     lines.append("  pins are thplab's count of get_user_pages() references held (not a struct page field).")
