@@ -9,7 +9,7 @@ and transitions a kernel has is read from its function table
 
 import drawsvg as dw
 
-from ._base import BLACK, BLUE, GREEN, GREY, ORANGE, PURPLE, SKY, SMALL_SIZE, VERMILION, YELLOW, Canvas
+from ._base import BLACK, BLUE, GREEN, GREY, ORANGE, SKY, SMALL_SIZE, VERMILION, YELLOW, Canvas
 
 #: name -> (x, y, what the entry holds, colour, hatch)
 STATES = {

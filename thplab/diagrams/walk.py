@@ -10,8 +10,7 @@ import drawsvg as dw
 
 from .. import pgtable as pt
 from ..params import HPAGE_PMD_MASK, PAGE_SHIFT
-from ._base import (BLACK, BLUE, GREEN, GREY, LABEL_SIZE, ORANGE, PURPLE, SKY, SMALL_SIZE, VERMILION,
-                    YELLOW, Canvas, esc)
+from ._base import BLACK, BLUE, GREEN, GREY, ORANGE, PURPLE, SKY, SMALL_SIZE, VERMILION, YELLOW, Canvas
 
 #: (name, high bit, low bit, colour, hatch kind) of each address field.
 FIELDS = (("PGD", 47, 39, ORANGE, "diag"), ("PUD", 38, 30, SKY, "dots"), ("PMD", 29, 21, GREEN, "horiz"),
