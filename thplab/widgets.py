@@ -91,7 +91,11 @@ class ScenarioExplorer(_View):
         self.reset_button = w.Button(description="Reset", icon="undo")
         self.status = w.HTML()
         self.table = w.HTML()
-        self.plot = w.Output()
+        #: One persistent HTML widget; each step replaces its value with the new SVG diagram
+        #: (:func:`thplab.diagrams.thp_mappings`, changes since the previous step marked).
+        self.plot = w.HTML()
+        self.diagram = None
+        self.previous = {}
         self.caption = w.HTML()
         self.step_button.on_click(lambda b: self.step())
         self.run_button.on_click(lambda b: self.run_all())
@@ -109,15 +113,27 @@ class ScenarioExplorer(_View):
 
     def reset(self):
         self.runs = {lv: self.scenario.start(lv, seed=self.seed) for lv in self.levels}
+        self.previous = {}
         self.refresh()
 
+    def _remember(self):
+        """Snapshot each kernel's THP before it moves, so the diagram can mark what the step changed."""
+        if not self.figure:
+            return
+        from .diagrams import snapshot_thp
+
+        self.previous = {lv: snapshot_thp(run.machine, run.head) if run.head is not None else None
+                         for lv, run in self.runs.items()}
+
     def step(self):
+        self._remember()
         for run in self.runs.values():
             if not run.finished:
                 run.step()
         self.refresh()
 
     def run_all(self):
+        self._remember()
         for run in self.runs.values():
             run.run_all()
         self.refresh()
@@ -130,14 +146,14 @@ class ScenarioExplorer(_View):
         self.caption.value = ("" if run.head is None else
                               "<i>" + html.escape(viz.describe_thp(run.machine, run.head, self.field)) + "</i>")
         if self.figure:
-            self.plot.clear_output(wait=True)
-            if run.head is not None:
-                with self.plot:
-                    import matplotlib.pyplot as plt
+            if run.head is None:
+                self.diagram = None
+                self.plot.value = ""
+            else:
+                from .diagrams import thp_mappings
 
-                    fig, ax = viz.figure(6.5, 2.8)
-                    viz.plot_thp(ax, run.machine, run.head, self.field)
-                    plt.show()
+                self.diagram = thp_mappings(run.machine, run.head, previous=self.previous.get(self.kernel.value))
+                self.plot.value = self.diagram.svg
 
 
 class StepThrough(_View):

@@ -1,0 +1,193 @@
+"""What every diagram shares: the :class:`Diagram` wrapper, the palette, fonts, defs and run detection.
+
+A diagram is drawn with drawsvg on a white background, carries a ``<title>``
+and a ``<desc>`` (its text twin), and never says anything with colour alone:
+every coloured thing also has a label, a hatch, a marker or a dash style.
+Element ids are made from a hash of the drawing itself, so the same state
+gives the same bytes and two different diagrams on one page never share ids.
+"""
+
+import hashlib
+import html
+
+import drawsvg as dw
+import numpy as np
+
+from ..viz import OKABE_ITO
+
+#: Okabe-Ito by role (the names say what a colour *means*, never the only cue).
+ORANGE, SKY, GREEN, YELLOW, BLUE, VERMILION, PURPLE, BLACK = OKABE_ITO
+GREY = "#767676"      # 4.5:1 on white: readable text
+PALE = "#F2F2F2"
+
+FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
+MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
+#: Text sizes in px (never below 11 for labels; the smallest note is 11 too).
+TITLE_SIZE, LABEL_SIZE, SMALL_SIZE = 15, 12, 11
+
+#: Placeholder for the id prefix, replaced by a hash of the finished SVG.
+_ID = "IDPFX"
+
+
+def ref(name):
+    """``url(#...)`` of a def made by :class:`Canvas` (hatches, markers)."""
+    return f"url(#{_ID}-{name})"
+
+
+class Diagram:
+    """An SVG drawing with its text twin; displays itself in Jupyter.
+
+    ``.svg`` is the SVG document (str), ``.text`` the text twin, ``.title``
+    its title.  ``_repr_mimebundle_`` offers ``image/svg+xml`` and
+    ``text/plain`` (the twin), so a screen reader or a terminal gets words.
+    """
+
+    def __init__(self, drawing, text, title, kind="diagram"):
+        self.drawing = drawing
+        self.text = text
+        self.title = title
+        self.kind = kind
+        self._svg = None
+
+    @property
+    def svg(self):
+        if self._svg is None:
+            raw = self.drawing.as_svg(header="")
+            digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
+            self._svg = raw.replace(_ID, f"thp{digest}")
+        return self._svg
+
+    @classmethod
+    def from_svg(cls, svg, text, title, kind="chart"):
+        """A Diagram around a finished SVG document (e.g. a matplotlib figure's)."""
+        d = cls(None, text, title, kind)
+        d._svg = svg
+        return d
+
+    def _repr_svg_(self):
+        return self.svg
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"image/svg+xml": self.svg, "text/plain": self.text}
+
+    def __repr__(self):
+        return f"<Diagram {self.kind}: {self.title}>"
+
+    def save(self, path):
+        """Write the SVG to ``path``."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.svg)
+
+
+class _Desc(dw.elements._TextContainingElement):
+    TAG_NAME = "desc"
+
+
+class Canvas:
+    """A drawsvg Drawing with the course's conventions: size, background, title, desc, defs."""
+
+    def __init__(self, width, height, title, text):
+        self.width, self.height = int(width), int(height)
+        self.d = dw.Drawing(self.width, self.height, id_prefix=f"{_ID}-a", role="img",
+                            aria_labelledby=f"{_ID}-title {_ID}-desc", font_family=FONT)
+        self.d.view_box = (0, 0, self.width, self.height)
+        self.d.append(dw.elements.Title(title, id=f"{_ID}-title"))
+        self.d.append(_Desc(text, id=f"{_ID}-desc"))
+        self.bg = dw.Rectangle(0, 0, self.width, self.height, fill="white", class_="background")
+        self.d.append(self.bg)
+        self._defs = set()
+        self.title, self.twin = title, text
+
+    def resize(self, height):
+        """Set the final height (drawings are laid out top-down, then cut to size)."""
+        self.height = int(height)
+        self.d.height = self.height
+        self.d.view_box = (0, 0, self.width, self.height)
+        self.bg.args["height"] = self.height
+
+    # ------------------------------------------------------------- defs
+    def hatch(self, name, colour, kind="diag", bg="white"):
+        """A hatch pattern usable as ``fill=ref(name)``; kinds: diag, cross, dots, horiz."""
+        if name in self._defs:
+            return ref(name)
+        p = dw.Pattern(8, 8, id=f"{_ID}-{name}")
+        p.append(dw.Rectangle(0, 0, 8, 8, fill=bg))
+        if kind == "diag":
+            p.append(dw.Line(0, 8, 8, 0, stroke=colour, stroke_width=1.6))
+            p.append(dw.Line(-2, 2, 2, -2, stroke=colour, stroke_width=1.6))
+            p.append(dw.Line(6, 10, 10, 6, stroke=colour, stroke_width=1.6))
+        elif kind == "cross":
+            p.append(dw.Line(0, 8, 8, 0, stroke=colour, stroke_width=1.2))
+            p.append(dw.Line(0, 0, 8, 8, stroke=colour, stroke_width=1.2))
+        elif kind == "dots":
+            p.append(dw.Circle(4, 4, 1.6, fill=colour))
+        elif kind == "horiz":
+            p.append(dw.Line(0, 4, 8, 4, stroke=colour, stroke_width=1.6))
+        self.d.append_def(p)
+        self._defs.add(name)
+        return ref(name)
+
+    def arrowhead(self, name="arrow", colour=BLACK):
+        """An arrowhead marker for ``marker_end=ref(name)``."""
+        if name in self._defs:
+            return ref(name)
+        m = dw.Marker(-1, -0.6, 0.4, 0.6, scale=7, orient="auto", id=f"{_ID}-{name}")
+        m.append(dw.Lines(-1, -0.6, 0.4, 0, -1, 0.6, close=True, fill=colour))
+        self.d.append_def(m)
+        self._defs.add(name)
+        return ref(name)
+
+    # ------------------------------------------------------------- drawing
+    def add(self, element):
+        self.d.append(element)
+        return element
+
+    def text(self, s, x, y, size=LABEL_SIZE, anchor="start", weight=None, mono=False, fill=BLACK, **kw):
+        t = dw.Text(str(s), size, x, y, text_anchor=anchor, fill=fill,
+                    font_family=MONO if mono else None, font_weight=weight, **kw)
+        return self.add(t)
+
+    def heading(self, s, x=12, y=22):
+        return self.text(s, x, y, size=TITLE_SIZE, weight="bold", class_="heading")
+
+    def box(self, x, y, w, h, fill="white", stroke=BLACK, tip=None, **kw):
+        r = dw.Rectangle(x, y, w, h, fill=fill, stroke=stroke, **kw)
+        if tip:
+            r.append_title(tip)
+        return self.add(r)
+
+    def arrow(self, x1, y1, x2, y2, colour=BLACK, kind="arrow", dash=None, width=1.6, tip=None, **kw):
+        """A straight arrow; ``kind`` goes into ``data-arrow`` so tests (and readers of the SVG) can count them."""
+        line = dw.Line(x1, y1, x2, y2, stroke=colour, stroke_width=width,
+                       marker_end=self.arrowhead("arrow-" + colour.lstrip("#"), colour),
+                       stroke_dasharray=dash, class_="arrow", data_arrow=kind, **kw)
+        if tip:
+            line.append_title(tip)
+        return self.add(line)
+
+    def finish(self, kind):
+        return Diagram(self.d, self.twin, self.title, kind)
+
+
+def runs(values):
+    """Runs of equal rows: ``[(start, stop)]`` over the first axis of ``values`` (vectorized).
+
+    ``values`` is ``(n,)`` or ``(n, k)``; a run ends where any column changes.
+    """
+    v = np.asarray(values)
+    if v.ndim == 1:
+        v = v[:, None]
+    if not len(v):
+        return []
+    change = np.flatnonzero((np.diff(v, axis=0) != 0).any(axis=1)) + 1
+    edges = np.concatenate([[0], change, [len(v)]])
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def span(start, stop):
+    """``"5"`` or ``"8-11"`` for subpages ``[start, stop)``."""
+    return f"{start}" if stop - start == 1 else f"{start}-{stop - 1}"
+
+
+def esc(s):
+    return html.escape(str(s), quote=False)
