@@ -33,7 +33,7 @@ def patch_card(number):
     files = "\n".join(f"    {path}: {lines}" for path, lines in p.files.items())
     src = "" if p.source == "posted" else ("\n  NOTE: this patch's email is not in the public archive; "
                                            "the model reconstructs it (see the module docstring).")
-    return (f"{p.title if number else p.subject}\n  files (lines changed, from the cover letter's diffstat):\n"
+    return (f"{p.title if number else p.subject}\n  files (lines changed, from the patch's email; 'not archived': only the series' total is known):\n"
             f"{files}\n  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}{src}")
 
 

@@ -20,7 +20,7 @@ class Patch:
 
     number: int
     subject: str
-    #: ``{path: lines changed}`` from the cover letter's diffstat, where known.
+    #: ``{path: lines changed}`` from the patch's email; a string where it is not archived.
     files: dict
     summary: str
     why: str

@@ -17,9 +17,9 @@ from .p00_base import _follow_pte_range
 P01 = Patch(
     number=1,
     subject="mm, thp: drop FOLL_SPLIT",
-    files={"include/linux/mm.h": "66 (series total)", "mm/gup.c": "18 (series total)",
-           "mm/migrate.c": "7 (series total)", "arch/s390/mm/pgtable.c": "17 (series total)",
-           "Documentation/vm/transhuge.txt": "11 of the series' 95"},
+    # The patch's own diffstat, from its email.
+    files={"Documentation/vm/transhuge.txt": 11, "arch/s390/mm/pgtable.c": 17,
+           "include/linux/mm.h": 1, "mm/gup.c": 4, "mm/migrate.c": 7},
     summary="FOLL_SPLIT is removed from follow_page_mask(); migration calls split_huge_page() "
             "itself and reports -EBUSY for the page when the split fails; s390 splits per PMD "
             "with a page walker.",

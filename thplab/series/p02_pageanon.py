@@ -12,7 +12,7 @@ from ._kernel import Patch
 P02 = Patch(
     number=2,
     subject="mm: change PageAnon() to work on tail pages",
-    files={"include/linux/mm.h": "66 (series total)"},
+    files={"include/linux/mm.h": 1},
     summary="PageAnon(page) tests compound_head(page)->mapping.",
     why="Tail pages will be mapped by PTEs; code that finds a tail in a page table must "
         "still see an anonymous page. Cost: one extra cache line, for compound pages only "

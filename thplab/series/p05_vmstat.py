@@ -14,7 +14,7 @@ from ._kernel import Patch
 P05 = Patch(
     number=5,
     subject="mm, vmstats: new THP splitting event",
-    files={"include/linux/vm_event_item.h": 4, "mm/vmstat.c": 4, "mm/huge_memory.c": "412 (series total)"},
+    files={"include/linux/vm_event_item.h": 4, "mm/huge_memory.c": 2, "mm/vmstat.c": 4},
     summary="THP_SPLIT becomes THP_SPLIT_PAGE, THP_SPLIT_PAGE_FAILED and THP_SPLIT_PMD; "
             "__split_huge_pmd() counts thp_split_pmd, the split_huge_page() stub counts "
             "thp_split_page_failed.",

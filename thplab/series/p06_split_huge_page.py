@@ -34,8 +34,8 @@ from .p04_pmd_split import _drop_heads
 P06 = Patch(
     number=6,
     subject="thp: implement new split_huge_page()",
-    files={"mm/huge_memory.c": "412 (series total)", "mm/swap.c": "285 (series total)",
-           "mm/internal.h": "31 (series total)", "include/linux/mm.h": "66 (series total)"},
+    files={"include/linux/hugetlb_inline.h": 9, "include/linux/mm.h": 22, "mm/huge_memory.c": 191,
+           "mm/swap.c": 126},
     summary="split_huge_page() splits every PMD mapping the page (split_huge_pmd), then the "
             "compound page, giving each tail _count = its mapcount; it fails with -EBUSY when "
             "Σ page_mapcount != page_count - 1, i.e. when the page is pinned.",

@@ -18,10 +18,9 @@ from .p00_base import _follow_pte_range
 P07 = Patch(
     number=7,
     subject="mm, thp: remove infrastructure for handling splitting PMDs",
-    files={"include/asm-generic/pgtable.h": 5, "mm/pgtable-generic.c": 14, "mm/memory.c": "20 (series total)",
-           "mm/huge_memory.c": "412 (series total)", "mm/gup.c": "18 (series total)",
-           "mm/rmap.c": 4, "mm/memcontrol.c": 16, "mm/mremap.c": 2, "fs/proc/task_mmu.c": 9,
-           "include/linux/huge_mm.h": "48 (series total)"},
+    files={"fs/proc/task_mmu.c": 9, "include/asm-generic/pgtable.h": 5, "include/linux/huge_mm.h": 33,
+           "mm/gup.c": 14, "mm/huge_memory.c": 83, "mm/memcontrol.c": 16, "mm/memory.c": 18,
+           "mm/pgtable-generic.c": 14, "mm/rmap.c": 4},
     summary="wait_split_huge_page() and the splitting branch of __pmd_trans_huge_lock() are "
             "removed; fault, fork, follow_page and the page-table walkers stop checking "
             "pmd_trans_splitting().",

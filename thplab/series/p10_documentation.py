@@ -161,7 +161,7 @@ def links(line):
 P10 = Patch(
     number=10,
     subject="thp: update documentation",
-    files={"Documentation/vm/transhuge.txt": "84 of the series' 95"},
+    files={"Documentation/vm/transhuge.txt": "not archived (series: 95, of which 11 are patch 01's)"},
     summary="transhuge.txt documents the three split events, split_huge_pmd(), that "
             "split_huge_page() may fail (any reference besides the mappings, such as a pin), and "
             "the new refcounting rules; the splitting-PMD locking rule and the compound_lock "
