@@ -278,7 +278,9 @@ def test_race_swimlane_ipi_and_interrupts_off():
     arrows = [e.attrib["data-arrow"] for e in by_attr(root, "data-arrow")]
     assert arrows.count("ipi-sent") == 1 and arrows.count("ipi-ack") == 1
     bands = by_attr(root, "class", "irqs-off")
-    assert [(b.attrib["data-cpu"], b.attrib["data-first"], b.attrib["data-last"]) for b in bands] == [("CPU1", "1", "8")]
+    assert [(b.attrib["data-cpu"], b.attrib["data-first"], b.attrib["data-last"]) for b in sorted(bands, key=lambda b: int(b.attrib["data-first"]))] == [
+        ("CPU1", "1", "7"),     # local_irq_disable() .. local_irq_enable() in gup-fast
+        ("CPU0", "10", "11")]   # spin_lock_irq(&zone->lru_lock) in __split_huge_page_refcount
     points = by_attr(root, "class", "point")
     assert len(points) == len(race.interleaving.steps) + 1  # "start" is drawn in both lanes
     waiting = [p for p in points if p.attrib["data-waiting"] == "1"]
@@ -310,15 +312,15 @@ def test_race_swimlane_what_if_marks_where_it_breaks():
     assert broken == ["11"]
 
 
-def test_race_swimlane_reads_a_generic_irqs_off_flag_and_survives_a_partial_run():
+def test_race_swimlane_of_a_partial_run_shows_the_recorded_interrupt_state():
     from thplab.races import RACES
 
-    race = RACES["put-page-vs-split"](10)
-    race.interleaving.step("CPU0")
-    for s in race.interleaving.steps:
-        s.detail["irqs_off"] = s.cpu == "CPU0"
+    race = RACES["split-vs-gup-fast"](0)
+    race.interleaving.run("CPU1 CPU1")
+    assert [sorted(s.irqs_off) for s in race.interleaving.steps] == [[], ["CPU1"], ["CPU1"]]
     root = check_conventions(D.race_swimlane(race))
-    assert [b.attrib["data-cpu"] for b in by_attr(root, "class", "irqs-off")] == ["CPU0"]
+    assert [(b.attrib["data-cpu"], b.attrib["data-first"], b.attrib["data-last"])
+            for b in by_attr(root, "class", "irqs-off")] == [("CPU1", "1", "2")]
     race.interleaving.close()
 
 

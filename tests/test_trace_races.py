@@ -147,3 +147,19 @@ def test_v1_empty_pmd_window_leaves_entries_outside_vmas_and_check_says_so():
     il.finish()
     with pytest.raises(InvariantViolation, match="outside every VMA"):
         m.check()
+
+
+def test_compound_lock_irqsave_and_lru_lock_hold_up_the_tlb_flush_ipi():
+    """v3.16: compound_lock_irqsave() (mm/swap.c put_compound_page) and spin_lock_irq(&zone->lru_lock)
+    (__split_huge_page_refcount) disable interrupts, so a TLB flush on the other CPU waits for them."""
+    from thplab.races import RACES
+
+    race = RACES["put-page-vs-split"](0)
+    race.play()
+    steps = race.interleaving.steps
+    spin = next(i for i, s in enumerate(steps) if s.cpu == "CPU1" and s.waiting)
+    assert "compound_lock" in steps[spin].name and steps[spin].irqs_off == {"CPU0", "CPU1"}
+    ipi = [s for s in steps if "TLB-flush IPI waits for CPU1" in s.name]
+    assert ipi and all(s.cpu == "CPU0" and "CPU1" in s.irqs_off for s in ipi)
+    assert not steps[-1].irqs_off
+    race.machine.check()

@@ -90,8 +90,8 @@ def __get_user_pages_fast(k, mm, start, nr_pages, write=False):
 def get_user_pages_fast(k, mm, start, nr_pages, write=False):
     """Mirrors ``get_user_pages_fast()`` (x86): interrupts off, walk; the rest by the slow path."""
     smp = k.machine.smp
-    k.point("get_user_pages_fast: local_irq_disable")
     smp.local_irq_disable()
+    k.point("get_user_pages_fast: local_irq_disable")
     try:
         fast = __get_user_pages_fast(k, mm, start, nr_pages, write)
     finally:

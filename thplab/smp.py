@@ -5,7 +5,10 @@ drives two of them on two simulated CPUs, switching at kernel-named points.
 The locks below are the ones the THP refcounting design leans on: the
 anon_vma rwsem, ``compound_lock`` (a bit spinlock in the head's flags), the
 page lock, the PMD lock (``pmd_lock()``, one per PMD table with split PMD
-ptlocks), and interrupts disabled on a CPU (which holds up a TLB-flush IPI).
+ptlocks), ``zone->lru_lock``, and interrupts disabled on a CPU (which holds
+up a TLB-flush IPI).  Interrupts go off where the kernel turns them off:
+gup-fast and the futex re-pin (``local_irq_disable()``), every
+``compound_lock_irqsave()`` and ``spin_lock_irq(&zone->lru_lock)``.
 
 For "what if" experiments a machine can run *without* one protection
 (``Smp.without``): ``"compound_lock"`` makes that lock a no-op and
@@ -15,7 +18,8 @@ what the protection was for.
 
 SIMPLIFICATION: the PMD lock is taken only where a split meets a fault (PMD
 splitting, installing a huge PMD, populating an empty PMD); other page-table
-locks, ``zone->lru_lock`` and ``mmap_sem`` are not modelled.
+locks and ``mmap_sem`` are not modelled; ``zone->lru_lock`` only where the
+refcount split takes it (one lock for the whole machine: thplab has one zone).
 """
 
 import threading
@@ -33,6 +37,8 @@ class Smp:
         self.machine = machine
         self.held = {}
         self.irqs_off = set()
+        #: Per CPU, the interrupt state each irq-disabling lock found (``flags`` of irqsave).
+        self._saved = {}
         #: Protections switched off for a "what if" experiment (see the module docstring).
         self.without = frozenset()
         self._local = threading.local()
@@ -52,11 +58,19 @@ class Smp:
                 raise VMBug(f"{self.cpu} would wait forever: {what}")
             k.point(what, blocked=True)
 
-    def lock(self, k, key, what):
-        """Take lock ``key``; under an interleaving, spin (at a point) while another CPU holds it."""
+    def lock(self, k, key, what, irq=False):
+        """Take lock ``key``; under an interleaving, spin (at a point) while another CPU holds it.
+
+        With ``irq`` (``spin_lock_irq``, ``compound_lock_irqsave``) interrupts go
+        off first, as in the kernel, and :meth:`unlock` with ``irq`` puts back
+        what was there before.
+        """
         me = self.cpu
-        if key[0] in self.without:
+        if key[0] in self.without:  # the what-if removes the lock and the irqsave around it
             return
+        if irq:
+            self._saved.setdefault(me, []).append(me in self.irqs_off)
+            self.irqs_off.add(me)
         self._wait(k, lambda: self.held.get(key, me) != me, f"{what}: waiting, held by {self.held.get(key)}")
         self.held[key] = me
         if key[0] == "compound_lock":
@@ -64,7 +78,7 @@ class Smp:
         elif key[0] == "page_lock":
             k.machine.mem_map["flags"][key[1]] |= np.uint32(1 << PG.locked)
 
-    def unlock(self, k, key):
+    def unlock(self, k, key, irq=False):
         if key[0] in self.without:
             return
         if self.held.get(key) != self.cpu:
@@ -74,6 +88,8 @@ class Smp:
             k.machine.mem_map["flags"][key[1]] &= ~np.uint32(1 << PG.compound_lock)
         elif key[0] == "page_lock":
             k.machine.mem_map["flags"][key[1]] &= ~np.uint32(1 << PG.locked)
+        if irq and not self._saved[self.cpu].pop():
+            self.irqs_off.discard(self.cpu)
 
     def is_locked(self, key):
         return key in self.held

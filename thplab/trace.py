@@ -74,6 +74,15 @@ class Step:
     detail: dict
     state: Snapshot
     waiting: bool = False
+    #: The CPUs with interrupts off at this point (``local_irq_disable()``,
+    #: ``compound_lock_irqsave()``, ``spin_lock_irq(&zone->lru_lock)``).
+    irqs_off: frozenset = frozenset()
+
+    @classmethod
+    def at(cls, machine, name, cpu, detail, waiting=False):
+        """The step reached now: ``machine``'s state and which CPUs have interrupts off."""
+        return cls(name, cpu, dict(detail), Snapshot.take(machine), waiting,
+                   frozenset(machine.smp.irqs_off))
 
     def __str__(self):
         extra = ", ".join(f"{k}={v}" for k, v in self.detail.items())
@@ -93,16 +102,16 @@ class Recorder:
         if self.machine.tracer is not None:
             raise ThplabError("this machine is already being traced")
         self.machine.tracer = self
-        self.steps = [Step("start", self.machine.smp.cpu, {}, Snapshot.take(self.machine))]
+        self.steps = [Step.at(self.machine, "start", self.machine.smp.cpu, {})]
         return self
 
     def __exit__(self, *exc):
         self.machine.tracer = None
-        self.steps.append(Step("end", self.machine.smp.cpu, {}, Snapshot.take(self.machine)))
+        self.steps.append(Step.at(self.machine, "end", self.machine.smp.cpu, {}))
         return False
 
     def point(self, name, detail):
-        self.steps.append(Step(name, self.machine.smp.cpu, dict(detail), Snapshot.take(self.machine)))
+        self.steps.append(Step.at(self.machine, name, self.machine.smp.cpu, detail))
 
     def diff(self, i, pages=None):
         """Changes from step ``i - 1`` to step ``i``."""
@@ -140,7 +149,7 @@ class Interleaving:
             raise ValueError("give at least one operation, e.g. CPU0=lambda: ...")
         self.machine = machine
         self.cpus = list(ops)
-        self.steps = [Step("start", "-", {}, Snapshot.take(machine))]
+        self.steps = [Step.at(machine, "start", "-", {})]
         self.results = {}
         self.errors = {}
         self._go = {c: threading.Event() for c in ops}
@@ -167,8 +176,8 @@ class Interleaving:
             self.errors[cpu] = exc
         finally:
             self._waiting[cpu] = False
-            self.steps.append(Step("done" if cpu not in self.errors else f"error: {self.errors[cpu]}",
-                                   cpu, {"result": self.results.get(cpu)}, Snapshot.take(self.machine)))
+            self.steps.append(Step.at(self.machine, "done" if cpu not in self.errors else f"error: {self.errors[cpu]}",
+                                      cpu, {"result": self.results.get(cpu)}))
             self._back.set()
 
     def point(self, name, detail):
@@ -180,7 +189,7 @@ class Interleaving:
             raise _Aborted
         waiting = bool(detail.pop("blocked", False))
         self._waiting[cpu] = waiting
-        self.steps.append(Step(name, cpu, dict(detail), Snapshot.take(self.machine), waiting))
+        self.steps.append(Step.at(self.machine, name, cpu, detail, waiting))
         self._back.set()
         self._go[cpu].wait()
         self._go[cpu].clear()
@@ -228,14 +237,22 @@ class Interleaving:
         raise VMBug(f"{cpu} never reached a point containing {text!r}")
 
     def finish(self, max_steps=10_000):
-        """Run the CPUs round-robin, skipping waiting ones while another can move, until all are done."""
+        """Run the CPUs, skipping waiting ones while another can move, until all are done.
+
+        When every CPU is waiting, they take turns: each re-checks what it waits
+        for (a lock the other may have dropped since it last looked).
+        """
+        last = None
         for _ in range(max_steps):
             live = [c for c in self.cpus if self._threads[c].is_alive()]
             if not live:
                 self.machine.tracer = None
                 return self.results
-            movable = [c for c in live if not self.waiting(c)] or live
-            self.step(movable[0])
+            movable = [c for c in live if not self.waiting(c)]
+            if not movable:
+                movable = [c for c in live if c != last] or live
+            last = movable[0]
+            self.step(last)
         raise VMBug(f"interleaving did not finish in {max_steps} steps (livelock?)")
 
     def close(self):

@@ -288,42 +288,8 @@ def split_counters(recorder, head, title=None):
 # ============================================================ 4. two CPUs racing
 
 def _irqs_off(steps, cpus):
-    """Per step, the CPUs with interrupts off.
-
-    A step's own ``irqs_off`` (attribute, or ``detail["irqs_off"]``: a CPU
-    name, a collection of names or a bool for the step's CPU) wins.  Without
-    it the flags are inferred from the point names (``local_irq_disable`` /
-    ``local_irq_enable``, "interrupts off", ``*_irqsave`` for one point, and a
-    TLB-flush IPI waiting on a CPU "interrupts disabled there").
-    """
-    out, cur = [], set()
-    for s in steps:
-        flag = getattr(s, "irqs_off", None)
-        if flag is None:
-            flag = s.detail.get("irqs_off") if isinstance(s.detail, dict) else None
-        if flag is not None:
-            if isinstance(flag, bool):
-                cur = (cur | {s.cpu}) if flag else (cur - {s.cpu})
-            else:
-                cur = {flag} if isinstance(flag, str) else set(flag)
-            out.append(set(cur))
-            continue
-        name = s.name
-        now = set(cur)
-        if "local_irq_disable" in name or "interrupts off" in name:
-            cur.add(s.cpu)
-            now = set(cur)
-        elif "local_irq_enable" in name or name.startswith("done") or name.startswith("error"):
-            cur.discard(s.cpu)
-        elif "irqsave" in name:
-            now = cur | {s.cpu}
-        if "IPI waits for" in name:
-            for cpu in cpus:
-                if f"waits for {cpu}" in name or f", {cpu}" in name:
-                    cur.add(cpu)
-                    now.add(cpu)
-        out.append(now)
-    return out
+    """Per step, the CPUs with interrupts off, as the trace recorded them (:attr:`Step.irqs_off`)."""
+    return [set(s.irqs_off) & set(cpus) for s in steps]
 
 
 def _locks(steps, head):

@@ -30,7 +30,7 @@ BASE = Patch(
     summary="Tail-page refcounting; split_huge_page() never fails and splits every mapping.",
     why="Designed around two requirements: split must never fail, and get_user_pages() "
         "keeps its interface. So every pin on a tail must be recorded on that tail.",
-    link="https://elixir.bootlin.com/linux/v3.14/source/mm/huge_memory.c",
+    link="https://elixir.bootlin.com/linux/v3.16/source/mm/huge_memory.c",
     capabilities={
         "tail_pins": True,               # tail _mapcount counts pins
         "pte_mapped_thp": False,         # a THP is never mapped by PTEs
@@ -48,6 +48,10 @@ replaces = BASE.replaces
 BASE.data["VM_EVENTS"] = ("thp_fault_alloc", "thp_fault_fallback", "thp_collapse_alloc",
                           "thp_collapse_alloc_failed", "thp_split", "thp_zero_page_alloc",
                           "thp_zero_page_alloc_failed")
+
+
+#: ``zone->lru_lock`` as an :class:`~thplab.smp.Smp` lock key: thplab has one zone.
+LRU_LOCK = ("lru_lock", 0)
 
 
 def _pages(page):
@@ -103,12 +107,12 @@ def compound_locked(k, pages, what):
     try:
         for head in np.unique(compound_head(mem_map, tails)).tolist():
             k.point(f"{what}: compound_lock_irqsave(head)", head=head)
-            smp.lock(k, ("compound_lock", head), f"{what}: compound_lock")
+            smp.lock(k, ("compound_lock", head), f"{what}: compound_lock", irq=True)
             taken.append(head)
         yield len(tails)
     finally:
-        for head in taken:
-            smp.unlock(k, ("compound_lock", head))
+        for head in reversed(taken):
+            smp.unlock(k, ("compound_lock", head), irq=True)
 
 
 @replaces
@@ -662,13 +666,15 @@ def __split_huge_page_splitting(k, page, vma, address):
 def __split_huge_page_refcount(k, page, list):
     """Mirrors ``__split_huge_page_refcount()`` (v3.14): phase 2, give each tail its counts.
 
-    Under ``compound_lock``, for every tail i: ``_count += pm(head) + pins_i + 1``
-    and ``_mapcount := head._mapcount``; then head ``_count -= Σ pins`` and
-    the page stops being compound; finally ``put_page()`` on every tail drops
-    the "+1" (freeing tails nobody maps or pins).
+    Under ``zone->lru_lock`` (interrupts off) and ``compound_lock``, for every
+    tail i: ``_count += pm(head) + pins_i + 1`` and ``_mapcount :=
+    head._mapcount``; then head ``_count -= Σ pins`` and the page stops being
+    compound; finally ``put_page()`` on every tail drops the "+1" (freeing
+    tails nobody maps or pins).
     """
     mm = k.mem_map
     smp = k.machine.smp
+    smp.lock(k, LRU_LOCK, "__split_huge_page_refcount: spin_lock_irq(&zone->lru_lock)", irq=True)
     smp.lock(k, ("compound_lock", page), "__split_huge_page_refcount: compound_lock")
     tails = np.arange(page + 1, page + HPAGE_PMD_NR, dtype=np.int64)
     if (mm["_count"][tails] != 0).any():
@@ -682,6 +688,7 @@ def __split_huge_page_refcount(k, page, list):
     head_stops_being_compound(k, page, tail_count)
     k.point("__split_huge_page_refcount: counts redistributed")
     smp.unlock(k, ("compound_lock", page))
+    smp.unlock(k, LRU_LOCK, irq=True)
     k.put_page(tails)
 
 

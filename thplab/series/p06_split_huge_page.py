@@ -26,7 +26,7 @@ from ..page_alloc import dump_page
 from ..page_flags import PageCompound, compound_head
 from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
-from .p00_base import (_pages, compound_locked, head_stops_being_compound, rmap_walk_vmas,
+from .p00_base import (LRU_LOCK, _pages, compound_locked, head_stops_being_compound, rmap_walk_vmas,
                        tails_become_pages)
 from .p00_base import _release
 from .p04_pmd_split import _drop_heads
@@ -119,7 +119,8 @@ def split_huge_page_to_list(k, page, list=None):
 def __split_huge_page_refcount(k, page, list):
     """Mirrors ``__split_huge_page_refcount()`` (v1): re-check, then split the compound page.
 
-    Under ``compound_lock``: if ``Σ page_mapcount != page_count - 1`` a pin
+    Under ``zone->lru_lock`` (interrupts off, as in 06's email) and
+    ``compound_lock``: if ``Σ page_mapcount != page_count - 1`` a pin
     arrived since the racy check: ``-EBUSY``.  Otherwise tail i gets
     ``_count += mapcount_i + 1``, the head loses ``Σ mapcount_i``, the page
     stops being compound, and ``put_page()`` on every tail drops the "+1" --
@@ -128,10 +129,12 @@ def __split_huge_page_refcount(k, page, list):
     """
     mem_map = k.mem_map
     smp = k.machine.smp
+    smp.lock(k, LRU_LOCK, "__split_huge_page_refcount: spin_lock_irq(&zone->lru_lock)", irq=True)
     smp.lock(k, ("compound_lock", page), "__split_huge_page_refcount: compound_lock")
     k.point("__split_huge_page_refcount: compound_lock taken")
     if total_mapcount(k, page) != mem_map["_count"][page] - 1:
         smp.unlock(k, ("compound_lock", page))
+        smp.unlock(k, LRU_LOCK, irq=True)
         return -EBUSY
     tails = np.arange(page + 1, page + HPAGE_PMD_NR, dtype=np.int64)
     if (mem_map["_count"][tails] != 0).any():
@@ -142,5 +145,6 @@ def __split_huge_page_refcount(k, page, list):
     head_stops_being_compound(k, page, int(mapcounts.sum()))
     k.point("__split_huge_page_refcount: compound page split")
     smp.unlock(k, ("compound_lock", page))
+    smp.unlock(k, LRU_LOCK, irq=True)
     k.put_page(tails)
     return 0
