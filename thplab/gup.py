@@ -3,6 +3,10 @@
 Mirrors ``mm/gup.c`` (v3.16) and ``arch/x86/mm/gup.c``.  The level-dependent
 steps (``follow_page_mask``, ``gup_pmd_range``, ``gup_huge_pmd``) come from
 the kernel table.  Pages are handled a PMD's worth at a time, as arrays.
+
+SIMPLIFICATION: ``FOLL_TOUCH`` does not mark entries young or dirty, nor call
+``mark_page_accessed()``; the CPU's own accessed/dirty updates are not
+modelled either: entries keep the bits the fault path gave them.
 """
 
 import numpy as np

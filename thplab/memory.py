@@ -113,7 +113,12 @@ def pte_table_of(k, pmd_value):
 
 
 def __pte_alloc(k, mm, pmdp):
-    """Mirrors ``__pte_alloc()``: give an empty PMD a PTE table."""
+    """Mirrors ``__pte_alloc()``: give an empty PMD a PTE table.
+
+    SIMPLIFICATION: v3.16 also waits here (``wait_split_huge_page()``) when it
+    finds the PMD splitting; thplab's callers meet a splitting PMD earlier, in
+    ``__handle_mm_fault()``, and retry.
+    """
     new = pte_alloc_one(k, mm)
     ptl = ("ptl", pmdp[0])
     k.machine.smp.lock(k, ptl, "__pte_alloc: pmd_lock")

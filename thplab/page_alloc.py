@@ -146,6 +146,12 @@ class PageAllocator:
         referenced or still part of a compound page.  Buddies are merged by
         recomputing the maximal free aligned blocks of each 2 MiB block touched,
         which is what repeated buddy merging converges to.
+
+        SIMPLIFICATION: a freed order-0 page goes straight to the buddy lists
+        (``_mapcount`` -128, PageBuddy); v3.16's ``free_hot_cold_page()`` first
+        parks it on a per-CPU list, where it still reads -1 and is handed out
+        again first.  thplab's allocation order (lowest free pfn first) is part
+        of its contract: tests and recorded lesson outputs depend on it.
         """
         mm = self.mem_map
         pfns = np.unique(np.asarray(pfns, dtype=np.int64))

@@ -12,7 +12,14 @@ import numpy as np
 
 
 class PG(enum.IntEnum):
-    """Bit numbers of ``enum pageflags`` (include/linux/page-flags.h, v3.14)."""
+    """Bit numbers of ``enum pageflags`` (include/linux/page-flags.h, v3.16).
+
+    SIMPLIFICATION: numbered as without ``CONFIG_ARCH_USES_PG_UNCACHED``; x86
+    with PAT has ``PG_uncached`` after ``PG_mlocked``, which moves
+    ``PG_hwpoison`` and ``PG_compound_lock`` up by one.  Of the LRU-aging
+    flags, ``PG_referenced`` and ``PG_active`` are only copied or set where a
+    modelled path does so (gup-fast, the refcount split); no access ages them.
+    """
 
     locked = 0
     error = 1

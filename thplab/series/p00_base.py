@@ -100,6 +100,11 @@ def compound_locked(k, pages, what):
     Mirrors the ``compound_lock_irqsave(head)`` ... ``compound_unlock_irqrestore()``
     bracket of ``__get_page_tail()``/``put_compound_page()``.  Yields the
     number of tail pages.
+
+    SIMPLIFICATION: v3.16's ``__get_page_tail()`` takes the head reference
+    (``get_page_unless_zero()``) before ``compound_lock`` and
+    ``put_compound_page()`` drops it after the unlock; thplab moves every
+    count inside the lock: the same totals, other windows for an interleaving.
     """
     mem_map, smp = k.mem_map, k.machine.smp
     tails = pages[PageTail(mem_map, pages)]
@@ -227,11 +232,14 @@ def do_huge_pmd_anonymous_page(k, mm, vma, address, pmdp, write):
     page = alloc.alloc_pages(HPAGE_PMD_NR.bit_length() - 1, Use.anon)
     ptl = ("ptl", pmdp[0])
     k.machine.smp.lock(k, ptl, "do_huge_pmd_anonymous_page: pmd_lock")
-    if mem.entry(k, pmdp) != 0:  # populated while we allocated: undo, let the access retry
+    if mem.entry(k, pmdp) != 0:
+        # Populated while we allocated (v3.16 mm/huge_memory.c#L735): undo and count a
+        # fallback; the access then finds the PMD that is there now.
         k.machine.smp.unlock(k, ptl)
         k.mem_map["_count"][page] = 0
         alloc.free_pages([page])
         mem.pte_free(k, mm, pgtable)
+        k.count_vm_event("thp_fault_fallback")
         return 0
     e = pt.set_bits(pt.mk_huge_pmd(page, mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
     if vma.vm_flags & VM_WRITE:

@@ -154,6 +154,11 @@ def __split_huge_pmd(k, vma, pmdp, address):
     sees ``pmd_none`` and skips the range -- thplab reproduces that in an
     interleaving, and ``check()`` reports the entries left outside any VMA.
     v4.5 keeps the PMD huge (``pmdp_invalidate``) until the table is in.
+
+    [I] The new PTEs take their write and young bits from the PMD as it was
+    before ``pmdp_clear_flush()``.  v2's code reads them from the entry after
+    clearing it -- always read-only and old; v1's patch 04 is not archived, and
+    thplab follows the evident intent.
     """
     mm = vma.mm
     ptl = ("ptl", pmdp[0])

@@ -94,20 +94,23 @@ def split_huge_page_to_list(k, page, list=None):
     k.machine.smp.lock(k, key, "split_huge_page: anon_vma_lock_write")
     try:
         if not PageCompound(mem_map, head):
-            return 0
-        mapcount, count = total_mapcount(k, head), int(mem_map["_count"][head])
-        k.point("split_huge_page: racy check", total_mapcount=mapcount, page_count=count)
-        if mapcount > count - 1:
-            raise VMBug(dump_page(mem_map, head, "split_huge_page: Σ mapcount > page_count - 1"))
-        if mapcount != count - 1:
-            ret = -EBUSY
+            # Split meanwhile: 06 as posted returns 0 through its "out" label, which
+            # counts thp_split_page for a split this call did not do.
+            ret = 0
         else:
-            for vma, address in rmap_walk_vmas(k, head):
-                pmdp = mem.pmd_offset(k, vma.mm, address & HPAGE_PMD_MASK)
-                if pmdp is not None and pt.pmd_trans_huge(mem.entry(k, pmdp)) \
-                        and int(pt.pmd_pfn(mem.entry(k, pmdp))) == head:
-                    k.__split_huge_pmd(vma, pmdp, address)
-            ret = k.__split_huge_page_refcount(head, list)
+            mapcount, count = total_mapcount(k, head), int(mem_map["_count"][head])
+            k.point("split_huge_page: racy check", total_mapcount=mapcount, page_count=count)
+            if mapcount > count - 1:
+                raise VMBug(dump_page(mem_map, head, "split_huge_page: Σ mapcount > page_count - 1"))
+            if mapcount != count - 1:
+                ret = -EBUSY
+            else:
+                for vma, address in rmap_walk_vmas(k, head):
+                    pmdp = mem.pmd_offset(k, vma.mm, address & HPAGE_PMD_MASK)
+                    if pmdp is not None and pt.pmd_trans_huge(mem.entry(k, pmdp)) \
+                            and int(pt.pmd_pfn(mem.entry(k, pmdp))) == head:
+                        k.__split_huge_pmd(vma, pmdp, address)
+                ret = k.__split_huge_page_refcount(head, list)
     finally:
         k.machine.smp.unlock(k, key)
     k.count_vm_event("thp_split_page_failed" if ret else "thp_split_page")
