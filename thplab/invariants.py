@@ -90,8 +90,9 @@ def _huge_per_table(m, pmd_tables):
 def held_pages(m, counts=None):
     """Subpages of compound pages that no page table maps and nobody pins.
 
-    These are the memory the RFC's partial munmap() keeps allocated ("munmap()
-    on part of huge page will not split and free unmapped part immediately").
+    These are the memory the RFC's partial munmap() keeps allocated: the cover
+    letter warns that unmapping part of a THP frees nothing until the page is
+    split.
     Returns ``{head pfn: number of such subpages}`` for THPs that have any.
     """
     counts = counts or mapping_counts(m)

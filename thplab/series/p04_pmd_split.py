@@ -146,7 +146,7 @@ def __split_huge_pmd(k, vma, pmdp, address):
     reference becomes subpage 0's).  Tails' ``_mapcount`` += 1; the head's
     ``_mapcount`` is unchanged because its PMD mapping turns into subpage 0's
     PTE mapping.  The PMD is cleared and flushed before the table is filled
-    ("leave pmd empty until pte is filled"); the deposited table becomes the
+    (v2's code comments on this order); the deposited table becomes the
     live one, so nothing is allocated.
 
     [I] The empty window is visible to walkers that read the PMD without its

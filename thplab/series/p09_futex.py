@@ -1,10 +1,12 @@
 """Patch 09/10: "futex, thp: remove special case for THP in get_futex_key".
 
-"With new THP refcounting, we don't need tricks to stabilize huge page.
-If we've got reference to tail page, it can't split under us."  A pin on a
-tail is a reference on the head's ``_count``, and ``split_huge_page()``
-fails while it exists, so ``compound_head()`` of a pinned page stays valid.
-Reverts a5b338f2b0b1 ("thp: update futex compound knowledge").
+The email's argument, in short: once a pin on a tail is a reference the
+split cannot ignore, holding one keeps the page from splitting, so no trick
+is needed to keep the head stable.  A pin on a tail is a reference on the
+head's ``_count``, and ``split_huge_page()`` fails while it exists, so
+``compound_head()`` of a pinned page stays valid.  It undoes a5b338f2b0b1
+("thp: update futex compound knowledge", v3.1); the write-first pin and
+the read-only retry around it stay (its diff keeps them as context).
 """
 
 from ..page_flags import compound_head
