@@ -456,3 +456,15 @@ def test_v1_cow_reuses_a_pte_mapped_tail_that_another_process_maps_by_pmd():
         in_parent = int(m.walk(pid, [a + 7 * K4])["pfn"][0])
         assert (in_child == in_parent) == (level >= 4), level
         assert m.walk(child, [a + 7 * K4])["writable"][0]
+
+
+def test_level_0_is_read_in_v3_16_and_says_where_v3_14_differs():
+    from thplab import pgtable as pt
+    from thplab.series import BASE, LEVEL0, patch_card
+    from thplab.series.trees import V3_14_DIFFERENCES
+
+    assert LEVEL0 == "v3.16" and "v3.16" in BASE.subject
+    assert pt._PAGE_SPLITTING == 1 << 10          # _PAGE_BIT_SOFTW2 in v3.16 (bit 9 in v3.14)
+    card = patch_card(0)
+    assert all(what in card for what, _, _ in V3_14_DIFFERENCES)
+    assert "v3.14" not in BASE.link and "v3.16" in BASE.link

@@ -17,12 +17,14 @@ from .p07_generic_splitting import P07
 from .p08_x86_splitting import P08
 from .p09_futex import P09
 from .p10_documentation import NEW_DOC, OLD_DOC, P10
+from .trees import LEVEL0, describe_level0
 
 PATCHES = [P01, P02, P03, P04, P05, P06, P07, P08, P09, P10]
 
 BASE.data["TRANSHUGE_DOC"] = OLD_DOC
+# Patch 01 deletes the FOLL_SPLIT promise, the last line of its section (its email: 11 lines).
 P01.data["TRANSHUGE_DOC"] = {
-    section: (text.split("In case")[0].strip() if section == "get_user_pages and follow_page" else text)
+    section: ("\n".join(text.split("\n")[:-1]) if section == "get_user_pages and follow_page" else text)
     for section, text in OLD_DOC.items()}
 
 
@@ -33,7 +35,9 @@ def patch_card(number):
     files = "\n".join(f"    {path}: {lines}" for path, lines in p.files.items())
     src = "" if p.source == "posted" else ("\n  NOTE: this patch's email is not in the public archive; "
                                            "the model reconstructs it (see the module docstring).")
-    return (f"{p.title if number else p.subject}\n  files (lines changed, from the patch's email; 'not archived': only the series' total is known):\n"
+    if number == 0:
+        return f"{p.subject}\n  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}\n" + describe_level0()
+    return (f"{p.title}\n  files (lines changed, from the patch's email; 'not archived': only the series' total is known):\n"
             f"{files}\n  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}{src}")
 
 
@@ -43,5 +47,5 @@ def changed_functions(number):
     return sorted(n for n in p.functions), sorted(p.removed)
 
 
-__all__ = ["BASE", "PATCHES", "Kernel", "Patch", "function_diff", "patch_card", "changed_functions",
+__all__ = ["BASE", "PATCHES", "LEVEL0", "Kernel", "Patch", "function_diff", "patch_card", "changed_functions",
            "OLD_DOC", "NEW_DOC"]

@@ -25,7 +25,7 @@ from ._kernel import Patch
 
 BASE = Patch(
     number=0,
-    subject="the kernel before the series (v3.14-v3.16)",
+    subject="the kernel before the series: the RFC's base, read in v3.16",
     files={},
     summary="Tail-page refcounting; split_huge_page() never fails and splits every mapping.",
     why="Designed around two requirements: split must never fail, and get_user_pages() "

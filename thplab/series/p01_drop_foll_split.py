@@ -21,8 +21,9 @@ P01 = Patch(
     files={"Documentation/vm/transhuge.txt": 11, "arch/s390/mm/pgtable.c": 17,
            "include/linux/mm.h": 1, "mm/gup.c": 4, "mm/migrate.c": 7},
     summary="FOLL_SPLIT is removed from follow_page_mask(); migration calls split_huge_page() "
-            "itself and reports -EBUSY for the page when the split fails; s390 splits per PMD "
-            "with a page walker.",
+            "itself -- as posted, only when follow_page() returned the head, and a failed split "
+            "leaks that page's reference -- and reports -EBUSY; s390 splits per PMD with a page "
+            "walker.",
     why="Once split_huge_page() may fail (patch 06), a flag that splits inside follow_page() "
         "cannot report the failure. Its two users can.",
     link="https://lore.kernel.org/linux-mm/1402329861-7037-2-git-send-email-kirill.shutemov@linux.intel.com/",

@@ -60,7 +60,7 @@ OLD_DOC = {
         "[v3.16 L253]",
         "None of this is new: a driver that copes with GUP on hugetlbfs copes with THP. "
         "[v3.16 L261]",
-        # Patch 01 deletes this line: series/__init__.py cuts the section at "In case".
+        # Patch 01 deletes this last line (series/__init__.py).
         "In case code cannot take a compound page from follow_page(), it passes FOLL_SPLIT and "
         "gets the huge page split first; migration relies on it. [v3.16 L266]",
     ]),
