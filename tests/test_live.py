@@ -506,7 +506,7 @@ def test_predict_fault_level0():
     fault = live.predict("fault", 0)["fault"]
     assert fault["thp_fault_alloc"] == 1 and fault["nr_anon_transparent_hugepages"] == 1
     assert fault["AnonHugePages kB"] == 2048 and fault["page compound"] is True
-    # v3.14: a PMD mapping is counted in the head's _mapcount only.
+    # v3.16: a PMD mapping is counted in the head's _mapcount only.
     assert (fault["kpagecount[0]"], fault["kpagecount[1]"]) == (1, 0)
 
 
@@ -554,7 +554,7 @@ def test_compare_fork_cow():
 def test_format_run_labels_recorded():
     text = live.format_run(live.load_recorded())
     assert "RECORDED on another machine, not a live reading" in text and "LIVE" not in text
-    assert "L0 v3.14-like" in text and "L10 RFC v1" in text
+    assert "L0 v3.16" in text and "L10 RFC v1" in text
     assert "== pin:" in text and "thp_split_page_failed" in text
     assert text.count("note: /proc/vmstat counters are system-wide") == 1
 
@@ -564,7 +564,7 @@ def test_main_recorded(capsys):
     out = capsys.readouterr().out
     assert "RECORDED" in out and "== mprotect:" in out and "== fault:" not in out
     header = next(line for line in out.splitlines() if line.lstrip().startswith("step"))
-    assert header.split()[-3:] == ["L0", "v3.14-like", "L4"]
+    assert header.split()[-3:] == ["L0", "v3.16", "L4"]
 
 
 def test_main_json(capsys):

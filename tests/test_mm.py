@@ -1,6 +1,6 @@
 """Address spaces: mmap placement, VMA splitting and merging, page-table walk, faults, fork, exit.
 
-Level-independent behaviour of thplab.mmap / thplab.memory / Machine (v3.14 mm/mmap.c,
+Level-independent behaviour of thplab.mmap / thplab.memory / Machine (v3.16 mm/mmap.c,
 mm/mprotect.c, mm/memory.c), checked with ``m.check()`` after each step.
 """
 

@@ -90,7 +90,7 @@ NOTES = {
         "subpage's kpagecount is 2 and neither maps it exclusively (pagemap bit 56 clear).",
         "Since v5.8 (3917c80280c9, 'thp: change CoW semantics for anon-THP') a write fault on "
         "a shared PMD-mapped THP splits that PMD and copies one 4 KiB page (thp_split_pmd, no "
-        "thp_fault_alloc); v3.14 and the RFC allocated a new THP and copied all 2 MiB.",
+        "thp_fault_alloc); v3.16 and the RFC allocated a new THP and copied all 2 MiB.",
     ],
     "pin": [
         "vmsplice() of one subpage into a pipe takes a page reference (iter_to_pipe() -> "

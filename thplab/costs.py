@@ -3,7 +3,7 @@
 Kernel functions count what they would cost (``k.cost("atomic", n)``) into
 ``machine.costs``.  :func:`tail_get_put` measures one ``get_page()`` and one
 ``put_page()`` on a tail page at a level -- the "cheaper and cleaner" claim
-of the cover letter, as numbers.  The per-call counts are read off the v3.14
+of the cover letter, as numbers.  The per-call counts are read off the v3.16
 code (``__get_page_tail``, ``put_compound_page``) and, for levels 4-10, off
 patches 04 and 06 [I for the exact v1 sequence].
 """

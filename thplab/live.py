@@ -28,7 +28,7 @@ sub-command to :func:`main`) prints the comparison in a terminal.
 
 What ``/proc/kpagecount`` reports (Documentation/admin-guide/mm/pagemap.rst,
 fs/proc/page.c): the number of times the page is mapped. For a THP subpage
-that is the kernel's idea of ``page_mapcount()`` at the time: v3.14 read the
+that is the kernel's idea of ``page_mapcount()`` at the time: v3.16 read the
 raw ``_mapcount`` + 1 of that ``struct page`` (for a tail: its GUP pin count),
 v4.5 added the compound (PMD) mapcount, and v6.x reports
 ``folio_precise_page_mapcount()`` (entire mapcount + the page's own PTE
@@ -897,13 +897,13 @@ def predict(name, level):
 
 
 _COW = ("Since v5.8 (3917c80280c9, 'thp: change CoW semantics for anon-THP') a write to a "
-        "shared PMD-mapped THP splits that PMD and copies one 4 KiB page; v3.14 and RFC v1 "
+        "shared PMD-mapped THP splits that PMD and copies one 4 KiB page; v3.16 and RFC v1 "
         "allocated a new THP and copied all 2 MiB (do_huge_pmd_wp_page()).")
 
 #: Why today's kernel differs from the model, by quantity (all ``kpagecount[i]``
 #: share ``"kpagecount"``).
 EXPLANATIONS = {
-    "thp_split": "v3.14's only split event, once per compound page split; RFC patch 05 "
+    "thp_split": "v3.16's only split event, once per compound page split; RFC patch 05 "
                  "replaced it with thp_split_page, thp_split_page_failed and thp_split_pmd.",
     "thp_split_pmd": "Counted since RFC patch 05, once per PMD split into a page table; the "
                      "old kernel had no PMD-only split to count.",
@@ -913,18 +913,18 @@ EXPLANATIONS = {
                       "madvise(MADV_COLD).",
     "thp_split_page_failed": "split_huge_page() can fail only since the redesign (RFC patch 06: "
                              "-EBUSY when page_count exceeds the mappings plus the caller's "
-                             "reference); v3.14's split never failed, it moved tail pins.",
+                             "reference); v3.16's split never failed, it moved tail pins.",
     "thp_deferred_split_page": "The deferred split queue came with the merged redesign "
                                "(v4.5, deferred_split_huge_page()), this counter with v4.6; "
-                               "v3.14 split at once and RFC v1 left the page PTE-mapped.",
+                               "v3.16 split at once and RFC v1 left the page PTE-mapped.",
     "nr_anon_transparent_hugepages": "Since v4.5 this counts PMD-mapped THPs (-1 when the last "
-                                     "PMD mapping goes, split or not); in v3.14 and RFC v1 it "
+                                     "PMD mapping goes, split or not); in v3.16 and RFC v1 it "
                                      "dropped only when the compound page was split or no "
                                      "longer mapped at all.",
-    "page compound": "v3.14 split the whole compound page here (split_huge_page_pmd() -> "
+    "page compound": "v3.16 split the whole compound page here (split_huge_page_pmd() -> "
                      "split_huge_page()); since RFC patch 04 (merged in v4.5) only the PMD is "
                      "split and the compound page stays whole.",
-    "kpagecount": "kpagecount reads page_mapcount(). In v3.14 a tail's _mapcount counted GUP "
+    "kpagecount": "kpagecount reads page_mapcount(). In v3.16 a tail's _mapcount counted GUP "
                   "pins, and in RFC v1 a PMD mapping counted only in the head's _mapcount; "
                   "v4.5 added the compound (PMD) mapcount to every subpage, and v6.x reports "
                   "folio_precise_page_mapcount() (the folio average with "
@@ -1007,7 +1007,7 @@ def compare(result, levels=(0, 10)):
 # --------------------------------------------------------------------------
 # Terminal output.
 
-LEVEL_NAMES = {0: "v3.14-like", 10: "RFC v1"}
+LEVEL_NAMES = {0: "v3.16", 10: "RFC v1"}
 
 
 def _cell(value):

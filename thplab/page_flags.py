@@ -1,6 +1,6 @@
 """``struct page`` layout and page-flag tests, vectorized over page-frame numbers.
 
-Mirrors ``include/linux/mm_types.h`` and ``include/linux/page-flags.h`` (v3.14,
+Mirrors ``include/linux/mm_types.h`` and ``include/linux/page-flags.h`` (v3.16,
 x86-64 with ``CONFIG_PAGEFLAGS_EXTENDED``, ``CONFIG_MEMORY_FAILURE`` and
 ``CONFIG_TRANSPARENT_HUGEPAGE``).  A page is named by its frame number (pfn),
 which is its index in ``mem_map``.
@@ -55,11 +55,11 @@ class Use(enum.IntEnum):
     pgtable = 2
 
 
-#: One row per ``struct page``.  Field names are the kernel's; where v3.14
+#: One row per ``struct page``.  Field names are the kernel's; where v3.16
 #: keeps a value in a union or in another page, the docstring of its accessor
 #: says where.  ``first_page`` is the tail's pointer to its head (a pfn here,
 #: -1 for NULL); ``compound_order`` is meaningful on page[1] only, where
-#: v3.14 keeps it in ``lru.prev``; ``mapping`` is an anon_vma handle with
+#: v3.16 keeps it in ``lru.prev``; ``mapping`` is an anon_vma handle with
 #: ``PAGE_MAPPING_ANON`` in bit 0; ``private`` holds the buddy order of a
 #: free block.  ``use`` is thplab's own.
 MEM_MAP_DTYPE = np.dtype([
@@ -119,7 +119,7 @@ def PageBuddy(mem_map, page):
 def compound_head(mem_map, page):
     """Mirrors ``compound_head()``: the head of the compound page holding ``page``.
 
-    v3.14 reads ``page->first_page`` of a tail; any other page is its own head.
+    v3.16 reads ``page->first_page`` of a tail; any other page is its own head.
     """
     page = np.asarray(page)
     first = mem_map["first_page"][page]

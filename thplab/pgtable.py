@@ -1,7 +1,7 @@
 """x86-64 4-level page tables: entry bits, address slicing, and table storage.
 
 Mirrors ``arch/x86/include/asm/pgtable_types.h`` and ``pgtable_64_types.h``
-(v3.14).  Every helper works on scalars and on numpy arrays alike, so a walk
+(v3.16).  Every helper works on scalars and on numpy arrays alike, so a walk
 over thousands of addresses is one vector operation per level.
 """
 
@@ -33,17 +33,17 @@ _PAGE_ACCESSED = 1 << _PAGE_BIT_ACCESSED
 _PAGE_DIRTY = 1 << _PAGE_BIT_DIRTY
 _PAGE_PSE = 1 << _PAGE_BIT_PSE
 _PAGE_GLOBAL = 1 << _PAGE_BIT_GLOBAL
-#: Not-present but mapped (PROT_NONE) reuses the GLOBAL bit (v3.14).
+#: Not-present but mapped (PROT_NONE) reuses the GLOBAL bit (v3.16).
 _PAGE_PROTNONE = _PAGE_GLOBAL
 _PAGE_NX = 1 << _PAGE_BIT_NX
 
 #: ``_PAGE_BIT_SPLITTING`` moved from bit 9 (v3.14) to bit 10 (``_PAGE_BIT_SOFTW2``)
-#: with c46a7c817e66 (~v3.16); the RFC series was written on the bit-10 base,
+#: with c46a7c817e66, merged for v3.16, the tree the RFC was written on (series/trees.py),
 #: so thplab uses bit 10.  Patch 08 of the series deletes it.
 _PAGE_BIT_SPLITTING = _PAGE_BIT_SOFTW2
 _PAGE_SPLITTING = 1 << _PAGE_BIT_SPLITTING
 
-#: Physical-address bits of an entry: ``__PHYSICAL_MASK_SHIFT`` is 46 in v3.14.
+#: Physical-address bits of an entry: ``__PHYSICAL_MASK_SHIFT`` is 46 in v3.16.
 PTE_PFN_MASK = ((1 << 46) - 1) & ~((1 << PAGE_SHIFT) - 1)
 #: In a 2 MiB leaf, bit 12 is PAT, so the frame address starts at bit 21.
 PMD_PFN_MASK = ((1 << 46) - 1) & ~((1 << PMD_SHIFT) - 1)

@@ -582,7 +582,7 @@ def pageanon_counterfactual(level=4, first=8, nr=4, cow=5):
     notes = []
     for broken in (False, True):
         r = _rss_experiment(level, broken, first, nr, cow)
-        name = "v3.14 (own mapping)" if broken else "patch 02 (asks head)"
+        name = "v3.16 (own mapping)" if broken else "patch 02 (asks head)"
         lines.append(f"{name:<22}  {r['copied']:>6}  {r['anon']:>12}  {r['file']:>12}  "
                      + ("ok" if not r["problems"] else "violated:"))
         notes += [f"  {name}: {problem}" for problem in r["problems"]]
@@ -626,7 +626,7 @@ class FileRssQuestion(_Question):
         m.munmap(pid, addr + first * PAGE_SIZE, nr * PAGE_SIZE)
         answer = int(m.processes[pid].file_rss)
         tails = nr - (1 if first == 0 else 0)
-        why = (f"zap_pte_range() asks PageAnon() of each page it unmaps; v3.14's PageAnon() is false "
+        why = (f"zap_pte_range() asks PageAnon() of each page it unmaps; v3.16's PageAnon() is false "
                f"for every tail (a tail's own mapping is NULL), so each of the {tails} tail(s) is "
                f"subtracted from MM_FILEPAGES: 0 - {tails} = {-tails}."
                + (" The head (subpage 0) has its own mapping, so it is counted as anonymous."
