@@ -918,9 +918,10 @@ EXPLANATIONS = {
                                "(v4.5, deferred_split_huge_page()), this counter with v4.6; "
                                "v3.16 split at once and RFC v1 left the page PTE-mapped.",
     "nr_anon_transparent_hugepages": "Since v4.5 this counts PMD-mapped THPs (-1 when the last "
-                                     "PMD mapping goes, split or not); in v3.16 and RFC v1 it "
-                                     "dropped only when the compound page was split or no "
-                                     "longer mapped at all.",
+                                     "PMD mapping goes, split or not). In v3.16 it dropped when "
+                                     "the head's _mapcount reached -1 or the page was split; RFC "
+                                     "v1 kept that rule, so there the PTE of subpage 0 going "
+                                     "away dropped it too, and a later split once more.",
     "page compound": "v3.16 split the whole compound page here (split_huge_page_pmd() -> "
                      "split_huge_page()); since RFC patch 04 (merged in v4.5) only the PMD is "
                      "split and the compound page stays whole.",
