@@ -156,3 +156,21 @@ def test_cli_patch_prints_card_functions_and_diffs(capsys):
     assert "+@P04.replaces" in out
     with pytest.raises(SystemExit):
         main(["patch", "11"])
+
+
+def test_check_number_reveals_nothing_until_answered_and_reads_hex_and_errno():
+    from thplab.problems import NOT_ANSWERED, check_number
+
+    for empty in (None, "", "   "):
+        ok, msg = check_number(empty, 513, "because 513")
+        assert not ok and msg == NOT_ANSWERED and "513" not in msg
+    assert check_number("-EBUSY", -16, "")[0] and check_number("-ebusy", -16, "")[0]
+    assert check_number("0x201", 513, "")[0] and check_number("5_13", 513, "")[0]
+    ok, msg = check_number("0x200", 513, "why")
+    assert not ok and "you said 0x200" in msg and "says 0x201" in msg
+    ok, msg = check_number(0, -16, "why")
+    assert "-16 (-EBUSY)" in msg
+    ok, msg = check_number(1536, 1024, "why", diagnoses={1536: "1536: you counted the unmapped subpages."})
+    assert "you counted the unmapped subpages" in msg
+    ok, msg = check_number("int('x')", 1, "")
+    assert not ok and "invalid literal" not in msg and "Please answer" in msg

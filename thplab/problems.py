@@ -22,19 +22,56 @@ from .scenarios import Scenario, fault_thp, munmap_subpages, pin_subpage, split_
 KINDS = ("page_count", "tail_mapcount", "split_result", "held_pages")
 
 
-def check_number(guess, answer, explanation, who="the model says"):
-    """``(correct, message)`` for a whole-number guess -- decimal, or hex like ``0x1f``."""
+#: Error names a learner may type for a status (``-EBUSY``); the values are x86-64 Linux's.
+ERRNO = {"ENOENT": 2, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13, "EFAULT": 14, "EBUSY": 16, "EINVAL": 22}
+
+#: What :func:`check_number` says to an empty answer: the question stays open, nothing is revealed.
+NOT_ANSWERED = ("No answer yet -- nothing is revealed until you commit to one: set guess = <your answer> "
+                "(a number, hex like 0x200, or -EBUSY) and run the cell again.")
+
+
+def read_number(guess):
+    """A learner's answer as an int: ``12``, ``"0x1f"``, ``"1_000"``, ``"-EBUSY"``; None if unreadable."""
+    if isinstance(guess, (int, np.integer)) and not isinstance(guess, bool):
+        return int(guess)
     text = str(guess).strip().replace("_", "")
+    sign, name = (-1, text[1:]) if text.startswith("-") else (1, text)
+    if name.upper() in ERRNO:
+        return sign * ERRNO[name.upper()]
     try:
-        value = int(text)
+        return int(text, 0) if text.lstrip("-").lower().startswith("0x") else int(text)
     except ValueError:
-        try:
-            value = int(text, 0)
-        except ValueError:
-            return False, f"Please answer with a whole number (you typed {guess!r})."
+        return None
+
+
+def _show(value, as_hex):
+    if value < 0 and -value in ERRNO.values():
+        name = next(n for n, v in ERRNO.items() if v == -value)
+        return f"{value} (-{name})"
+    return f"{value:#x}" if as_hex else str(value)
+
+
+def check_number(guess, answer, explanation, who="the model says", diagnoses=None, hex_answer=False):
+    """``(correct, message)`` for a learner's whole-number answer.
+
+    ``guess`` None or blank means "not answered yet": the message says so and
+    reveals nothing.  Decimal, hex (``0x1f``) and errno names (``-EBUSY``) are
+    read; the answer is echoed in hex when the learner wrote hex or
+    ``hex_answer`` is set.  ``diagnoses`` maps a typical wrong answer to what
+    it usually means ("you counted the unmapped subpages").
+    """
+    if guess is None or not str(guess).strip():
+        return False, NOT_ANSWERED
+    value = read_number(guess)
+    if value is None:
+        return False, (f"Please answer with a whole number, hex like 0x200, or an error like -EBUSY "
+                       f"(you typed {guess!r}).")
+    as_hex = hex_answer or str(guess).strip().lower().startswith(("0x", "-0x"))
     if value == answer:
-        return True, f"Right: {answer}. {explanation}"
-    return False, f"Not quite: you said {value}, {who} {answer}. {explanation}"
+        return True, f"Right: {_show(answer, as_hex)}. {explanation}"
+    hint = (diagnoses or {}).get(value)
+    return False, (f"Not quite: you said {_show(value, as_hex)}, {who} {_show(answer, as_hex)}. "
+                   + (f"{hint} " if hint else "") + explanation)
 
 
 @dataclass

@@ -284,11 +284,14 @@ class Quiz(_View):
         self.seed, self.kind, self.levels = seed, kind, tuple(levels)
         self.factory = factory or (lambda s: Problem.generate(s, kind=self.kind, levels=self.levels))
         self.problem_html = w.HTML()
-        self.answer = w.Text(description="Answer", placeholder="a whole number", continuous_update=False)
+        self.answer = w.Text(description="Answer", placeholder="a number, 0x200 or -EBUSY",
+                             continuous_update=False)
         self.check_button = w.Button(description="Check", icon="check", button_style="primary")
         self.new_button = w.Button(description="New problem", icon="refresh")
         self.feedback = w.HTML()
         self.check_button.on_click(lambda b: self.check())
+        # Enter (or leaving the box) commits the answer: the value changes only then.
+        self.answer.observe(lambda change: change["new"].strip() and self.check(), names="value")
         self.new_button.on_click(lambda b: self.new())
         self.widget = w.VBox([self.problem_html, w.HBox([self.answer, self.check_button, self.new_button]),
                               self.feedback])
