@@ -170,6 +170,19 @@ def page_add_new_anon_rmap(k, page, vma, address):
         k.machine.vmstat.count("nr_anon_transparent_hugepages")
 
 
+def rmap_walk_vmas(k, page):
+    """The VMAs an rmap walk of anon page ``page`` visits (``anon_vma_interval_tree_foreach``).
+
+    Yields ``(vma, address)`` where the page's index falls inside the VMA.
+    """
+    av = k.machine.anon_vma_of(page)
+    index = int(k.mem_map["index"][page])
+    for vma in list(av.vmas):
+        address = vma.vma_address(index)
+        if vma.vm_start <= address < vma.vm_end:
+            yield vma, address
+
+
 def page_dup_rmap(k, pages):
     """Mirrors ``page_dup_rmap()`` (fork): one more mapping of each page."""
     np.add.at(k.mem_map["_mapcount"], np.asarray(pages), 1)
