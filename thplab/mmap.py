@@ -8,7 +8,7 @@ inside a possible huge PMD split that PMD first (``vma_adjust_trans_huge``).
 from . import memory as mem
 from .errors import OutOfMemory
 from .mm_types import MmStruct, Vma
-from .params import PAGE_SHIFT
+from .params import HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT, TASK_SIZE
 
 
 def _link(vma, chain):
@@ -48,6 +48,29 @@ def vma_merge(k, mm):
             del mm.vmas[i + 1]
         else:
             i += 1
+
+
+def get_unmapped_area(mm, length):
+    """Mirrors ``get_unmapped_area()``: a free, 2 MiB-aligned ``[addr, addr + length)``, or None.
+
+    SIMPLIFICATION: the kernel searches top-down from below the stack
+    (``arch_get_unmapped_area_topdown``) and falls back to the rest of user
+    space; thplab searches bottom-up from ``mm.mmap_base`` (which each
+    ``mmap()`` moves past its mapping and a 2 MiB gap, so that lesson
+    addresses are short and predictable), skipping mappings already there,
+    and falls back to the whole of user space.  None is the kernel's -ENOMEM.
+    """
+    for floor in (mm.mmap_base, HPAGE_PMD_SIZE):
+        addr = (floor + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
+        for vma in mm.vmas:                 # sorted by address
+            if vma.vm_end <= addr:
+                continue
+            if addr + length <= vma.vm_start:
+                break
+            addr = (vma.vm_end + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
+        if addr + length <= TASK_SIZE:
+            return addr
+    return None
 
 
 def mmap_region(k, mm, addr, length, vm_flags):
