@@ -1,7 +1,16 @@
 """Ordinary calls that used to break the machine (issue #9), and the structure behind them."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+from thplab.__main__ import main
+from thplab.errors import BadArgument
+from thplab.problems import Problem
 
 THPLAB = Path(__file__).resolve().parents[1] / "thplab"
 
@@ -18,3 +27,56 @@ def _imported_modules(path):
 def test_migrate_does_not_import_the_series():
     """The series imports migrate (move_pages); migrate must not import the series back."""
     assert not {m for m in _imported_modules(THPLAB / "migrate.py") if m.startswith("series")}
+
+
+# ---------------------------------------------------------------- command line
+
+CLI_BAD = [
+    ["problem", "--seed", "-1"],
+    ["problem", "--seed", "x"],
+    ["problem", "--seed", "1.5"],
+    ["problem", "--level", "11"],
+    ["problem", "--level", "-1"],
+    ["problem", "--level", "ten"],
+    ["problem", "--kind", "nope"],
+    ["scenario", "cow", "--seed", "-5"],
+    ["scenario", "cow", "--level", "11"],
+    ["scenario", "cow", "--level", "-1"],
+    ["scenario", "no-such-scenario"],
+    ["race", "split-vs-gup-fast", "--level", "11"],
+    ["race", "split-vs-gup-fast", "--level", "-1"],
+    ["race", "no-such-race"],
+    ["patch", "11"],
+    ["patch", "x"],
+    ["no-such-command"],
+    [],
+]
+
+
+@pytest.mark.parametrize("argv", CLI_BAD, ids=[" ".join(a) or "nothing" for a in CLI_BAD])
+def test_cli_refuses_bad_arguments_with_usage_and_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("usage: ") and ": error: " in err.splitlines()[-1]
+
+
+def test_cli_turns_a_thplab_error_into_one_line_and_status_2(monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise BadArgument("no such problem here")
+
+    monkeypatch.setattr(Problem, "generate", refuse)
+    with pytest.raises(SystemExit) as info:
+        main(["problem", "--seed", "3"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "thplab: error: no such problem here\n"
+
+
+def test_cli_in_a_subprocess_prints_no_traceback():
+    env = dict(os.environ, PYTHONPATH=str(THPLAB.parent))
+    run = subprocess.run([sys.executable, "-m", "thplab", "problem", "--seed", "-1"],
+                         capture_output=True, text=True, env=env, cwd=THPLAB.parent)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr and "invalid seed -1" in run.stderr
