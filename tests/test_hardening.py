@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from thplab import Machine
 from thplab.__main__ import main
 from thplab.errors import BadArgument
+from thplab.params import PAGE_SIZE
 from thplab.problems import Problem
 
 THPLAB = Path(__file__).resolve().parents[1] / "thplab"
+K4 = PAGE_SIZE
 
 
 def _imported_modules(path):
@@ -80,3 +83,34 @@ def test_cli_in_a_subprocess_prints_no_traceback():
                          capture_output=True, text=True, env=env, cwd=THPLAB.parent)
     assert run.returncode == 2
     assert "Traceback" not in run.stderr and "invalid seed -1" in run.stderr
+
+
+# ---------------------------------------------------------------- sparse walks
+
+@pytest.mark.parametrize("level", [0, 4, 10])
+def test_walks_over_a_sparse_tib_skip_empty_pgd_and_pud_entries(level, monkeypatch):
+    """fork/mprotect/munmap/exit of 1 TiB with one page touched read a few thousand entries.
+
+    One step per 2 MiB would read about 3 entries x 524,288 PMD slots per walk; skipping
+    none PGD/PUD entries leaves 512 PUD entries of the populated PGD slot plus 512 PMD
+    slots of the one populated PUD slot (3 entries each, the walk re-reads the upper
+    levels), i.e. about 2,600.
+    """
+    import thplab.memory as mem
+
+    reads = []
+    entry = mem.entry
+    monkeypatch.setattr(mem, "entry", lambda k, slot: reads.append(slot) or entry(k, slot))
+    m = Machine.boot("16M", patches=level)
+    pid = m.spawn()
+    size = 1 << 40
+    a = m.mmap(pid, size, addr=0x100000000000)
+    m.touch(pid, a + size // 2, K4)
+    for call in (lambda: m.fork(pid), lambda: m.mprotect(pid, a, size, "r"),
+                 lambda: m.munmap(pid, a, size // 4), lambda: m.exit(pid + 1),
+                 lambda: m.exit(pid)):
+        reads.clear()
+        call()
+        assert len(reads) < 3000
+    m.check()
+    assert m.allocator.nr_free_pages == m.nr_pages
