@@ -61,6 +61,11 @@ class InvariantViolation(ThplabError, AssertionError):
     """An accounting identity or consistency check failed."""
 
 
+def is_int(value):
+    """Whether ``value`` is an integer argument: ``int`` or a numpy integer, not a ``bool``."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def as_int(value, what, error=None, **details):
     """``value`` as a Python int, or ``error`` (default :class:`BadArgument`) saying why not.
 
@@ -69,7 +74,7 @@ def as_int(value, what, error=None, **details):
     must not silently become page 1), strings and None.  ``details`` go to
     the error (``errno=`` for :class:`BadAddress`).
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise (error or BadArgument)(f"{what} must be an integer, got {value!r} "
                                      f"({type(value).__name__})", **details)
     return int(value)

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import memory as mem
 from . import mmap as mmap_
-from .errors import BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault, as_int
+from .errors import BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault, as_int, is_int
 from .gup import get_user_pages, get_user_pages_fast
 from .mm_types import AnonVma, MmStruct
 from .page_alloc import PageAllocator
@@ -185,8 +185,7 @@ class Machine:
     # ----------------------------------------------------------- checks
 
     def _mm(self, pid):
-        mm = (self.processes.get(int(pid)) if isinstance(pid, (int, np.integer))
-              and not isinstance(pid, (bool, np.bool_)) else None)
+        mm = self.processes.get(int(pid)) if is_int(pid) else None
         if mm is None:
             live = ", ".join(map(str, self.processes)) or "none"
             raise NoSuchProcess(f"no process with pid {pid!r} (live pids: {live}); "
@@ -535,8 +534,7 @@ class Machine:
         if a.size == 0 and a.dtype.kind in "iuf":
             return a.astype(np.int64)
         if a.dtype.kind == "O" and a.size and all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-                and -2**63 <= v < 2**63 for v in a.ravel().tolist()):
+                is_int(v) and -2**63 <= v < 2**63 for v in a.ravel().tolist()):
             a = a.astype(np.int64)
         if a.dtype.kind not in "iu" or (a.dtype == np.uint64 and (a > np.iinfo(np.int64).max).any()):
             return None
