@@ -21,7 +21,7 @@ LAB_OVERRIDES_STAMP := $(VENV)/.thplab-lab-overrides
 CHROMIUM  ?= /usr/bin/chromium
 PYTEST    := $(VPY) -m pytest
 
-.PHONY: help lab test venv install lab-settings chromium test-tests test-notebooks notebooks clean-venv
+.PHONY: help lab test venv install lab-settings chromium test-tests test-notebooks notebooks clean-venv longrun
 
 help:
 	@echo "make lab    - create .venv if needed and open the lessons in JupyterLab"
@@ -85,6 +85,11 @@ test: $(STAMP) $(LAB_OVERRIDES_STAMP) chromium
 
 test-tests: $(STAMP) $(LAB_OVERRIDES_STAMP)
 	THPLAB_CHROMIUM=$(CHROMIUM) $(PYTEST) -q tests
+
+# Not part of `make test`: >= 100,000 random operations with check() after each (tens of
+# minutes); figures in benchmarks/README.md.
+longrun: $(STAMP)
+	$(PYTEST) -q -p no:cacheprovider -s -m longrun tests/test_longrun.py
 
 # pytest exits 5 when it collects nothing: only acceptable while notebooks/ has no notebook.
 test-notebooks: $(STAMP)

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import LEVELS, assert_unchanged, snapshot
 from thplab import Machine
-from thplab.errors import BadAddress, BadPage, NoSuchProcess, Segfault, ThplabError
+from thplab.errors import (BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault,
+                           ThplabError)
 from thplab.page_flags import Use
 from thplab.params import EFAULT, EINVAL, ENOMEM, HPAGE_PMD_SIZE, PAGE_SIZE
 
@@ -166,17 +167,6 @@ def test_argument_syntax_errors_are_value_errors_and_change_nothing(world, name,
     assert_unchanged(before, world.m)
 
 
-def test_the_world_is_still_consistent_after_all_bad_calls(world):
-    world.m.check()
-    # and still usable
-    m = world.m
-    m.put_page(world.pin)
-    for pid in list(m.processes):
-        m.exit(pid)
-    m.check()
-    assert m.allocator.nr_free_pages == m.nr_pages
-
-
 def test_segfault_carries_errno_efault():
     w = World(0)
     with pytest.raises(Segfault) as info:
@@ -228,4 +218,221 @@ def test_gup_that_runs_out_of_memory_returns_the_pages_pinned_so_far(level, fast
     m.check()
     m.put_page(pages)
     m.exit(pid)
+    assert m.allocator.nr_free_pages == m.nr_pages
+
+
+# ---------------------------------------------------------------- the full matrix
+#
+# Every public Machine method and every accessor a lesson calls, with valid arguments
+# except one, which takes each invalid value that applies to its kind.  Generated, so
+# that a new method or a new kind of bad value is one line.
+
+U64_HUGE = np.uint64(2**64 - 1)
+
+
+def _bad(**values):
+    """``{class name: value or callable(world)}``."""
+    return values
+
+
+BAD = {
+    "pid": (NoSuchProcess, _bad(bool=True, float=1.0, str="1", none=None, uint64_huge=U64_HUGE,
+                                negative=-1, unknown=99, exited=lambda w: w.dead)),
+    "addr": ((BadAddress,), _bad(bool=True, float=lambda w: float(w.a), str=lambda w: hex(w.a),
+                                 none=None, uint64_huge=U64_HUGE, negative=-K4,
+                                 beyond_task_size=1 << 47, huge=2**70)),
+    "length": ((BadAddress,), _bad(bool=True, float=4096.0, str="4K", none=None,
+                                   uint64_huge=U64_HUGE, zero=0, negative=-K4, huge=2**70)),
+    "pfn": (BadPage, _bad(bool=True, float=lambda w: w.pin + 0.9, str=lambda w: str(w.pin),
+                          none=None, uint64_huge=U64_HUGE, negative=-1, beyond=10**9)),
+    "pages": (BadPage, _bad(bool=True, bool_list=[True], float=1.5, float_list=[1.5], str="x",
+                            none=None, uint64_huge=U64_HUGE,
+                            uint64_huge_array=np.array([U64_HUGE]), negative=[-1],
+                            beyond=10**9, huge=2**70, huge_list=[0, 2**70])),
+    "node": (BadArgument, _bad(bool=True, float=1.0, str="1", none=None, uint64_huge=U64_HUGE,
+                               negative=-1, beyond=2)),
+    "prot": (BadArgument, _bad(none=None, float=1.0, bool=True, unknown_bits=8, letters="rwq")),
+    "flag": (BadArgument, _bad(none=None, str="no", int=1)),
+    "addrs": ((BadAddress,), _bad(bool=True, bool_list=[True], float_list=[1.5], str_list=["x"],
+                                  none=None, none_list=[None], uint64_huge=U64_HUGE,
+                                  uint64_huge_array=np.array([U64_HUGE]), negative=[-K4],
+                                  huge_list=[2**70])),
+}
+
+# Bad values that apply to one method only: (method, argument, class, value, exception).
+EXTRA = [
+    ("mmap", "addr", "unaligned", lambda w: w.a + K4 // 2, BadAddress),
+    ("munmap", "addr", "unaligned", lambda w: w.a + 1, BadAddress),
+    ("mprotect", "addr", "unaligned", lambda w: w.a + 1, BadAddress),
+    ("mprotect", "addr", "unmapped", 0x1000, BadAddress),
+    ("touch", "addr", "unaligned", lambda w: w.a + 8, BadAddress),
+    ("touch", "addr", "unmapped", 0x1000, Segfault),
+    ("fault", "addr", "unmapped", 0x1000, Segfault),
+    ("get_user_pages", "addr", "unaligned", lambda w: w.a + 8, BadAddress),
+    ("get_user_pages", "addr", "unmapped", 0x1000, Segfault),
+    ("get_user_pages_fast", "addr", "unaligned", lambda w: w.a + 8, BadAddress),
+    ("get_user_pages_fast", "addr", "unmapped", 0x1000, Segfault),
+    ("split_huge_pmd", "addr", "unmapped", 0x1000, Segfault),
+    ("get_futex_key", "addr", "unaligned", lambda w: w.a + 2, BadAddress),
+    ("get_futex_key", "addr", "unmapped", 0x1000, Segfault),
+    ("smaps_anon_huge_kb", "addr", "unaligned", lambda w: w.a + 1, BadAddress),
+    ("move_pages", "addrs", "unaligned", lambda w: [w.small + 1], BadAddress),
+    ("get_user_pages", "nr_pages", "huge", 2**50, BadAddress),
+    ("put_page", "pages", "freed", lambda w: w.free_pfn, BadPage),
+    ("put_page", "pages", "not_pinned", lambda w: w.small_pfn, BadPage),
+    ("put_page", "pages", "empty_list", [], BadPage),
+    ("put_page", "pages", "empty_array", np.array([], dtype=np.int64), BadPage),
+    ("put_page", "pages", "2d", lambda w: [[w.pin]], BadPage),
+    ("split_huge_page", "page", "freed", lambda w: w.free_pfn, BadPage),
+    ("split_huge_page", "page", "page_table", lambda w: w.table_pfn, BadPage),
+    ("anon_vma_of", "page", "freed", lambda w: w.free_pfn, BadPage),
+    ("anon_vma_of", "page", "page_table", lambda w: w.table_pfn, BadPage),
+]
+
+# method: (valid arguments as callables of the world, {argument: kind})
+METHODS = {
+    "fork": ({"pid": lambda w: w.p}, {"pid": "pid"}),
+    "exit": ({"pid": lambda w: w.child}, {"pid": "pid"}),
+    "map_thp": ({"pid": lambda w: w.p}, {"pid": "pid"}),
+    "mmap": ({"pid": lambda w: w.p, "length": lambda w: M2, "prot": lambda w: "rw",
+              "thp": lambda w: True, "addr": lambda w: None},
+             {"pid": "pid", "length": "length", "prot": "prot", "thp": "flag", "addr": "addr"}),
+    "munmap": ({"pid": lambda w: w.p, "addr": lambda w: w.small, "length": lambda w: K4},
+               {"pid": "pid", "addr": "addr", "length": "length"}),
+    "mprotect": ({"pid": lambda w: w.p, "addr": lambda w: w.small, "length": lambda w: K4,
+                  "prot": lambda w: "r"},
+                 {"pid": "pid", "addr": "addr", "length": "length", "prot": "prot"}),
+    "fault": ({"pid": lambda w: w.p, "addr": lambda w: w.a, "write": lambda w: True},
+              {"pid": "pid", "addr": "addr", "write": "flag"}),
+    "touch": ({"pid": lambda w: w.p, "addr": lambda w: w.a, "length": lambda w: K4,
+               "write": lambda w: True},
+              {"pid": "pid", "addr": "addr", "length": "length", "write": "flag"}),
+    "page_walk": ({"pid": lambda w: w.p, "address": lambda w: w.a},
+                  {"pid": "pid", "address": "addr"}),
+    "walk": ({"pid": lambda w: w.p, "addrs": lambda w: [w.a]}, {"pid": "pid", "addrs": "addrs"}),
+    "get_user_pages": ({"pid": lambda w: w.p, "addr": lambda w: w.a, "nr_pages": lambda w: 1,
+                        "write": lambda w: False, "foll_split": lambda w: False},
+                       {"pid": "pid", "addr": "addr", "nr_pages": "length", "write": "flag",
+                        "foll_split": "flag"}),
+    "get_user_pages_fast": ({"pid": lambda w: w.p, "addr": lambda w: w.a, "nr_pages": lambda w: 1,
+                             "write": lambda w: False},
+                            {"pid": "pid", "addr": "addr", "nr_pages": "length", "write": "flag"}),
+    "put_page": ({"pages": lambda w: w.pin}, {"pages": "pages"}),
+    "split_huge_page": ({"page": lambda w: w.pin}, {"page": "pfn"}),
+    "split_huge_pmd": ({"pid": lambda w: w.p, "addr": lambda w: w.ro}, {"pid": "pid", "addr": "addr"}),
+    "move_pages": ({"pid": lambda w: w.p, "addrs": lambda w: [w.small], "node": lambda w: 1},
+                   {"pid": "pid", "addrs": "addrs", "node": "node"}),
+    "get_futex_key": ({"pid": lambda w: w.p, "addr": lambda w: w.small}, {"pid": "pid", "addr": "addr"}),
+    "page_count": ({"pages": lambda w: [w.pin]}, {"pages": "pages"}),
+    "page_mapcount": ({"pages": lambda w: [w.pin]}, {"pages": "pages"}),
+    "PageTail": ({"pages": lambda w: [w.pin]}, {"pages": "pages"}),
+    "anon_rss": ({"pid": lambda w: w.p}, {"pid": "pid"}),
+    "smaps_anon_huge_kb": ({"pid": lambda w: w.p, "addr": lambda w: w.a, "length": lambda w: M2},
+                           {"pid": "pid", "addr": "addr", "length": "length"}),
+    "page_to_nid": ({"page": lambda w: w.pin}, {"page": "pfn"}),
+    "node_range": ({"node": lambda w: 1}, {"node": "node"}),
+    "anon_vma_of": ({"page": lambda w: w.pin}, {"page": "pfn"}),
+}
+
+
+def _value(v, w):
+    return v(w) if callable(v) else v
+
+
+#: Classes that are valid for one method: map_thp(pid=None) spawns a process,
+#: mmap(addr=None) is mmap without MAP_FIXED.
+VALID = {("map_thp", "pid", "none"), ("mmap", "addr", "none")}
+
+
+def _matrix():
+    cases = []
+    for method, (_, kinds) in METHODS.items():
+        for arg, kind in kinds.items():
+            exc, values = BAD[kind]
+            for cls, value in values.items():
+                if (method, arg, cls) not in VALID:
+                        cases.append((f"{method}-{arg}-{cls}", method, arg, value, exc))
+    for method, arg, cls, value, exc in EXTRA:
+        cases.append((f"{method}-{arg}-{cls}", method, arg, value, exc))
+    return cases
+
+
+MATRIX = _matrix()
+
+
+def _call(w, method, arg=None, value=None):
+    defaults, _ = METHODS[method]
+    args = {name: make(w) for name, make in defaults.items()}
+    if arg is not None:
+        args[arg] = _value(value, w)
+    return getattr(w.m, method)(**args)
+
+
+@pytest.mark.parametrize("name,method,arg,value,exc", MATRIX, ids=[c[0] for c in MATRIX])
+def test_matrix_bad_argument_raises_a_thplab_error_and_changes_nothing(world, name, method, arg,
+                                                                       value, exc):
+    before = snapshot(world.m)
+    with pytest.raises(ThplabError) as info:
+        _call(world, method, arg, value)
+    assert isinstance(info.value, exc), f"{name}: {type(info.value).__name__}: {info.value}"
+    assert_unchanged(before, world.m)
+
+
+@pytest.mark.parametrize("level", [0, 10])
+def test_matrix_defaults_are_valid_calls(level):
+    """Each method runs with the matrix's defaults, so its failures come from the one bad value."""
+    for method in METHODS:
+        w = World(level)
+        _call(w, method)
+        w.m.check()
+
+
+BOOT_BAD = [
+    ("patches_11", {"patches": 11}), ("patches_negative", {"patches": -1}),
+    ("patches_str", {"patches": "x"}), ("patches_none", {"patches": None}),
+    ("patches_float", {"patches": 1.5}), ("patches_bool", {"patches": True}),
+    ("nodes_str", {"nodes": "2"}), ("nodes_zero", {"nodes": 0}), ("nodes_bool", {"nodes": True}),
+    ("nodes_not_dividing", {"nodes": 3}),
+    ("seed_str", {"seed": "abc"}), ("seed_float", {"seed": 1.5}), ("seed_negative", {"seed": -1}),
+    ("seed_none", {"seed": None}),
+    ("thp_mode", {"thp": "sometimes"}),
+    ("nr_pages_str", {"mem": None, "nr_pages": "4096"}),
+    ("nr_pages_huge", {"mem": None, "nr_pages": 2**64}),
+    ("nr_pages_float", {"mem": None, "nr_pages": 4096.0}),
+    ("nr_pages_not_2m", {"mem": None, "nr_pages": 1000}),
+    ("mem_and_nr_pages", {"nr_pages": 4096}),
+    ("mem_neither", {"mem": None}),
+    ("mem_above_the_cap", {"mem": "99999999T"}),
+    ("mem_just_above_the_cap", {"mem": (1 << 40) + (2 << 20)}),
+    ("mem_bool", {"mem": True}),
+    ("mem_float", {"mem": 16e6}),
+    ("mem_garbage", {"mem": "lots"}),
+    ("mem_none_str", {"mem": "None"}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", BOOT_BAD, ids=[c[0] for c in BOOT_BAD])
+def test_boot_refuses_bad_arguments_with_bad_argument(name, kwargs):
+    with pytest.raises(BadArgument):
+        Machine.boot(**{"mem": "16M", **kwargs})
+
+
+def test_boot_still_builds_large_machines_up_to_the_cap():
+    """The cap is 1 TiB; the check runs before anything is allocated (68 GiB was booted by hand)."""
+    from thplab.machine import MAX_MEM
+
+    assert MAX_MEM == 1 << 40
+    m = Machine.boot("1G", nodes=2)
+    assert m.nr_pages == 1 << 18
+
+
+# Last in the file: the world fixture is shared by every test above at its level.
+def test_the_world_is_still_consistent_after_all_bad_calls(world):
+    world.m.check()
+    # and still usable
+    m = world.m
+    m.put_page(world.pin)
+    for pid in list(m.processes):
+        m.exit(pid)
+    m.check()
     assert m.allocator.nr_free_pages == m.nr_pages

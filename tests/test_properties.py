@@ -19,11 +19,15 @@ from conftest import LEVELS, assert_unchanged, snapshot
 from thplab import Machine
 from thplab.errors import BadAddress, BadPage, NoSuchProcess, OutOfMemory, Segfault
 from thplab.page_flags import PageHead, Use
-from thplab.params import EBUSY, EFAULT, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, VM_READ, VM_WRITE
+from thplab.params import EBUSY, EFAULT, HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE, VM_READ, VM_WRITE
 
 M2 = HPAGE_PMD_SIZE
 K4 = PAGE_SIZE
 MAX_PROCS = 5
+#: Integer types the API takes for addresses and lengths (user space needs 48 bits) ...
+ADDR_TYPES = [int, int, np.int64, np.uint64]
+#: ... and for page-frame numbers (a 32 MiB machine has 8192).
+PFN_TYPES = [int, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
 
 # hypothesis leans towards the first element: put the most useful operation there
 OPS = ["touch", "fork", "gup_fast", "munmap", "split_huge_pmd", "mprotect", "put", "gup",
@@ -31,36 +35,84 @@ OPS = ["touch", "fork", "gup_fast", "munmap", "split_huge_pmd", "mprotect", "put
        "invalid"]
 
 
-class Driver:
-    """Draws one valid operation at a time for machine ``m`` and runs it."""
+class HypothesisDraws:
+    """The Driver's choices, drawn by hypothesis (shrinkable, derandomized in CI)."""
 
-    def __init__(self, m, data):
-        self.m = m
+    def __init__(self, data):
         self.data = data
-        self.pins = []          # pfns pinned and not yet put
-        self.log = []
 
-    def draw(self, strategy, label):
-        return self.data.draw(strategy, label=label)
+    def choice(self, seq, label):
+        return self.data.draw(st.sampled_from(seq), label=label)
+
+    def integer(self, lo, hi, label):
+        return self.data.draw(st.integers(lo, hi), label=label)
+
+    def boolean(self, label):
+        return self.data.draw(st.booleans(), label=label)
+
+    def indices(self, n, most, label):
+        """Distinct sorted indices below ``n``, at least one and at most ``most``."""
+        return sorted(set(self.data.draw(st.lists(st.integers(0, n - 1), min_size=1,
+                                                  max_size=most), label=label)))
+
+
+class RngDraws:
+    """The same choices from a numpy generator: cheap enough for 100,000 steps (tests/test_longrun.py)."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def choice(self, seq, label):
+        return seq[int(self.rng.integers(len(seq)))]
+
+    def integer(self, lo, hi, label):
+        return int(self.rng.integers(lo, hi + 1))
+
+    def boolean(self, label):
+        return bool(self.rng.integers(2))
+
+    def indices(self, n, most, label):
+        return sorted(set(self.rng.integers(0, n, size=int(self.rng.integers(1, most + 1))).tolist()))
+
+
+class Driver:
+    """Draws one valid operation at a time for machine ``m`` and runs it.
+
+    ``draws`` is a :class:`HypothesisDraws` or a :class:`RngDraws`.
+    """
+
+    def __init__(self, m, draws):
+        self.m = m
+        self.d = draws
+        self.pins = []          # pfns pinned and not yet put
+        self.dead = []          # pids that have exited
+        self.log = []
 
     def pid(self):
         pids = sorted(self.m.processes)
-        return self.draw(st.sampled_from(pids), "pid") if pids else None
+        return self.d.choice(pids, "pid") if pids else None
 
     def vma(self, pid, need=0):
         vmas = [v for v in self.m.processes[pid].vmas if (v.vm_flags & need) == need]
         if not vmas:
             return None
-        i = self.draw(st.integers(0, len(vmas) - 1), "vma")
+        i = self.d.integer(0, len(vmas) - 1, "vma")
         return vmas[i]
 
     def sub_range(self, vma, max_pages=None):
         """A page-aligned [start, start+length) inside ``vma``."""
         n = (vma.vm_end - vma.vm_start) // K4
-        first = self.draw(st.integers(0, n - 1), "first page")
+        first = self.d.integer(0, n - 1, "first page")
         most = n - first if max_pages is None else min(n - first, max_pages)
-        count = self.draw(st.integers(1, most), "pages")
+        count = self.d.integer(1, most, "pages")
         return vma.vm_start + first * K4, count * K4
+
+    def addr(self, value):
+        """``value`` as an int or a numpy integer type that holds it (the API takes all of them)."""
+        return self.d.choice(ADDR_TYPES, "address type")(value)
+
+    def pfn(self, value):
+        return self.d.choice(PFN_TYPES, "pfn type")(value)
 
     # ------------------------------------------------------------ operations
 
@@ -68,21 +120,31 @@ class Driver:
         pid = self.pid()
         if pid is None:
             return
-        size = self.draw(st.sampled_from([K4, 3 * K4, M2, M2 + 5 * K4, 2 * M2, 3 * M2]), "size")
-        prot = self.draw(st.sampled_from(["rw", "rw", "rw", "r"]), "prot")
-        thp = self.draw(st.booleans(), "thp") or size >= M2
-        addr = self.m.mmap(pid, size, prot, thp=thp)
-        self.log.append(f"mmap({pid}, {size:#x}, {prot}) = {addr:#x}")
+        size = self.d.choice([K4, 3 * K4, M2, M2 + 5 * K4, 2 * M2, 3 * M2], "size")
+        prot = self.d.choice(["rw", "rw", "rw", "r"], "prot")
+        thp = self.d.boolean("thp") or size >= M2
+        where = self.d.choice(["plain", "plain", "over a vma", "near mmap_base"], "where")
+        fixed = None
+        if where == "over a vma" and self.m.processes[pid].vmas:
+            vma = self.vma(pid)
+            fixed = vma.vm_start + self.d.integer(0, (vma.vm_end - vma.vm_start) // K4 - 1, "page") * K4
+        elif where == "near mmap_base":
+            # where later plain mmaps go: they must skip it (check() sees any overlap)
+            fixed = MMAP_BASE + self.d.integer(-4, 24, "2 MiB slot") * M2
+        addr = self.m.mmap(pid, size, prot, thp=thp,
+                           addr=None if fixed is None else self.addr(fixed))
+        self.log.append(f"mmap({pid}, {size:#x}, {prot}, addr={fixed}) = {addr:#x}")
+        assert fixed is None or addr == fixed
 
     def op_touch(self):
         pid = self.pid()
-        write = self.draw(st.booleans(), "write")
+        write = self.d.boolean("write")
         vma = pid and self.vma(pid, VM_WRITE if write else VM_READ)
         if not vma:
             return
         start, length = self.sub_range(vma)
         self.log.append(f"touch({pid}, {start:#x}, {length:#x}, write={write})")
-        self.m.touch(pid, start, length, write=write)
+        self.m.touch(pid, self.addr(start), self.addr(length), write=write)
 
     def op_fault(self):
         pid = self.pid()
@@ -90,9 +152,9 @@ class Driver:
         if not vma:
             return
         start, _ = self.sub_range(vma, 1)
-        write = bool(vma.vm_flags & VM_WRITE) and self.draw(st.booleans(), "write")
+        write = bool(vma.vm_flags & VM_WRITE) and self.d.boolean("write")
         self.log.append(f"fault({pid}, {start:#x}, write={write})")
-        self.m.fault(pid, start + self.draw(st.integers(0, K4 - 1), "offset"), write)
+        self.m.fault(pid, self.addr(start + self.d.integer(0, K4 - 1, "offset")), write)
 
     def op_fork(self):
         pid = self.pid()
@@ -107,17 +169,18 @@ class Driver:
             return
         self.log.append(f"exit({pid})")
         self.m.exit(pid)
+        self.dead.append(pid)
 
     def _pin(self, fast):
         pid = self.pid()
-        write = self.draw(st.booleans(), "write")
+        write = self.d.boolean("write")
         vma = pid and self.vma(pid, VM_READ | (VM_WRITE if write else 0))
         if not vma:
             return
         start, length = self.sub_range(vma, 40)
         call = self.m.get_user_pages_fast if fast else self.m.get_user_pages
         self.log.append(f"{call.__name__}({pid}, {start:#x}, {length // K4}, write={write})")
-        pages = call(pid, start, length // K4, write=write)
+        pages = call(pid, self.addr(start), length // K4, write=write)
         # fewer pages only when a fault ran out of memory (the kernel's i ? i : -ENOMEM)
         assert 1 <= len(pages) <= length // K4
         w = self.m.walk(pid, np.arange(start, start + len(pages) * K4, K4, dtype=np.uint64))
@@ -135,14 +198,13 @@ class Driver:
     def op_put(self):
         if not self.pins:
             return
-        k = self.draw(st.integers(1, min(8, len(self.pins))), "how many")
-        idx = sorted(set(self.draw(st.lists(st.integers(0, len(self.pins) - 1), min_size=1,
-                                            max_size=k), "which")))
+        k = self.d.integer(1, min(8, len(self.pins)), "how many")
+        idx = self.d.indices(len(self.pins), k, "which")
         pages = [self.pins[i] for i in idx]
         for i in reversed(idx):
             del self.pins[i]
         self.log.append(f"put_page({pages})")
-        self.m.put_page(pages)
+        self.m.put_page(np.array(pages, dtype=self.d.choice(PFN_TYPES, "pfn type")))
 
     def op_munmap(self):
         pid = self.pid()
@@ -150,10 +212,10 @@ class Driver:
         if not vma:
             return
         start, length = self.sub_range(vma)
-        if self.draw(st.booleans(), "spill over"):
-            length += self.draw(st.integers(1, 600), "extra pages") * K4   # may cover holes
+        if self.d.boolean("spill over"):
+            length += self.d.integer(1, 600, "extra pages") * K4   # may cover holes
         self.log.append(f"munmap({pid}, {start:#x}, {length:#x})")
-        self.m.munmap(pid, start, length)
+        self.m.munmap(pid, self.addr(start), length)
 
     def op_mprotect(self):
         pid = self.pid()
@@ -161,7 +223,7 @@ class Driver:
         if not vma:
             return
         start, length = self.sub_range(vma)
-        prot = self.draw(st.sampled_from(["r", "rw", "none", "rwx"]), "prot")
+        prot = self.d.choice(["r", "rw", "none", "rwx"], "prot")
         self.log.append(f"mprotect({pid}, {start:#x}, {length:#x}, {prot})")
         self.m.mprotect(pid, start, length, prot)
 
@@ -170,10 +232,10 @@ class Driver:
                  if self.m.mem_map["_count"][h] > 0 and self.m.mem_map["use"][h] == Use.anon]
         if not heads:
             return
-        head = self.draw(st.sampled_from(heads), "head")
-        page = head + self.draw(st.sampled_from([0, 1, 5, 511]), "subpage")
+        head = self.d.choice(heads, "head")
+        page = head + self.d.choice([0, 1, 5, 511], "subpage")
         self.log.append(f"split_huge_page({page:#x})")
-        ret = self.m.split_huge_page(page)
+        ret = self.m.split_huge_page(self.pfn(page))
         caps = self.m.kernel.caps
         if not caps["split_huge_page_works"]:
             assert ret == -EBUSY
@@ -196,9 +258,9 @@ class Driver:
         huge = [a for a, lvl in zip(starts, w["level"].tolist()) if lvl == 2]
         if not huge:
             return
-        addr = self.draw(st.sampled_from(huge), "huge address")
+        addr = self.d.choice(huge, "huge address")
         self.log.append(f"split_huge_pmd({pid}, {addr:#x})")
-        self.m.split_huge_pmd(pid, addr + self.draw(st.integers(0, M2 - 1), "offset"))
+        self.m.split_huge_pmd(pid, self.addr(addr + self.d.integer(0, M2 - 1, "offset")))
         assert self.m.walk(pid, [addr])["level"][0] == 1
 
     def op_move_pages(self):
@@ -211,7 +273,7 @@ class Driver:
         w = self.m.walk(pid, addrs)
         if (w["level"] == 0).any():
             return          # move_pages of a never-touched page: -EFAULT only after a walk
-        node = self.draw(st.integers(0, self.m.nodes - 1), "node")
+        node = self.d.integer(0, self.m.nodes - 1, "node")
         self.log.append(f"move_pages({pid}, {[hex(a) for a in addrs]}, {node})")
         status = self.m.move_pages(pid, addrs, node)
         assert len(status) == len(addrs)
@@ -224,10 +286,12 @@ class Driver:
         start, _ = self.sub_range(vma, 1)
         if self.m.walk(pid, [start])["level"][0] == 0:
             return
-        self.log.append(f"get_futex_key({pid}, {start:#x})")
-        # v3.16 kernel/futex.c: a read-only pin on anonymous memory ends in -EFAULT.
+        # any u32 of the page, the last 4 KiB of a THP included: futexes need only 4-byte alignment
+        addr = start + 4 * self.d.integer(0, K4 // 4 - 1, "u32 in the page")
+        self.log.append(f"get_futex_key({pid}, {addr:#x})")
+        # v3.16 kernel/futex.c: the key is per page; a read-only pin on anonymous memory is -EFAULT.
         want = (pid, start) if vma.vm_flags & VM_WRITE else -EFAULT
-        assert self.m.get_futex_key(pid, start) == want
+        assert self.m.get_futex_key(pid, self.addr(addr)) == want
 
     def op_invalid(self):
         m = self.m
@@ -248,14 +312,22 @@ class Driver:
         if self.pins:
             p = self.pins[0]
             cases.append((lambda: m.put_page([p] * (self.pins.count(p) + 1)), BadPage))
-        call, exc = self.draw(st.sampled_from(cases), "invalid call")
+        if self.dead:
+            dead = self.d.choice(self.dead, "exited pid")
+            cases += [(lambda: m.fork(dead), NoSuchProcess),
+                      (lambda: m.mmap(dead, M2), NoSuchProcess),
+                      (lambda: m.touch(np.int64(dead), 0x7F0000000000, K4), NoSuchProcess)]
+        cases.append((lambda: m.exit(True), NoSuchProcess))          # a bool is not pid 1
+        if pid is not None:
+            cases.append((lambda: m.get_futex_key(pid, 0x7F0000000002), (BadAddress, Segfault)))
+        call, exc = self.d.choice(cases, "invalid call")
         before = snapshot(m)
         with pytest.raises(exc):
             call()
         assert_unchanged(before, m)
 
     def step(self):
-        op = self.draw(st.sampled_from(OPS), "op")
+        op = self.d.choice(OPS, "op")
         try:
             getattr(self, "op_" + op)()
         except OutOfMemory:
@@ -280,7 +352,7 @@ class Driver:
 
 def run(level, data, mem, steps):
     m = Machine.boot(mem, patches=level, seed=0, nodes=2)
-    d = Driver(m, data)
+    d = Driver(m, HypothesisDraws(data))
     pid = m.spawn()
     m.mmap(pid, 2 * M2)
     for _ in range(steps):

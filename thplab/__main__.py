@@ -13,6 +13,33 @@
 import argparse
 import sys
 
+from .errors import ThplabError
+
+
+def _seed(text):
+    """argparse type: a seed for numpy's ``default_rng``, an integer >= 0."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"invalid seed {seed}: must be >= 0")
+    return seed
+
+
+def _level(text):
+    """argparse type: a series level, 0 (the old kernel) to 10 (all patches)."""
+    from .series import PATCHES
+
+    try:
+        level = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid level {text!r}: not an integer") from None
+    if not 0 <= level <= len(PATCHES):
+        raise argparse.ArgumentTypeError(f"invalid level {level}: the series levels are "
+                                         f"0..{len(PATCHES)}")
+    return level
+
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -20,8 +47,7 @@ def main(argv=None):
         from .live import main as live_main
 
         return live_main(argv[1:])
-    from .costs import cost_table
-    from .problems import KINDS, Problem
+    from .problems import KINDS
     from .races import RACES
     from .scenarios import SCENARIOS
 
@@ -30,16 +56,16 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="command", required=True)
     sc = sub.add_parser("scenario", help="run a scenario and print its counters")
     sc.add_argument("name", choices=sorted(SCENARIOS))
-    sc.add_argument("--level", type=int, action="append", help="series level 0-10 (repeatable)")
-    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--level", type=_level, action="append", help="series level 0-10 (repeatable)")
+    sc.add_argument("--seed", type=_seed, default=0)
     pr = sub.add_parser("problem", help="a predict-then-reveal problem")
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--seed", type=_seed, default=0)
     pr.add_argument("--kind", choices=KINDS)
-    pr.add_argument("--level", type=int)
+    pr.add_argument("--level", type=_level)
     pr.add_argument("-c", "--compute", action="store_true", help="also print the answer")
     ra = sub.add_parser("race", help="play an interleaving of two CPUs")
     ra.add_argument("name", choices=sorted(RACES))
-    ra.add_argument("--level", type=int, action="append")
+    ra.add_argument("--level", type=_level, action="append", help="series level 0-10 (repeatable)")
     sub.add_parser("costs", help="atomic operations of get_page/put_page on a tail, per level")
     pa = sub.add_parser("patch", help="a patch of the series: its card and the kernel functions it changes")
     pa.add_argument("number", type=int, choices=range(1, 11), metavar="N", help="patch number 1-10")
@@ -47,6 +73,20 @@ def main(argv=None):
     sub.add_parser("live", help="the real kernel next to the model (see python -m thplab live --help)")
     sub.add_parser("simplifications", help="list every SIMPLIFICATION marked in the model's source")
     args = ap.parse_args(argv)
+    try:
+        _run(args)
+    except ThplabError as e:
+        # A request the model refuses that argparse could not see: one line, argparse's status.
+        ap.exit(2, f"thplab: error: {e}\n")
+    return 0
+
+
+def _run(args):
+    """Carry out the parsed command."""
+    from .costs import cost_table
+    from .problems import Problem
+    from .races import RACES
+    from .scenarios import SCENARIOS
 
     if args.command == "scenario":
         for level in args.level or [0, 10]:
@@ -78,7 +118,6 @@ def main(argv=None):
     elif args.command == "simplifications":
         for where, text in simplifications():
             print(f"{where}\n    {text}\n")
-    return 0
 
 
 def simplifications():

@@ -6,6 +6,8 @@ Exceptions are for two other things: a request the kernel would refuse
 "this cannot happen" (:class:`VMBug`, the model's ``VM_BUG_ON``).
 """
 
+import numpy as np
+
 
 class ThplabError(Exception):
     """Base class of every error thplab raises."""
@@ -57,3 +59,22 @@ class VMBug(ThplabError):
 
 class InvariantViolation(ThplabError, AssertionError):
     """An accounting identity or consistency check failed."""
+
+
+def is_int(value):
+    """Whether ``value`` is an integer argument: ``int`` or a numpy integer, not a ``bool``."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_int(value, what, error=None, **details):
+    """``value`` as a Python int, or ``error`` (default :class:`BadArgument`) saying why not.
+
+    Accepts ``int`` and numpy integers.  Refuses ``bool`` (an ``int``
+    subclass, so ``exit(True)`` would otherwise mean pid 1), floats (``1.9``
+    must not silently become page 1), strings and None.  ``details`` go to
+    the error (``errno=`` for :class:`BadAddress`).
+    """
+    if not is_int(value):
+        raise (error or BadArgument)(f"{what} must be an integer, got {value!r} "
+                                     f"({type(value).__name__})", **details)
+    return int(value)

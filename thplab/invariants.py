@@ -11,8 +11,8 @@ import numpy as np
 
 from . import pgtable as pt
 from .errors import InvariantViolation
-from .page_flags import PG, PageHead, Use, compound_head
-from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
+from .page_flags import PAGE_MAPPING_ANON, PG, PageHead, Use, compound_head
+from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, TASK_SIZE
 
 
 def _rows(m, pfns):
@@ -107,6 +107,61 @@ def held_pages(m, counts=None):
     return {int(h): int(i) for h, i in zip(heads, idle) if i}
 
 
+def vma_problems(m):
+    """Each process's VMAs: page-aligned, non-empty, sorted, disjoint, inside user space."""
+    out = []
+    for pid, mm in m.processes.items():
+        prev_end = 0
+        for vma in mm.vmas:
+            if vma.mm is not mm:
+                out.append(f"pid {pid}: {vma} belongs to another mm")
+            if (vma.vm_start | vma.vm_end) % PAGE_SIZE or not vma.vm_start < vma.vm_end:
+                out.append(f"pid {pid}: {vma} is empty or not page aligned")
+            if vma.vm_start < prev_end:
+                out.append(f"pid {pid}: {vma} is out of order or overlaps the VMA before it")
+            if vma.vm_start < 0 or vma.vm_end > TASK_SIZE:
+                out.append(f"pid {pid}: {vma} is outside user space (0..{TASK_SIZE:#x})")
+            prev_end = max(prev_end, vma.vm_end)
+    return out
+
+
+def anon_vma_problems(m, mapped):
+    """The anon_vma registry: what VMAs link is live, nothing unreachable is kept.
+
+    ``mapped`` (a mask over pfns) marks the pages some page table maps: each must point at a live
+    anon_vma (the kernel's rmap walk starts there).
+    """
+    out = []
+    live = m.anon_vmas
+    vmas = [v for mm in m.processes.values() for v in mm.vmas]
+    linked = {id(v) for v in vmas}
+    for vma in vmas:
+        for av in vma.anon_vma_chain + ([vma.anon_vma] if vma.anon_vma is not None else []):
+            if live.get(av.id) is not av or vma not in av.vmas:
+                out.append(f"{vma} is linked to {av}, which is freed or does not list it")
+    roots = {}
+    for av in live.values():
+        if av.root is not av:
+            roots[av.root.id] = roots.get(av.root.id, 0) + 1
+    for av in live.values():
+        if any(id(v) not in linked for v in av.vmas):
+            out.append(f"{av} lists a VMA that is no longer mapped")
+        want = (1 if av.vmas else 0) + roots.get(av.id, 0)
+        if av.refcount != want:
+            out.append(f"{av}: refcount {av.refcount}, expected {want} "
+                       "(1 while VMAs link it + 1 per anon_vma it is the root of)")
+        if live.get(av.root.id) is not av.root:
+            out.append(f"{av}: its root anon_vma {av.root.id} was freed")
+    mapping = m.mem_map["mapping"][mapped]
+    ids = mapping[(mapping & PAGE_MAPPING_ANON) != 0] >> 2
+    alive = np.zeros(max(live, default=0) + 2, bool)      # id -> live, one gather per page
+    alive[list(live)] = True
+    dangling = ids[~alive[np.minimum(ids, len(alive) - 1)]]
+    if len(dangling):
+        out.append(f"a mapped page points at freed anon_vma {int(dangling[0])}")
+    return out
+
+
 def problems(m):
     """Every violated invariant, as sentences; empty when the machine is consistent.
 
@@ -127,6 +182,8 @@ def problems(m):
     free = use == Use.free
     mapped = (pmd_maps != 0) | (pte_maps != 0)
     pinned = pins != 0
+    out.extend(vma_problems(m))
+    out.extend(anon_vma_problems(m, mapped))
 
     # Free pages: unreferenced, unmapped, unpinned, clean.
     bad = free & ((count != 0) | ((mapcount != -1) & (mapcount != -128))

@@ -26,14 +26,15 @@ import numpy as np
 
 from . import memory as mem
 from . import mmap as mmap_
-from .errors import BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault
+from .errors import BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault, as_int, is_int
 from .gup import get_user_pages, get_user_pages_fast
 from .mm_types import AnonVma, MmStruct
 from .page_alloc import PageAllocator
-from .page_flags import PageCompound, PageHead, PageTail, Use, compound_head
+from .page_flags import PAGE_MAPPING_ANON, PageCompound, PageHead, PageTail, Use, compound_head
 from .params import (EFAULT, EINVAL, ENOMEM, HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE,
-                     MMAP_BASE, PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE,
-                     TASK_SIZE, VERIFY_READ, VERIFY_WRITE, VM_HUGEPAGE, VM_READ, VM_WRITE)
+                     MMAP_BASE, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_READ,
+                     PROT_WRITE, TASK_SIZE, VERIFY_READ, VERIFY_WRITE, VM_EXEC, VM_HUGEPAGE, VM_READ,
+                     VM_WRITE)
 from .pgtable import PageTables
 from .series import Kernel
 from .smp import Smp
@@ -41,12 +42,17 @@ from .vmstat import VmStat
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.I)
 
+#: The largest machine :meth:`Machine.boot` builds: 1 TiB of simulated RAM.
+#: ``mem_map`` alone takes 37 bytes per 4 KiB page (10 GiB of host memory at
+#: this size), so anything larger is surely a typo.
+MAX_MEM = 1 << 40
+
 
 def parse_size(size):
     """Bytes from ``4096``, ``"64M"``, ``"1 GiB"``..."""
-    if isinstance(size, (int, np.integer)):
-        return int(size)
-    match = _SIZE.match(str(size))
+    if not isinstance(size, str):
+        return as_int(size, "memory size")
+    match = _SIZE.match(size)
     if not match:
         raise BadArgument(f"cannot read {size!r} as a memory size (try 64M or 1G)")
     return int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match[2].upper()]
@@ -54,9 +60,13 @@ def parse_size(size):
 
 def parse_prot(prot):
     """``PROT_*`` bits from ``"rw"``, ``"r"``, ``"none"``... or an int."""
-    if isinstance(prot, (int, np.integer)):
-        return int(prot)
-    text = str(prot).lower()
+    if not isinstance(prot, str):
+        prot = as_int(prot, "protection (PROT_* bits or letters like 'rw')")
+        if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
+            raise BadArgument(f"protection {prot:#x}: only PROT_READ, PROT_WRITE and "
+                              "PROT_EXEC (0..7) are modelled")
+        return prot
+    text = prot.lower()
     if text in ("none", "---", ""):
         return 0
     if set(text) - set("rwx-"):
@@ -103,17 +113,29 @@ class Machine:
         generator (``machine.rng``).  ``nodes`` splits memory into NUMA nodes
         for ``move_pages``; ``thp`` is the sysfs ``enabled`` mode.
         """
+        from .series import PATCHES
+
         if (mem is None) == (nr_pages is None):
             raise BadArgument("give the memory size (e.g. '64M') or nr_pages, not both")
-        if nr_pages is None:
-            nr_pages = parse_size(mem) >> PAGE_SHIFT
+        nr_pages = (parse_size(mem) >> PAGE_SHIFT if nr_pages is None
+                    else as_int(nr_pages, "nr_pages"))
+        if nr_pages > MAX_MEM >> PAGE_SHIFT:
+            raise BadArgument(f"{nr_pages} pages is more than thplab simulates "
+                              f"({MAX_MEM >> 40} TiB = {MAX_MEM >> PAGE_SHIFT} pages at most)")
         if nr_pages < HPAGE_PMD_NR or nr_pages % HPAGE_PMD_NR:
             raise BadArgument(f"memory must be a positive multiple of 2 MiB; got {nr_pages} pages")
+        patches = as_int(patches, "patches (the series level)")
+        if not 0 <= patches <= len(PATCHES):
+            raise BadArgument(f"patches is the series level 0..{len(PATCHES)}, got {patches}")
+        seed = as_int(seed, "seed")
+        if seed < 0:
+            raise BadArgument(f"seed must be >= 0 (numpy's default_rng), got {seed}")
         if thp not in ("always", "madvise", "never"):
             raise BadArgument(f"thp must be 'always', 'madvise' or 'never', not {thp!r}")
+        nodes = as_int(nodes, "nodes")
         if nodes < 1 or (nr_pages // HPAGE_PMD_NR) % nodes:
             raise BadArgument(f"{nodes} nodes do not divide {nr_pages // HPAGE_PMD_NR} 2 MiB blocks")
-        return cls(int(nr_pages), int(patches), seed, int(nodes), thp)
+        return cls(nr_pages, patches, seed, nodes, thp)
 
     def __repr__(self):
         return (f"<Machine {self.nr_pages * PAGE_SIZE >> 20} MiB, level {self.kernel.level}, "
@@ -135,9 +157,12 @@ class Machine:
         return self.kernel.level
 
     def page_to_nid(self, page):
-        return int(page) * self.nodes // self.nr_pages
+        """Mirrors ``page_to_nid()``: the NUMA node holding pfn ``page``."""
+        return self._page(page) * self.nodes // self.nr_pages
 
     def node_range(self, node):
+        """``[first pfn, end pfn)`` of NUMA node ``node``."""
+        node = self._node(node)
         per = self.nr_pages // self.nodes
         return node * per, (node + 1) * per
 
@@ -148,14 +173,25 @@ class Machine:
         return av
 
     def anon_vma_of(self, page):
-        """The anon_vma a page's ``mapping`` points to (head's, for a THP)."""
-        head = int(compound_head(self.mem_map, page))
-        return self.anon_vmas[int(self.mem_map["mapping"][head]) >> 2]
+        """The anon_vma a page's ``mapping`` points to (head's, for a THP).
+
+        Only a mapped page is sure to have one: an anon_vma is freed with its
+        last VMA (:func:`thplab.mmap.put_anon_vma`), and a page still pinned
+        after its last unmap keeps a stale ``mapping``, as in the kernel,
+        where ``page_get_anon_vma()`` refuses a page that is not mapped.
+        """
+        head = int(compound_head(self.mem_map, self._page(page)))
+        mapping = int(self.mem_map["mapping"][head])
+        av = self.anon_vmas.get(mapping >> 2) if mapping & PAGE_MAPPING_ANON else None
+        if av is None:
+            raise BadPage(f"pfn {head:#x} has no live anon_vma (mapping {mapping:#x}): it is "
+                          "free, not anonymous, or no longer mapped by any VMA")
+        return av
 
     # ----------------------------------------------------------- checks
 
     def _mm(self, pid):
-        mm = self.processes.get(pid) if isinstance(pid, (int, np.integer)) else None
+        mm = self.processes.get(int(pid)) if is_int(pid) else None
         if mm is None:
             live = ", ".join(map(str, self.processes)) or "none"
             raise NoSuchProcess(f"no process with pid {pid!r} (live pids: {live}); "
@@ -163,10 +199,14 @@ class Machine:
         return mm
 
     @staticmethod
-    def _range(op, addr, length, errno=EINVAL):
-        if not isinstance(addr, (int, np.integer)) or not isinstance(length, (int, np.integer)):
-            raise BadAddress(f"{op}: address and length must be integers", EINVAL)
-        addr, length = int(addr), int(length)
+    def _addr(op, addr):
+        """``addr`` as an int, or -EINVAL (a Python error from ``addr & mask`` otherwise)."""
+        return as_int(addr, f"{op}: the address", BadAddress, errno=EINVAL)
+
+    @staticmethod
+    def _range(op, addr, length):
+        addr = Machine._addr(op, addr)
+        length = as_int(length, f"{op}: the length", BadAddress, errno=EINVAL)
         if addr % PAGE_SIZE:
             raise BadAddress(f"{op}: address {addr:#x} is not 4 KiB aligned "
                              "(the kernel returns -EINVAL)", EINVAL)
@@ -194,6 +234,19 @@ class Machine:
 
     def _page(self, pfn, what="page"):
         return self.allocator.check_pfn(pfn, what)
+
+    def _node(self, node):
+        node = as_int(node, "node")
+        if not 0 <= node < self.nodes:
+            raise BadArgument(f"node {node} does not exist (this machine has {self.nodes})")
+        return node
+
+    @staticmethod
+    def _flag(value, what):
+        """A yes/no argument: ``True``/``False`` only, so that ``write="no"`` is not a write."""
+        if not isinstance(value, (bool, np.bool_)):
+            raise BadArgument(f"{what} must be True or False, got {value!r}")
+        return bool(value)
 
     # ----------------------------------------------------------- processes
 
@@ -225,16 +278,25 @@ class Machine:
         """Anonymous private ``mmap(2)``; with ``thp`` also ``madvise(MADV_HUGEPAGE)``.
 
         Without ``addr`` the mapping starts on a 2 MiB boundary, so that THPs
-        fit.  With ``addr`` (``MAP_FIXED``) whatever was there is unmapped first.
+        fit, in the first free range at or above the process's ``mmap_base``
+        (:func:`thplab.mmap.get_unmapped_area`); ``-ENOMEM`` when no range
+        fits.  With ``addr`` (``MAP_FIXED``) whatever was there is unmapped first.
         """
         mm = self._mm(pid)
-        vm_flags = mem.vm_flags_for(parse_prot(prot)) | (VM_HUGEPAGE if thp else 0)
+        vm_flags = (mem.vm_flags_for(parse_prot(prot))
+                    | (VM_HUGEPAGE if self._flag(thp, "mmap: thp") else 0))
         if addr is None:
-            _, end = self._range("mmap", MMAP_BASE, length)
-            size = end - MMAP_BASE
-            addr = (mm.mmap_base + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
-            mm.mmap_base = addr + ((size + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE
+            length = as_int(length, "mmap: the length", BadAddress, errno=EINVAL)
+            if length <= 0:
+                raise BadAddress(f"mmap: length must be positive, got {length}", EINVAL)
+            size = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            addr = mmap_.get_unmapped_area(mm, size)
+            if addr is None:
+                raise BadAddress(f"mmap: no free {size:#x}-byte range left in pid {pid}'s "
+                                 f"address space (0..{TASK_SIZE:#x}); the kernel returns -ENOMEM",
+                                 ENOMEM)
             end = addr + size
+            mm.mmap_base = addr + ((size + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE
         else:
             addr, end = self._range("mmap", addr, length)
             mmap_.do_munmap(self.kernel, mm, addr, end)
@@ -264,7 +326,7 @@ class Machine:
         """``mprotect(2)`` on ``[addr, addr+length)``, which must be fully mapped."""
         mm = self._mm(pid)
         start, end = self._range("mprotect", addr, length)
-        rwx = mem.vm_flags_for(parse_prot(prot)) & 0x7
+        rwx = mem.vm_flags_for(parse_prot(prot)) & (VM_READ | VM_WRITE | VM_EXEC)
         self._covered("mprotect", mm, start, end)
         mmap_.mprotect_fixup(self.kernel, mm, start, end, rwx)
 
@@ -273,7 +335,8 @@ class Machine:
     def fault(self, pid, addr, write=True):
         """One page fault at ``addr`` (a read or write access that missed)."""
         mm = self._mm(pid)
-        addr = self._range("fault", addr & ~(PAGE_SIZE - 1) if isinstance(addr, (int, np.integer)) else addr, 1)[0]
+        write = self._flag(write, "fault: write")
+        addr = self._range("fault", self._addr("fault", addr) & PAGE_MASK, 1)[0]
         self._covered("fault", mm, addr, addr + PAGE_SIZE,
                       need=VM_WRITE if write else VM_READ, errno=EFAULT)
         vma = mm.find_vma(addr)
@@ -287,6 +350,7 @@ class Machine:
     def touch(self, pid, addr, length, write=True):
         """Access every 4 KiB page of a range, faulting those not (writably) mapped."""
         mm = self._mm(pid)
+        write = self._flag(write, "touch: write")
         start, end = self._range("touch", addr, length)
         self._covered("touch", mm, start, end, need=VM_WRITE if write else VM_READ, errno=EFAULT)
         # One walk per 2 MiB region, then one more after each fault in it: a THP
@@ -313,10 +377,10 @@ class Machine:
         from . import pgtable as pt
 
         mm = self._mm(pid)
-        if not isinstance(address, (int, np.integer)) or not 0 <= int(address) < TASK_SIZE:
-            raise BadAddress(f"page_walk: {address!r} is not a user-space address "
+        address = as_int(address, "page_walk: the address", BadAddress, errno=EFAULT)
+        if not 0 <= address < TASK_SIZE:
+            raise BadAddress(f"page_walk: {address:#x} is not a user-space address "
                              f"(0..{TASK_SIZE:#x})", EFAULT)
-        address = int(address)
         rows, table = [], mm.pgd
         steps = (("PGD", pt.pgd_index, "pgd"), ("PUD", pt.pud_index, "pud"),
                  ("PMD", pt.pmd_index, "pmd"), ("PTE", pt.pte_index, "pte"))
@@ -345,25 +409,28 @@ class Machine:
     def walk(self, pid, addrs):
         """Translate addresses through ``pid``'s page tables (see :func:`thplab.memory.walk`)."""
         mm = self._mm(pid)
-        a = np.atleast_1d(np.asarray(addrs))
-        if a.dtype.kind not in "iu" or a.ndim != 1 or ((a < 0) | (a >= TASK_SIZE)).any():
+        a = self._int_array(addrs)
+        if a is None or a.ndim != 1 or ((a < 0) | (a >= TASK_SIZE)).any():
             raise BadAddress(f"walk: addresses must be integers in user space 0..{TASK_SIZE:#x}, "
-                             f"got {a.ravel()[:3].tolist()}", EFAULT)
+                             f"got {addrs!r:.60}", EFAULT)
         return mem.walk(self.kernel, mm, a)
 
     # ----------------------------------------------------------- pins
 
     def _pin_range(self, op, pid, addr, nr_pages, write):
         mm = self._mm(pid)
-        if not isinstance(nr_pages, (int, np.integer)) or nr_pages <= 0:
+        write = self._flag(write, f"{op}: write")
+        nr_pages = as_int(nr_pages, f"{op}: nr_pages", BadAddress, errno=EINVAL)
+        if nr_pages <= 0:
             raise BadAddress(f"{op}: nr_pages must be a positive integer, got {nr_pages!r}", EINVAL)
-        start, end = self._range(op, addr, int(nr_pages) * PAGE_SIZE)
+        start, end = self._range(op, addr, nr_pages * PAGE_SIZE)
         self._covered(op, mm, start, end, need=VM_WRITE if write else VM_READ, errno=EFAULT)
         return mm, start
 
     def get_user_pages(self, pid, addr, nr_pages=1, write=False, foll_split=False):
         """Pin pages with the slow path (``get_user_pages(FOLL_GET)``); returns their pfns."""
         mm, start = self._pin_range("get_user_pages", pid, addr, nr_pages, write)
+        foll_split = self._flag(foll_split, "get_user_pages: foll_split")
         if foll_split and not self.kernel.caps["foll_split"]:
             get_user_pages(self.kernel, mm, start, 0, write, foll_split=True)
         pages = get_user_pages(self.kernel, mm, start, int(nr_pages), write, foll_split)
@@ -379,9 +446,14 @@ class Machine:
 
     def put_page(self, pages):
         """Drop pins taken by :meth:`get_user_pages` (``put_page()`` per page)."""
-        pages = np.atleast_1d(np.asarray(pages))
-        if pages.dtype.kind not in "iu" or pages.ndim != 1:
-            raise BadPage(f"put_page takes page-frame numbers, got {pages.dtype} values")
+        given = pages
+        pages = self._int_array(pages)
+        if pages is not None:
+            pages = np.atleast_1d(pages)
+        if pages is None or pages.ndim != 1:
+            raise BadPage(f"put_page takes page-frame numbers, got {given!r:.60}")
+        if not len(pages):
+            raise BadPage("put_page: no page-frame number given (an empty list drops no pin)")
         for p in np.unique(pages).tolist():
             self._page(p)
         uniq, want = np.unique(pages, return_counts=True)
@@ -421,7 +493,7 @@ class Machine:
         whole THP); from patch 04 on only this one PMD is split.
         """
         mm = self._mm(pid)
-        start, _ = self._range("split_huge_pmd", addr & ~(PAGE_SIZE - 1), 1)
+        start, _ = self._range("split_huge_pmd", self._addr("split_huge_pmd", addr) & PAGE_MASK, 1)
         self._covered("split_huge_pmd", mm, start, start + PAGE_SIZE, errno=EFAULT)
         pmdp = mem.pmd_offset(self.kernel, mm, start)
         if pmdp is None or not mem.pt.pmd_trans_huge(mem.entry(self.kernel, pmdp)):
@@ -436,9 +508,11 @@ class Machine:
         process), ``-EBUSY`` (could not be isolated or split), ``-EAGAIN``.
         """
         mm = self._mm(pid)
-        if not 0 <= node < self.nodes:
-            raise BadArgument(f"node {node} does not exist (this machine has {self.nodes})")
-        addrs = [self._range("move_pages", a, 1)[0] for a in np.atleast_1d(addrs).tolist()]
+        node = self._node(node)
+        many = addrs.tolist() if isinstance(addrs, np.ndarray) else addrs
+        if not isinstance(many, (list, tuple)):
+            many = [many]
+        addrs = [self._range("move_pages", a, 1)[0] for a in many]
         # An address outside every VMA is not an error of the call: its status is -EFAULT.
         return self.kernel.do_move_page_to_node_array(mm, addrs, node)
 
@@ -452,18 +526,44 @@ class Machine:
         gives ``-EINVAL``.
         """
         mm = self._mm(pid)
-        start, _ = self._range("get_futex_key", addr & ~(PAGE_SIZE - 1), 1)
+        addr = self._addr("get_futex_key", addr)
+        if addr % 4:
+            raise BadAddress(f"get_futex_key: {addr:#x} is not 4-byte aligned (a futex is a u32; "
+                             "the kernel returns -EINVAL)", EINVAL)
+        start, _ = self._range("get_futex_key", addr & PAGE_MASK, 1)
         self._covered("get_futex_key", mm, start, start + PAGE_SIZE, need=VM_READ, errno=EFAULT)
         return self.kernel.get_futex_key(mm, int(addr), VERIFY_WRITE if write else VERIFY_READ)
 
     # ----------------------------------------------------------- reading state
 
+    @staticmethod
+    def _int_array(values):
+        """``values`` (an int, a list of ints or an integer array) as an int64 array, or None.
+
+        None for anything else: bools, floats, strings, None, and integers no
+        int64 holds (``np.uint64`` above 2**63, Python ints beyond).  An empty
+        list is an empty array of pfns/addresses, as an empty integer array is.
+        """
+        try:
+            a = np.asarray(values)
+        except (OverflowError, ValueError):       # ragged or enormous
+            return None
+        if a.size == 0 and a.dtype.kind in "iuf":
+            return a.astype(np.int64)
+        if a.dtype.kind == "O" and a.size and all(
+                is_int(v) and -2**63 <= v < 2**63 for v in a.ravel().tolist()):
+            a = a.astype(np.int64)
+        if a.dtype.kind not in "iu" or (a.dtype == np.uint64 and (a > np.iinfo(np.int64).max).any()):
+            return None
+        return a.astype(np.int64)
+
     def _pfns(self, pages, op):
         """``pages`` as an array of valid pfns, or :class:`BadPage` (never a numpy IndexError)."""
-        pages = np.asarray(pages)
-        if pages.dtype.kind not in "iu" or ((pages < 0) | (pages >= self.nr_pages)).any():
+        given = pages
+        pages = self._int_array(pages)
+        if pages is None or ((pages < 0) | (pages >= self.nr_pages)).any():
             raise BadPage(f"{op} takes page-frame numbers 0..{self.nr_pages - 1:#x}; "
-                          f"got {pages.dtype} values {pages.ravel()[:4].tolist()}")
+                          f"got {given!r:.60}")
         return pages
 
     def page_count(self, pages):
@@ -497,7 +597,8 @@ class Machine:
         check(self)
 
     def PageTail(self, pages):
-        return PageTail(self.mem_map, pages)
+        """Mirrors ``PageTail()`` (vectorized)."""
+        return PageTail(self.mem_map, self._pfns(pages, "PageTail"))
 
 
 __all__ = ["Machine", "parse_size", "parse_prot"]

@@ -107,6 +107,25 @@ def pmd_offset(k, mm, address, alloc=False):
     return (pmd_t, int(pt.pmd_index(address)))
 
 
+def pmd_offset_or_skip(k, mm, address):
+    """The PMD slot of ``address`` and where a range walk goes next.
+
+    ``(pmdp, next)``: with a PMD table, ``next`` is the next 2 MiB boundary.
+    Without one, ``pmdp`` is None and ``next`` is the end of the empty PGD
+    or PUD entry's span (512 GiB or 1 GiB), as the kernel's range walks
+    skip a ``pgd_none_or_clear_bad()``/``pud_none_or_clear_bad()`` entry:
+    a walk costs one step per populated table, not per 2 MiB of the range.
+    """
+    pgd = entry(k, (mm.pgd, int(pt.pgd_index(address))))
+    if pgd == 0:
+        return None, ((address >> PGDIR_SHIFT) + 1) << PGDIR_SHIFT
+    pud = entry(k, (int(pt.pte_pfn(pgd)), int(pt.pud_index(address))))
+    if pud == 0:
+        return None, ((address >> PUD_SHIFT) + 1) << PUD_SHIFT
+    return (int(pt.pte_pfn(pud)), int(pt.pmd_index(address))), \
+        (address & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE
+
+
 def pte_table_of(k, pmd_value):
     """The PTE-table page a non-huge, present PMD points to."""
     return int(pt.pte_pfn(pmd_value))
@@ -175,6 +194,19 @@ def page_add_new_anon_rmap(k, page, vma, address):
     heads = np.count_nonzero(mm["flags"][page] & np.uint32(1 << PG.head))
     if heads:
         k.machine.vmstat.count("nr_anon_transparent_hugepages", int(heads))
+
+
+def rmap_walk_vmas(k, page):
+    """The VMAs an rmap walk of anon page ``page`` visits (``anon_vma_interval_tree_foreach``).
+
+    Yields ``(vma, address)`` where the page's index falls inside the VMA.
+    """
+    av = k.machine.anon_vma_of(page)
+    index = int(k.mem_map["index"][page])
+    for vma in list(av.vmas):
+        address = vma.vma_address(index)
+        if vma.vm_start <= address < vma.vm_end:
+            yield vma, address
 
 
 def page_dup_rmap(k, pages):
@@ -275,8 +307,8 @@ def _pmd_range(k, mm, vma, start, end, huge_fn, pte_fn):
     """
     addr = start
     while addr < end:
-        nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
-        pmdp = pmd_offset(k, mm, addr)
+        pmdp, nxt = pmd_offset_or_skip(k, mm, addr)
+        nxt = min(nxt, end)
         if pmdp is not None:
             e = entry(k, pmdp)
             if pt.pmd_trans_huge(e):
@@ -396,8 +428,8 @@ def copy_page_range(k, dst_mm, src_mm, vma):
     """Mirrors ``copy_page_range()``/``copy_pmd_range()`` for one VMA."""
     addr, end = vma.vm_start, vma.vm_end
     while addr < end:
-        nxt = min((addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE, end)
-        src_pmdp = pmd_offset(k, src_mm, addr)
+        src_pmdp, nxt = pmd_offset_or_skip(k, src_mm, addr)
+        nxt = min(nxt, end)
         if src_pmdp is not None and entry(k, src_pmdp):
             dst_pmdp = pmd_offset(k, dst_mm, addr, alloc=True)
             if pt.pmd_trans_huge(entry(k, src_pmdp)):

@@ -65,9 +65,7 @@ def migrate_one(k, page, node):
 
 def _ptes_mapping(k, page):
     """Every (mm, PTE slot) mapping 4 KiB page ``page``, found through its anon_vma."""
-    from .series.p00_base import rmap_walk_vmas
-
-    for vma, address in rmap_walk_vmas(k, page):
+    for vma, address in mem.rmap_walk_vmas(k, page):
         pmdp = mem.pmd_offset(k, vma.mm, address)
         if pmdp is None:
             continue

@@ -23,6 +23,10 @@ class AnonVma:
     id: int
     root: "AnonVma" = None
     vmas: list = field(default_factory=list)
+    #: ``refcount``: 1 for the anon_vma itself while any VMA links it, plus 1
+    #: per other anon_vma whose ``root`` it is (``anon_vma_fork()`` takes
+    #: ``get_anon_vma(anon_vma->root)``).  At 0 it is freed (:func:`thplab.mmap.put_anon_vma`).
+    refcount: int = 1
 
     def __repr__(self):
         return f"<anon_vma {self.id} ({len(self.vmas)} vmas)>"

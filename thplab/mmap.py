@@ -8,7 +8,7 @@ inside a possible huge PMD split that PMD first (``vma_adjust_trans_huge``).
 from . import memory as mem
 from .errors import OutOfMemory
 from .mm_types import MmStruct, Vma
-from .params import PAGE_SHIFT
+from .params import HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT, TASK_SIZE
 
 
 def _link(vma, chain):
@@ -17,11 +17,30 @@ def _link(vma, chain):
         av.vmas.append(vma)
 
 
-def unlink_anon_vmas(vma):
-    """Mirrors ``unlink_anon_vmas()``: the VMA leaves every anon_vma's interval tree."""
+def unlink_anon_vmas(k, vma):
+    """Mirrors ``unlink_anon_vmas()``: the VMA leaves every anon_vma's interval tree.
+
+    An anon_vma whose tree is left empty loses its own reference.
+    """
     for av in vma.anon_vma_chain:
         av.vmas.remove(vma)
+        if not av.vmas:
+            put_anon_vma(k, av)
     vma.anon_vma_chain = []
+
+
+def put_anon_vma(k, av):
+    """Mirrors ``put_anon_vma()``/``__put_anon_vma()``: free at refcount 0, then put the root.
+
+    Pages still pointing at a freed anon_vma are unmapped ones a pin kept
+    alive; the kernel's ``page_get_anon_vma()`` refuses them (``!page_mapped``),
+    and :meth:`thplab.Machine.anon_vma_of` raises for them.
+    """
+    av.refcount -= 1
+    if av.refcount == 0:
+        del k.machine.anon_vmas[av.id]
+        if av.root is not av:
+            put_anon_vma(k, av.root)
 
 
 def split_vma(k, mm, vma, address):
@@ -44,10 +63,33 @@ def vma_merge(k, mm):
         if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags and a.anon_vma is b.anon_vma
                 and a.vm_pgoff + ((a.vm_end - a.vm_start) >> PAGE_SHIFT) == b.vm_pgoff):
             a.vm_end = b.vm_end
-            unlink_anon_vmas(b)
+            unlink_anon_vmas(k, b)
             del mm.vmas[i + 1]
         else:
             i += 1
+
+
+def get_unmapped_area(mm, length):
+    """Mirrors ``get_unmapped_area()``: a free, 2 MiB-aligned ``[addr, addr + length)``, or None.
+
+    SIMPLIFICATION: the kernel searches top-down from below the stack
+    (``arch_get_unmapped_area_topdown``) and falls back to the rest of user
+    space; thplab searches bottom-up from ``mm.mmap_base`` (which each
+    ``mmap()`` moves past its mapping and a 2 MiB gap, so that lesson
+    addresses are short and predictable), skipping mappings already there,
+    and falls back to the whole of user space.  None is the kernel's -ENOMEM.
+    """
+    for floor in (mm.mmap_base, HPAGE_PMD_SIZE):
+        addr = (floor + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
+        for vma in mm.vmas:                 # sorted by address
+            if vma.vm_end <= addr:
+                continue
+            if addr + length <= vma.vm_start:
+                break
+            addr = (vma.vm_end + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
+        if addr + length <= TASK_SIZE:
+            return addr
+    return None
 
 
 def mmap_region(k, mm, addr, length, vm_flags):
@@ -78,7 +120,7 @@ def do_munmap(k, mm, start, end):
     for vma in inside:
         mem.zap_pmd_range(k, mm, vma, vma.vm_start, vma.vm_end)
     for vma in inside:
-        unlink_anon_vmas(vma)
+        unlink_anon_vmas(k, vma)
     mem.free_pgtables(k, mm, start, end)
 
 
@@ -106,6 +148,7 @@ def dup_mmap(k, parent, child_pid):
             if vma.anon_vma is not None:  # anon_vma_fork()
                 av = k.machine.new_anon_vma()
                 av.root = vma.anon_vma.root
+                av.root.refcount += 1           # get_anon_vma(anon_vma->root)
                 new.anon_vma = av
                 _link(new, vma.anon_vma_chain + [av])
             child.vmas.append(new)
@@ -122,5 +165,5 @@ def exit_mmap(k, mm):
     for vma in vmas:
         mem.zap_pmd_range(k, mm, vma, vma.vm_start, vma.vm_end)
     for vma in vmas:
-        unlink_anon_vmas(vma)
+        unlink_anon_vmas(k, vma)
     mem.free_all_pgtables(k, mm)

@@ -9,7 +9,7 @@ import heapq
 
 import numpy as np
 
-from .errors import BadPage, OutOfMemory, VMBug
+from .errors import BadPage, OutOfMemory, VMBug, as_int
 from .page_flags import MEM_MAP_DTYPE, PG, Use
 from .params import HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_ORDER, PAGE_BUDDY_MAPCOUNT_VALUE
 
@@ -194,10 +194,7 @@ class PageAllocator:
 
     def check_pfn(self, pfn, what="page"):
         """Raise :class:`BadPage` unless ``pfn`` names a page of this machine."""
-        try:
-            pfn = int(pfn)
-        except (TypeError, ValueError):
-            raise BadPage(f"{what} must be a page-frame number, got {pfn!r}") from None
+        pfn = as_int(pfn, f"{what} (a page-frame number)", BadPage)
         if not 0 <= pfn < self.nr_pages:
             raise BadPage(f"pfn {pfn:#x} is outside this machine's memory "
                           f"(pfns 0..{self.nr_pages - 1:#x})")

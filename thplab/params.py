@@ -20,10 +20,8 @@ HPAGE_PMD_MASK = ~(HPAGE_PMD_SIZE - 1)
 
 #: ``TASK_SIZE_MAX`` for 47-bit user space (arch/x86/include/asm/processor.h).
 TASK_SIZE = (1 << 47) - PAGE_SIZE
-#: Where thplab's ``mmap()`` starts looking for free address space.
-#: SIMPLIFICATION: the kernel searches top-down below the stack
-#: (``arch_get_unmapped_area_topdown``); thplab hands out addresses bottom-up
-#: from here so that lesson addresses are short and predictable.
+#: Where thplab's ``mmap()`` starts looking for free address space
+#: (``mm->mmap_base``; see :func:`thplab.mmap.get_unmapped_area`).
 MMAP_BASE = 0x7F0000000000
 
 #: Largest buddy order. SIMPLIFICATION: the kernel's MAX_ORDER is 11 (4 MiB

@@ -17,6 +17,7 @@ import numpy as np
 from .. import memory as mem
 from .. import pgtable as pt
 from ..errors import Segfault, VMBug
+from ..memory import rmap_walk_vmas
 from ..page_alloc import dump_page
 from ..page_flags import PG, PageCompound, PageHead, PageTail, Use, compound_head
 from ..params import (EAGAIN, EFAULT, EINVAL, ENOENT, FOLL_GET, FOLL_SPLIT, FOLL_WRITE,
@@ -593,19 +594,6 @@ def page_check_address_pmd(k, page, mm, address, splitting):
     if bool(pt.pmd_trans_splitting(pmd)) != splitting:
         return None
     return pmdp
-
-
-def rmap_walk_vmas(k, page):
-    """The VMAs an rmap walk of anon page ``page`` visits (``anon_vma_interval_tree_foreach``).
-
-    Yields ``(vma, address)`` where the page's index falls inside the VMA.
-    """
-    av = k.machine.anon_vma_of(page)
-    index = int(k.mem_map["index"][page])
-    for vma in list(av.vmas):
-        address = vma.vma_address(index)
-        if vma.vm_start <= address < vma.vm_end:
-            yield vma, address
 
 
 # ------------------------------------------------------------ old split_huge_page()
