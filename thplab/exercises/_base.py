@@ -331,5 +331,8 @@ class Report:
 
     def _repr_html_(self):
         color = {"pass": "#2e7d32", "fail": "#c62828", "error": "#c62828"}.get(self.status, "#757575")
+        # The verdict line and the diagnosis in bold; the rest as the text twin shows it.
+        lines = [f"<b>{html.escape(line)}</b>" if i == 0 or line.startswith("DIAGNOSIS") else html.escape(line)
+                 for i, line in enumerate(str(self).splitlines())]
         return (f'<pre style="border-left: 4px solid {color}; padding-left: 8px; '
-                f'white-space: pre-wrap">{html.escape(str(self))}</pre>')
+                f'white-space: pre-wrap">' + "\n".join(lines) + "</pre>")

@@ -128,7 +128,6 @@ class HeldMemory(Exercise):
                 first = int(rng.integers(0, HPAGE_PMD_NR - nr + 1))
                 m.munmap(pid, start + first * PAGE_SIZE, nr * PAGE_SIZE)
                 steps.append(f"munmap() subpages {first}-{first + nr - 1} of THP {t}")
-        m.check()
         addrs = base + np.arange(nr_thps * HPAGE_PMD_NR, dtype=np.int64) * PAGE_SIZE
         mapped = m.walk(pid, addrs)["level"].reshape(nr_thps, HPAGE_PMD_NR) > 0
         # Only this workload allocates anonymous memory on the machine.
