@@ -69,7 +69,7 @@ every tail that follows the unlock.  The checker reads them from the model at th
 ("counts redistributed" in thplab/series/p00_base.py).
 
 Kernel: __split_huge_page_refcount() in mm/huge_memory.c at v3.16
-  https://elixir.bootlin.com/linux/v3.16/C/ident/__split_huge_page_refcount
+  https://elixir.bootlin.com/linux/v3.16/source/mm/huge_memory.c#L1642
 
 In a notebook:
   ex = exercises.get("old-refcount-handover"); print(ex.statement)
