@@ -64,8 +64,8 @@ Two rules, in the order the kernel applies them:
   1. The split first needs the THP's anon_vma, and page_get_anon_vma() asks page_mapped() of
      the head alone: if page_mapcount(head) is 0 -- subpage 0 unmapped everywhere -- it fails
      with -EBUSY, even while tails are still mapped.
-  2. It splits only if every reference except the caller's is a mapping:
-     sum of the 512 page_mapcount() == page_count - 1. A pin breaks the equality.
+  2. It splits only if every reference except the caller's is a mapping: a pin, or any
+     other reference nobody mapped, makes it give up. Turn that sentence into arithmetic.
 
 Kernel: split_huge_page_to_list() in patch 06, "thp: implement new split_huge_page()"
   https://lore.kernel.org/linux-mm/1402329861-7037-7-git-send-email-kirill.shutemov@linux.intel.com/
