@@ -213,9 +213,9 @@ def test_scenario_explorer_shows_the_mappings_diagram_in_one_html_widget():
     assert isinstance(e.plot, w.HTML) and e.plot.value == ""
     plot = e.plot
     e.step_button.click()
-    assert e.plot is plot and e.plot.value.startswith("<svg") and "changed" not in e.plot.value
+    assert e.plot is plot and e.plot.value.startswith("<div class=\"thplab-diagram\"") and "changed" not in e.plot.value
     e.step_button.click()  # fork: the head's counters change
-    assert "▲" in e.plot.value and e.diagram.svg == e.plot.value
+    assert "▲" in e.plot.value and e.diagram.html == e.plot.value
     e.step_button.click()  # the child's PMD is split (only the child's, at level 4)
     root = parse(e.diagram)
     assert [a.attrib["data-arrow"] for a in by_attr(root, "data-arrow")].count("pmd") == 1
@@ -387,3 +387,16 @@ def test_the_model_never_imports_the_diagrams():
             "thplab.invariants, thplab.lessons.foundations; "
             "assert 'thplab.diagrams' not in sys.modules and 'drawsvg' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_wide_diagram_shrinks_to_its_column_in_html_but_not_below_82_percent():
+    m = Machine.boot("16M", patches=4, seed=0)
+    pid, addr, head = m.map_thp()
+    d = D.thp_mappings(m, head)
+    bundle = d._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "image/svg+xml", "text/plain"}
+    width = int(parse(d).attrib["width"])
+    html = bundle["text/html"]
+    assert html.startswith('<div class="thplab-diagram" style="overflow-x:auto')
+    assert f"min-width:{int(width * 0.82)}px" in html and "max-width:100%" in html
+    assert d.svg in html.replace(f' style="max-width:100%;height:auto;min-width:{int(width * 0.82)}px"', "", 1)

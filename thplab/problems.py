@@ -26,8 +26,8 @@ KINDS = ("page_count", "tail_mapcount", "split_result", "held_pages")
 ERRNO = {"ENOENT": 2, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13, "EFAULT": 14, "EBUSY": 16, "EINVAL": 22}
 
 #: What :func:`check_number` says to an empty answer: the question stays open, nothing is revealed.
-NOT_ANSWERED = ("No answer yet -- nothing is revealed until you commit to one: set guess = <your answer> "
-                "(a number, hex like 0x200, or -EBUSY) and run the cell again.")
+NOT_ANSWERED = ("No answer yet: nothing is revealed until you commit to one.\n"
+                "Set guess = <your answer> (a number, hex like 0x200, or -EBUSY) and run the cell again.")
 
 
 def read_number(guess):

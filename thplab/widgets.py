@@ -153,7 +153,7 @@ class ScenarioExplorer(_View):
                 from .diagrams import thp_mappings
 
                 self.diagram = thp_mappings(run.machine, run.head, previous=self.previous.get(self.kernel.value))
-                self.plot.value = self.diagram.svg
+                self.plot.value = self.diagram.html
 
 
 class StepThrough(_View):

@@ -8,6 +8,7 @@ gives the same bytes and two different diagrams on one page never share ids.
 """
 
 import hashlib
+import re
 import html
 
 import drawsvg as dw
@@ -27,6 +28,10 @@ TITLE_SIZE, LABEL_SIZE, SMALL_SIZE = 15, 12, 11
 
 #: Placeholder for the id prefix, replaced by a hash of the finished SVG.
 _ID = "IDPFX"
+
+
+#: The root element's ``width`` attribute (in px) of an SVG document.
+_WIDTH = re.compile(r'<svg\b[^>]*?\swidth="([0-9.]+)(?:px)?"')
 
 
 def ref(name):
@@ -67,8 +72,27 @@ class Diagram:
     def _repr_svg_(self):
         return self.svg
 
+    @property
+    def html(self):
+        """The SVG inline, scaled down to fit a narrow column but never below 82 % of its size.
+
+        JupyterLab shows an ``image/svg+xml`` output as an ``<img>`` at its own
+        width, so a diagram wider than the notebook column is cut off; inline,
+        it can shrink.  82 % keeps 11 px labels at 9 px or more; past that the
+        box scrolls sideways instead.
+        """
+        match = _WIDTH.search(self.svg)
+        width = int(float(match[1])) if match else 0
+        style = (f' style="max-width:100%;height:auto;min-width:{int(width * 0.82)}px"'
+                 if width else ' style="max-width:100%;height:auto"')
+        return ('<div class="thplab-diagram" style="overflow-x:auto;max-width:100%">'
+                + self.svg.replace("<svg ", "<svg" + style + " ", 1) + "</div>")
+
+    def _repr_html_(self):
+        return self.html
+
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return {"image/svg+xml": self.svg, "text/plain": self.text}
+        return {"text/html": self.html, "image/svg+xml": self.svg, "text/plain": self.text}
 
     def __repr__(self):
         return f"<Diagram {self.kind}: {self.title}>"
