@@ -70,6 +70,21 @@ def test_vmstat_tour_deltas_at_levels_4_and_5():
     assert deltas[5][7] == {"thp_split_pmd": 1}                 # parent's partial munmap
 
 
+def test_vmstat_moved_around_a_pmd_split_and_a_partial_munmap():
+    m = Machine.boot("16M", patches=5)
+    parent, addr, head = m.map_thp()
+    child = m.fork(parent)
+    before = m.vmstat.as_dict()
+    m.split_huge_pmd(child, addr)
+    assert sm.vmstat_moved(before, m.vmstat.as_dict()) == "thp_split_pmd +1"
+    before = m.vmstat.as_dict()
+    m.munmap(child, addr + 8 * 4096, 4 * 4096)        # the child's PMD is already split
+    assert sm.vmstat_moved(before, m.vmstat.as_dict()) == "(none)"
+    before = m.vmstat.as_dict()
+    assert m.split_huge_page(head) == -16
+    assert sm.vmstat_moved(before, m.vmstat.as_dict()) == "thp_split_page_failed +1"
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_event_problem_answers_from_the_model(seed):
     p = sm.event_problem(seed)

@@ -4,7 +4,7 @@ Everything a lesson shows as a number comes from here or from the core
 package; the notebooks only call these functions.
 
 * Lesson 07 (patch 05, vmstat): :data:`OPERATIONS`, :func:`operation_events`,
-  :func:`event_table`, :data:`VMSTAT_TOUR`, :func:`thp_vmstat`,
+  :func:`event_table`, :data:`VMSTAT_TOUR`, :func:`thp_vmstat`, :func:`vmstat_moved`,
   :func:`event_problem`, :func:`recorded_comparison`, :func:`live_thp_vmstat`.
 * Lesson 08 (patch 06, split_huge_page): :func:`split_trace`,
   :func:`split_verdict`, :func:`count_problem`.
@@ -34,7 +34,7 @@ from ..scenarios import (Scenario, fault_thp, fork, munmap_subpages, mprotect_su
                          pin_subpage, split_page, unpin_all)
 from ..trace import Interleaving, record
 
-__all__ = ["OPERATIONS", "VMSTAT_TOUR", "operation_events", "event_table", "thp_vmstat",
+__all__ = ["OPERATIONS", "VMSTAT_TOUR", "operation_events", "event_table", "thp_vmstat", "vmstat_moved",
            "EventProblem", "event_problem", "recorded_comparison", "live_thp_vmstat",
            "split_trace", "split_verdict", "CountProblem", "count_problem",
            "split_meets", "where_it_waits", "splitting_bit_census",
@@ -137,6 +137,17 @@ def thp_vmstat(machine):
     """The THP lines of ``/proc/vmstat`` (``machine.vmstat.text()`` filtered), as text."""
     return "\n".join(line for line in machine.vmstat.text().splitlines()
                      if line.startswith(("thp_", "nr_anon_transparent")))
+
+
+def vmstat_moved(before, after):
+    """The THP lines of ``/proc/vmstat`` that changed between two ``machine.vmstat.as_dict()`` readings.
+
+    >>> vmstat_moved({"thp_split_pmd": 0, "nr_free_pages": 9}, {"thp_split_pmd": 1, "nr_free_pages": 8})
+    'thp_split_pmd +1'
+    """
+    moved = {n: v - before[n] for n, v in after.items()
+             if n.startswith(("thp_", "nr_anon_transparent")) and v != before.get(n)}
+    return ", ".join(f"{n} {d:+d}" for n, d in moved.items()) or "(none)"
 
 
 class EventProblem(_Answer):
