@@ -84,6 +84,49 @@ def test_primer_machine_maps_a_thp_and_a_4k_page():
     assert "walk of 0x7f0000205abc" in f.walk_text(m, pid, f.WORKED_EXAMPLE)
 
 
+def test_struct_pages_is_narrow_by_default_and_whole_on_demand():
+    m, pid, thp, small = f.primer_machine()
+    head = int(m.walk(pid, [thp])["pfn"][0])
+    pfns = [head, head + 1, head + 511, int(m.walk(pid, [small])["pfn"][0])]
+    narrow = f.struct_pages(m, pfns, ["head", "page[1]", "page[511]", "4 KiB page"])
+    assert narrow.splitlines()[0].split() == ["pfn", "flags", "_count", "_mapcount", "mapping", "index"]
+    assert max(len(line) for line in narrow.splitlines()) <= 100
+    assert "anon_vma 1 | ANON  0x7f0000200" in narrow          # mapping decoded, index in hex
+    wide = f.struct_pages(m, pfns, all_columns=True)
+    assert wide.splitlines()[0].split() == ["pfn", "flags", "first_page", "order", "_count", "_mapcount",
+                                            "page_mapcount", "mapping", "index"]
+    assert f.struct_page_table(m, pfns) == wide
+
+
+def test_index_question_diagnoses_the_usual_slips():
+    for seed in range(20):
+        q = f.IndexQuestion.generate(seed)
+        address = int(re.search(r"address (0x[0-9a-f]+) use", q.question)[1], 16)
+        level = re.search(r"Which (\w+) index", q.question)[1]
+        assert q.answer not in q.diagnoses
+        shift = dict(PGD=39, PUD=30, PMD=21, PTE=12)[level]
+        for other, bits in (("PUD", 30), ("PMD", 21)):
+            value = f.address_indices(address)[other]
+            if other != level and value != q.answer:
+                assert f"{abs(bits - shift)} bits off" in q.check(value)[1] or "Or" in q.check(value)[1]
+        if int(str(q.answer), 16) != q.answer:
+            assert "with 0x in front" in q.check(f"0x{q.answer}")[1]
+
+
+def test_fault_count_question_diagnoses_bias_and_head_reads():
+    asked = {}
+    for s in range(40):
+        q = f.FaultCountQuestion.generate(s, level=0)
+        for wrong, text in q.diagnoses.items():
+            assert wrong != q.answer and text in q.check(wrong)[1]
+        asked[q.question] = q
+    # the -1 bias and "page_count() reads the head" are the slips named
+    head = next(q for q in asked.values() if "raw _mapcount of the head" in q.question)
+    assert "-1 bias" in head.check(1)[1]
+    tail = next(q for q in asked.values() if "page_count() of subpage" in q.question)
+    assert "reads the head" in tail.check(0)[1]
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_index_question_answer_is_the_walk(seed):
     q = f.IndexQuestion.generate(seed)
@@ -152,15 +195,67 @@ def test_describe_step_of_old_split_names_flags_and_ptes():
     assert "SPLITTING" in text
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(12))
 def test_old_split_tail_question(seed):
     q = f.OldSplitTailQuestion.generate(seed)
-    asked = int(re.search(r"subpage (\d+) afterwards", q.question)[1])
+    asked = int(re.search(r"subpage (\d+) after the split", q.question)[1])
     mappers = int(re.search(r"processes mapping the THP: (\d+)", q.render())[1])
     pins = re.findall(r"subpage (\d+) x(\d+)", q.render())
     mine = sum(int(n) for s, n in pins if int(s) == asked)
     assert q.answer == mappers + mine
     assert q.check(q.answer)[0] and not q.check(q.answer + 1)[0]
+    assert q.answer not in q.diagnoses
+    assert "You kept the +1" in q.check(q.answer + 1)[1]
+    from thplab.problems import NOT_ANSWERED
+
+    assert q.check(None) == (False, NOT_ANSWERED)
+
+
+def test_old_split_tail_question_is_a_transfer_question():
+    """Over seeds the state varies and so does the answer (not one number for every seed)."""
+    qs = [f.OldSplitTailQuestion.generate(s) for s in range(30)]
+    assert len({q.answer for q in qs}) >= 4
+    assert len({q.render() for q in qs}) == 30
+    assert any("subpage 0 after" in q.question for q in qs)   # the head is asked about too
+
+
+def test_old_split_actions_name_each_change_by_its_action():
+    m, pid, addr, head = f.old_split_machine(0, forks=1, pins=(5,))
+    _, rec = f.record_old_split(m, head)
+    actions = f.old_split_actions(rec, head)
+    kinds = [a.kind for a in actions.steps]
+    assert kinds == ["before", "get", "splitting", "splitting", "lock", "refcount", "unlock", "put_tails",
+                     "fill", "invalidate", "populate", "fill", "invalidate", "populate", "thp_split", "put"]
+    by_kind = {}
+    for a in actions.steps[1:]:
+        by_kind.setdefault(a.kind, []).append(a)
+    # every process's actions in phase 3 name that process, in order pid 1 then pid 2
+    for kind in ("splitting", "fill", "invalidate", "populate"):
+        assert [a.label.count("pid 1") for a in by_kind[kind]] == [1, 0], kind
+        assert [a.label.count("pid 2") for a in by_kind[kind]] == [0, 1], kind
+    # the change each action lists is its own: the fill lists PTEs only, pmdp_invalidate a PMD only
+    assert all(t.startswith("512 PTEs") for a in by_kind["fill"] for _, t in a.rows)
+    assert all("-P " in t and "PMD" in t for a in by_kind["invalidate"] for _, t in a.rows)
+    assert [t for _, t in by_kind["unlock"][0].rows] == [f"pfn {head:#x}: flags -compound_lock"]
+    assert all("_count" in t for _, t in by_kind["put_tails"][0].rows)
+    # interrupts from the model's irqs_off: off only between the lock and the unlock
+    assert [a.irqs for a in actions.steps if a.kind in ("lock", "refcount", "unlock", "put_tails")] == [
+        ("on", "off"), ("off", "off"), ("off", "on"), ("on", "on")]
+    text = actions.text(pages=[head, head + 1, head + 5])
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert f"pfn {head + 5:#x}: _count 0 -> 4" in text and "index 0x0 -> 0x7f0000005" in text
+
+
+def test_step_through_shows_the_actions():
+    from thplab import widgets
+
+    m, pid, addr, head = f.old_split_machine(0, forks=1, pins=(5,))
+    _, rec = f.record_old_split(m, head)
+    actions = f.old_split_actions(rec, head)
+    view = widgets.StepThrough(actions, pages=[head, head + 5], describe=f.describe_action)
+    assert view.slider.max == len(actions.steps) - 1
+    view.slider.value = 9
+    assert "pmdp_invalidate(): pid 1" in view.output.value and "512 PTEs" not in view.output.value
 
 
 # ------------------------------------------------------------------ 03

@@ -25,11 +25,38 @@ def thp():
 def test_address_slicer_follows_the_typed_address(thp):
     m, pid, addr = thp
     s = widgets.AddressSlicer(m, pid, addr + 0x5ABC)
-    assert "PGD    index    254" in s.output.value and "subpage 5" in s.output.value
+    assert "PGD    index 254" in s.output.value and "subpage 5" in s.output.value
+    # the bits the header promises are shown, field by field
+    assert "011111110" in s.output.value and "000000101" in s.output.value
     s.address.value = hex(addr + (2 << 20) + 0x3000)  # not yet faulted: PMD entry empty
-    assert "PMD    index      1" in s.output.value and "none" in s.output.value
+    assert "PMD    index   1" in s.output.value and "none" in s.output.value
     s.address.value = "not an address"
-    assert "&#9888;" in s.output.value
+    assert "&#9888;" in s.output.value and "int()" not in s.output.value
+    s.address.value = str(1 << 47)   # decimal input, answered in hex against a hex range
+    assert "0x800000000000 is not a user-space address" in s.output.value
+    assert "0x0-0x7fffffffefff" in s.output.value
+
+
+@pytest.mark.parametrize("typed,want", [("0x7f0000205abc", 0x7F0000205ABC), ("4096", 4096), ("0X1_000", 4096),
+                                        (" 12 ", 12)])
+def test_parse_address_reads_hex_and_decimal(typed, want):
+    assert widgets.parse_address(typed) == (want, None)
+
+
+@pytest.mark.parametrize("typed,words", [("0x7g", "is not an address"), ("-5", "-0x5 is not a user-space"),
+                                         ("", "is not an address")])
+def test_parse_address_explains_bad_input(typed, words):
+    address, why = widgets.parse_address(typed)
+    assert address is None and words in why
+
+
+def test_step_through_takes_a_describer(thp):
+    m, pid, addr = thp
+    head = int(m.thp_heads()[0])
+    _, rec = record(m, m.split_huge_page, head)
+    st = widgets.StepThrough(rec, describe=lambda r, i, pages: f"position {i} of {len(r.steps)}")
+    st.next_button.click()
+    assert "position 1 of" in st.output.value
 
 
 def test_scenario_explorer_steps_both_kernels_and_switches(thp):

@@ -19,7 +19,7 @@ from .scenarios import SCENARIOS
 from .series import PATCHES, function_diff, patch_card
 
 __all__ = ["AddressSlicer", "ScenarioExplorer", "StepThrough", "RaceView", "Quiz", "PatchDiff",
-           "describe_step", "level_name", "level_labels", "patch_card"]
+           "describe_step", "level_name", "level_labels", "patch_card", "parse_address", "slice_text"]
 
 _PRE = "<pre style='font-size:12px;line-height:1.3;margin:0'>{}</pre>"
 
@@ -48,7 +48,7 @@ class _View:
 
 
 class AddressSlicer(_View):
-    """Type a virtual address; see its PGD/PUD/PMD/PTE indices, entries and decoded bits."""
+    """Type a virtual address; see its bits cut into PGD/PUD/PMD/PTE indices, the entries and their bits."""
 
     def __init__(self, machine, pid, address):
         self.machine, self.pid = machine, pid
@@ -56,23 +56,79 @@ class AddressSlicer(_View):
                               layout=w.Layout(width="320px"))
         self.output = w.HTML()
         self.address.observe(lambda change: self.refresh(), names="value")
-        self.widget = w.VBox([w.HTML("<b>Address slicer</b> (hex or decimal; press Enter)"),
-                              self.address, self.output])
+        self.widget = w.VBox([w.HTML("<b>Address slicer</b> (hex like 0x7f0000205abc, or decimal; "
+                                     "press Enter)"), self.address, self.output])
         self.refresh()
 
     def refresh(self):
-        try:
-            address = int(self.address.value.strip(), 0)
-            rows = self.machine.page_walk(self.pid, address)
-        except (ValueError, ThplabError) as exc:
-            self.output.value = f"<span style='color:#D55E00'>&#9888; {html.escape(str(exc))}</span>"
+        address, problem = parse_address(self.address.value)
+        if problem is None:
+            try:
+                rows = self.machine.page_walk(self.pid, address)
+            except ThplabError as exc:
+                problem = str(exc)
+        if problem is not None:
+            self.output.value = f"<span style='color:#D55E00'>&#9888; {html.escape(problem)}</span>"
             return
-        lines = [f"address {address:#x} = bits 47..39 | 38..30 | 29..21 | 20..12 | 11..0", ""]
-        for r in rows:
-            entry = "" if r["entry"] is None else f"entry {r['entry']:#018x}  "
-            where = "" if r["table"] is None else f"table pfn {r['table']:#x}  "
-            lines.append(f"{r['level']:<6} index {r['index']:>6}  {where}{entry}{r['meaning']}")
-        self.output.value = _pre("\n".join(lines))
+        self.output.value = _pre(slice_text(address, rows))
+
+
+_FIELDS = (("PGD", 47, 39), ("PUD", 38, 30), ("PMD", 29, 21), ("PTE", 20, 12), ("offset", 11, 0))
+
+
+def parse_address(text):
+    """``(address, None)`` for a user-space address typed as hex or decimal, else ``(None, why)``.
+
+    The reason is worded for a learner and names the range in hex.
+    """
+    from .params import TASK_SIZE
+
+    raw = str(text).strip().replace("_", "")
+    try:
+        address = int(raw, 16) if raw.lower().startswith("0x") else int(raw, 10)
+    except ValueError:
+        return None, (f"{text.strip()!r} is not an address: type hex starting with 0x "
+                      "(like 0x7f0000205abc) or a decimal number")
+    if not 0 <= address < TASK_SIZE:
+        shown = f"-{-address:#x}" if address < 0 else f"{address:#x}"
+        return None, f"{shown} is not a user-space address: user space is 0x0-{TASK_SIZE - 1:#x}"
+    return address, None
+
+
+def slice_text(address, rows):
+    """The address's bits cut into the walk's fields, then one line per table the walk read.
+
+    ``rows`` is :meth:`Machine.page_walk` of ``address``.  Under a huge PMD
+    bits 20..12 name the subpage and there is no PTE table.
+    """
+    huge = any(r["level"] == "offset" and "2 MiB" in r["meaning"] for r in rows)
+    heads, bits, names = [], [], []
+    for name, hi, lo in _FIELDS:
+        value = (address >> lo) & ((1 << (hi - lo + 1)) - 1)
+        width = max(hi - lo + 1, 11)
+        heads.append(f"{hi}..{lo}".ljust(width))
+        bits.append(f"{value:0{hi - lo + 1}b}".ljust(width))
+        if huge and name == "PTE":
+            label = f"subpage {value}"
+        elif name == "offset":
+            label = f"byte {value:#x}"
+        else:
+            label = f"{name} {value}"
+        names.append(label.ljust(width))
+    lines = [f"address {address:#x}, cut into the fields of the walk:",
+             "  bits   " + "  ".join(heads).rstrip(), "  value  " + "  ".join(bits).rstrip(),
+             "  field  " + "  ".join(names).rstrip()]
+    if huge:
+        lines.append("  (a huge PMD ends the walk: bits 20..0 are the offset into the 2 MiB page)")
+    lines.append("")
+    for r in rows:
+        if r["level"] == "offset":
+            hi = 20 if huge else 11
+            lines.append(f"offset bits {hi}..0 = {r['index']:#x}: {r['meaning']}")
+            continue
+        lines.append(f"{r['level']:<6} index {r['index']:>3}  table pfn {r['table']:#x}  "
+                     f"entry {r['entry']:#018x}  {r['meaning']}")
+    return "\n".join(lines)
 
 
 class ScenarioExplorer(_View):
@@ -157,11 +213,17 @@ class ScenarioExplorer(_View):
 
 
 class StepThrough(_View):
-    """A slider over the points an operation passed; each shows what changed there."""
+    """A slider over the points an operation passed; each shows what changed there.
 
-    def __init__(self, recorder, pages=None, title="Step through"):
+    ``describe(recorder, i, pages)`` gives the text of position ``i``
+    (default :func:`describe_step`); a lesson may pass its own, over any
+    object with a ``steps`` list (e.g. the actions of a recorded operation).
+    """
+
+    def __init__(self, recorder, pages=None, title="Step through", describe=None):
         self.recorder = recorder
         self.pages = pages
+        self.describe = describe or describe_step
         self.slider = w.IntSlider(min=0, max=len(recorder.steps) - 1, value=0, description="Point",
                                   continuous_update=False)
         self.prev_button = w.Button(description="Previous", icon="step-backward")
@@ -178,7 +240,7 @@ class StepThrough(_View):
         self.slider.value = min(max(self.slider.value + d, 0), self.slider.max)
 
     def refresh(self):
-        self.output.value = _pre(describe_step(self.recorder, self.slider.value, self.pages))
+        self.output.value = _pre(self.describe(self.recorder, self.slider.value, self.pages))
 
 
 def describe_step(recorder, i, pages=None, max_rows=12):

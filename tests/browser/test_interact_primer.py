@@ -20,8 +20,8 @@ from .lab import open_notebook, run_all_cells
 pytestmark = pytest.mark.browser
 
 LESSON = "notebooks/01-thp-primer.ipynb"
-ROW = re.compile(r"^(PGD|PUD|PMD|PTE|offset)\s+index\s+(\d+)\s+(?:table pfn (0x[0-9a-f]+)\s+)?"
-                 r"(?:entry (0x[0-9a-f]{16})\s+)?(.*)$")
+ROW = re.compile(r"^(PGD|PUD|PMD|PTE)\s+index\s+(\d+)\s+table pfn (0x[0-9a-f]+)\s+"
+                 r"entry (0x[0-9a-f]{16})\s+(.*)$|^(offset) bits \d+\.\.0 = (0x[0-9a-f]+): (.*)$")
 
 
 def _slicer_text(page) -> str:
@@ -50,14 +50,18 @@ def test_address_slicer_matches_the_model(lab_page, lab):
     }
     for name, address in addresses.items():
         latency = drive.measure(page, lambda a=address: drive.set_text(page, "Address", hex(a)),
-                                f"address {address:#x} =", name=f"slicer: {name}")
+                                f"address {address:#x}, cut", name=f"slicer: {name}")
         assert latency < 5.0, f"{name}: the slicer took {latency:.2f}s to update"
         shown = _slicer_text(page).splitlines()
-        assert shown[0].startswith(f"address {address:#x} = bits 47..39")
-        parsed = [ROW.match(line) for line in shown[2:] if line.strip()]
+        assert shown[0] == f"address {address:#x}, cut into the fields of the walk:"
+        assert shown[1].split() == ["bits", "47..39", "38..30", "29..21", "20..12", "11..0"]
+        assert shown[2].split()[1:] == [f"{address >> lo & (1 << (hi - lo + 1)) - 1:0{hi - lo + 1}b}"
+                                        for hi, lo in ((47, 39), (38, 30), (29, 21), (20, 12), (11, 0))]
+        walk = shown[shown.index("") + 1:]
+        parsed = [ROW.match(line) for line in walk]
         assert all(parsed), f"{name}: unexpected line in\n" + "\n".join(shown)
-        got = [(m[1], int(m[2]), int(m[3], 16) if m[3] else None, int(m[4], 16) if m[4] else None,
-                m[5].strip()) for m in parsed]
+        got = [(m[1], int(m[2]), int(m[3], 16), int(m[4], 16), m[5].strip()) if m[1] else
+               (m[6], int(m[7], 16), None, None, m[8].strip()) for m in parsed]
         want = _expected(machine, pid, address)
         assert got == want, f"{name}: slicer shows\n" + "\n".join(shown)
         # the indices are the address's own bits, as thplab.pgtable slices them
