@@ -272,9 +272,65 @@ def test_move_pages_case(level, subpage, pinned, status, thp, leaked):
 
 def test_move_pages_table_and_events():
     text = f.move_pages_table()
-    # level 0 never fails; a tail fails at every other level; the head at 4, 5 and pinned 10
-    assert text.count("-EBUSY") == 4 * 2 + 2 + 2 + 1
+    rows = [line.split() for line in text.splitlines()[2:]]
+    # every row is what move_pages_case() reports; "either" only where the pin changes nothing
+    for row in rows:
+        level, subpage, pinned = int(row[0]), int(row[1]), row[3]
+        for pin in ((False, True) if pinned == "either" else (pinned == "yes",)):
+            c = f.move_pages_case(level, pin, subpage)
+            assert " ".join(row[4:]).startswith(f._status_text(c["status"]) + " ")
+            assert (row[8] if row[4] == "-EBUSY" else row[9]) == (str(c["leaked"]) if c["leaked"] else "-")
+    # level 0 never fails; a tail fails at every other level; the head at 4 and pinned 10
+    assert sum(r[4] == "-EBUSY" for r in rows) == 3 + 1 + 1
+    assert [r[3] for r in rows if r[0] == "10" and r[1] == "0"] == ["no", "yes"]
     assert "thp_split_page_failed +1" in text and "thp_split +1" in text
+    assert max(map(len, text.splitlines())) <= 100
+
+
+def test_move_pages_diagram_shows_the_leak_in_the_heads_count():
+    d = f.move_pages_diagram(4, subpage=0)
+    assert d.text.startswith("Level 4: move_pages(subpage 0 -> node 1) = -EBUSY; 1 leaked reference")
+    assert "_count 2 (was 1)" in d.svg and 'class="changed"' in d.svg
+    moved = f.move_pages_diagram(1, subpage=0)
+    assert "nothing leaked" in moved.text and "subpage 0 free" in moved.svg
+    # the widened canvas holds the longest run label
+    assert f'width="{moved.drawing.width}"' in moved.svg and moved.drawing.width > 1180
+    pinned = f.move_pages_diagram(10, subpage=0, pin=5)
+    assert "pin on subpage 5; 1 leaked" in pinned.text and "pins 1" in pinned.text
+
+
+def test_move_pages_explorer_watches_the_subpages_it_moves():
+    run = f.MOVE_PAGES.start(1).run_all()
+    assert [r["subpage"] for r in run.counters()] == list(f.MOVE_WATCH)
+    rows = {int(line.split()[0]): line.split()[1] for line in run.table().splitlines()[2:]}
+    assert rows[7] == "page" and rows[9] == "free" and rows[0] == "free"   # 7 stayed, 0 and 9 moved
+    assert "subpage" in run.summary() and "          7" in run.summary()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_leak_question(seed):
+    q = f.LeakQuestion.generate(seed)
+    level = int(re.search(r"ARG level (\d+)", q.render())[1])
+    pinned = "subpage 5: yes" in q.render()
+    subpages = [int(x) for x in re.search(r"subpages \[([^\]]*)\]", q.render())[1].split(",")]
+    assert q.answer == (subpages.count(0) if f._head_split_fails(level, pinned) else 0)
+    assert q.answer not in q.diagnoses
+    assert q.check(None)[1].startswith("No answer yet")
+    for wrong, hint in q.diagnoses.items():
+        assert hint in q.check(wrong)[1]
+
+
+def test_leak_question_answers_vary():
+    assert len({f.LeakQuestion.generate(s).answer for s in range(40)}) >= 3
+
+
+def test_patch_cards_fit_100_columns_and_keep_every_word():
+    from thplab.series import patch_card
+
+    for n in (1, 2, 3):
+        text = f.patch_card_text(n)
+        assert max(map(len, text.splitlines())) <= 100
+        assert text.split() == patch_card(n).split()
 
 
 def test_foll_split_demo():
@@ -329,6 +385,28 @@ def test_compare_levels():
     assert f.compare_levels("fork-split-pmd", (2, 3)).endswith("verdict: same behaviour")
     text = f.compare_levels("fork-split-pmd", (3, 4))
     assert "DIFFERENT" in text and text.endswith("behaviour differs")
+    # a differing step says what differs, level by level
+    assert "pid 1: 512 PTEs (level 3) vs one huge PMD (level 4)" in text
+    assert "events thp_split +1 vs none" in text
+    assert "pid 1:" not in f.compare_levels("fork-split-pmd", (3, 4), detail=False)
+
+
+def test_split_huge_pmd_with_the_new_argument_order():
+    m = Machine.boot("16M", patches=3)
+    pid, addr, head = m.map_thp()
+    child = m.fork(pid)
+    vma, pmd = f.huge_pmd_of(m, child, addr)
+    assert vma.mm.pid == child and pt.pmd_trans_huge(m.pgtables.entries[m.pgtables.row_of[pmd[0]], pmd[1]])
+    with pytest.raises(KernelFunctionRemoved):
+        m.kernel.split_huge_page_pmd(vma, addr, pmd)
+    m.kernel.split_huge_pmd(vma, pmd, addr)
+    assert not len(m.thp_heads()) and (m.walk(pid, [addr])["level"] == 1).all()
+
+
+def test_rename_split_diagram_same_picture_at_levels_2_and_3():
+    d = f.rename_split_diagram(3)
+    assert "split_huge_pmd(vma, pmd, address)" in d.text and "(levels 2 and 3 draw the same picture)" in d.text
+    assert "split_huge_page_pmd(vma, address, pmd)" in f.rename_split_diagram(2).text
 
 
 def test_split_huge_page_pmd_is_gone_at_level_3():
@@ -359,11 +437,47 @@ def test_move_pages_question(seed):
     assert q.answer == (1 if level == 0 or (subpage == 0 and not head_fails) else -EBUSY)
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(12))
 def test_page_anon_question(seed):
     q = f.PageAnonQuestion.generate(seed)
     level = int(re.search(r"ARG level (\d+)", q.render())[1])
-    assert q.answer == (1 if level < 2 else HPAGE_PMD_NR)
+    asked = re.search(r"pages asked: (.*)", q.render())[1]
+    subpages = [int(x) for x in re.findall(r"subpage (\d+)", asked)]
+    small = int((re.search(r"(\d+) ordinary", asked) or [0, 0])[1])
+    total = len(subpages) + small
+    assert q.answer == (total if level >= 2 else (0 in subpages) + small)
+    assert q.answer not in q.diagnoses
+
+
+def test_page_anon_question_is_not_one_answer():
+    answers = [f.PageAnonQuestion.generate(s).answer for s in range(40)]
+    assert max(answers.count(a) for a in set(answers)) <= 15
+
+
+def test_pte_mapped_pictures_count_page_anon():
+    d = f.pte_mapped_diagram(4)
+    assert "512 of 512 subpages with patch 02, 1 without" in d.text
+    assert "512 PTEs in 1 run(s)" in d.text and "a compound page (THP)" in d.text
+    chart = f.page_anon_chart(4)
+    assert "1-511: False (1 of 512)" in chart.text and "0-511: True (512 of 512)" in chart.text
+    # subpages 0-11 drawn: with patch 02 all anon; without, only the head (11 cells say "no")
+    assert chart.svg.count(">no<") == 11 and chart.svg.count(">anon<") == 13
+
+
+def test_rmap_walk_choice_without_patch_02_finds_nothing_for_a_tail():
+    m, pid, addr, head, _ = f.pte_mapped_thp(4, old_pageanon=True)
+    old = f.rmap_walk_choice(m, [head, head + 5], ["subpage 0", "subpage 5"]).splitlines()
+    assert "anon (anon_vma" in old[2] and "file" in old[3] and "NULL" in old[3]
+    m, pid, addr, head, _ = f.pte_mapped_thp(4)
+    new = f.rmap_walk_choice(m, [head + 5], ["subpage 5"], name="with patch 02").splitlines()
+    assert new[0] == "with patch 02:" and f"pid {pid} {addr:#x}-" in new[2]
+
+
+def test_mapping_table():
+    m, pid, addr, head, _ = f.pte_mapped_thp(4)
+    lines = f.mapping_table(m, [head, head + 7], ["head", "page[7]"]).splitlines()
+    assert "head" in lines[1] and "ANON" in lines[1]
+    assert lines[2].split()[2:] == ["tail", f"{head:#x}", "NULL"]
 
 
 def test_rename_report_and_diff():

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import pgtable as pt
 from ..machine import Machine
-from ..page_flags import PageTail, compound_head, flag_names
+from ..page_flags import PageHead, PageTail, compound_head, flag_names
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE
 from ..problems import check_number
 
@@ -637,7 +637,71 @@ class OldSplitTailQuestion(_Question):
                    f"What is page_count() of subpage {asked} after the split?", answer, why, diagnoses)
 
 
+# ===================================================================== 03-05: patch cards
+
+def patch_card_text(number, width=100):
+    """:func:`thplab.series.patch_card` wrapped to ``width`` columns (continuation lines indented)."""
+    import re
+    import textwrap
+
+    from ..series import patch_card
+
+    out = []
+    for line in patch_card(number).splitlines():
+        if len(line) <= width:
+            out.append(line)
+            continue
+        prefix = re.match(r"\s*\S+:\s+|\s*", line)[0]
+        hang = " " * len(prefix)
+        parts = textwrap.wrap(line[len(prefix):], width - len(prefix), break_long_words=False,
+                              break_on_hyphens=False)
+        for i, part in enumerate(parts):
+            lead = prefix if i == 0 else hang
+            if len(lead) + len(part) <= width:
+                out.append(lead + part)
+            else:  # a link longer than the hanging indent allows: its own line, indented 2
+                out += ([prefix.rstrip()] if i == 0 else []) + ["  " + part]
+    return "\n".join(out)
+
+
+def _titled(diagram, title):
+    """``diagram`` with ``title`` as the first line of its text twin, widened so no run label is cut off.
+
+    thp_mappings() draws on a fixed 1180 px canvas, and a run label listing
+    several changed fields can run past its right edge: the width grows to
+    fit the longest label (about 0.62 em per character, bold).
+    """
+    import html as html_
+
+    from ..diagrams import Diagram
+
+    d = diagram.drawing
+    need = max((e.args["x"] + len(html_.unescape(e.escaped_text)) * e.args["font-size"] * 0.62 + 12
+                for e in d.elements if getattr(e, "args", {}).get("class") == "run-label"), default=0)
+    if need > d.width:
+        width = int(need)
+        d.width, d.view_box = width, (0, 0, width, d.view_box[3])
+        for e in d.elements:
+            if getattr(e, "args", {}).get("class") == "background":
+                e.args["width"] = width
+    return Diagram(d, f"{title}\n{diagram.text}", diagram.title, diagram.kind)
+
+
+@dataclass
+class _DiagnosedQuestion(_Question):
+    """A :class:`_Question` whose feedback names what a typical wrong answer usually means."""
+
+    diagnoses: dict = None
+
+    def check(self, guess):
+        return check_number(guess, self.answer, self.explanation, diagnoses=self.diagnoses)
+
+
 # ===================================================================== 03: patch 01, FOLL_SPLIT and migration
+
+#: The subpages lesson 03 moves (7, 0, 9) or pins (5), with the last one: its explorer's counter rows.
+MOVE_WATCH = (0, 5, 7, 9, 511)
+
 
 def move_pages_case(level, pinned, subpage=7, pin_subpage=5, seed=0):
     """``move_pages()`` of one THP subpage to node 1 on a 2-node machine, at ``level``.
@@ -666,21 +730,48 @@ def _status_text(status):
         status, f"node {status}")
 
 
-def move_pages_table(levels=(0, 1, 4, 5, 10), subpages=(7, 0), pin_subpage=5):
-    """Text table of :func:`move_pages_case` for each subpage, without and with a pin, per level."""
+def move_pages_table(levels=(0, 1, 4, 10), subpages=(7, 0), pin_subpage=5):
+    """Text table of :func:`move_pages_case` per level and subpage, without and with a pin.
+
+    When the pin changes nothing the two runs share one row ("either").
+    """
     lines = [f"move_pages(subpage -> node 1); 'pinned' = get_user_pages() holds subpage {pin_subpage}",
-             f"{'level':>5}  {'subpage':<11}  {'pinned':<6}  {'status':<8}  {'now on':<7}  {'THP after':<9}  "
-             f"{'leaked ref':<10}  vmstat"]
+             f"{'level':>5}  {'subpage':<9}  {'pinned':<6}  {'status':<8}  {'now on':<7}  {'THP after':<9}  "
+             f"{'leaked':<6}  vmstat"]
     for level in levels:
         for subpage in subpages:
-            for pinned in (False, True):
-                c = move_pages_case(level, pinned, subpage, pin_subpage)
+            cases = [move_pages_case(level, pinned, subpage, pin_subpage) for pinned in (False, True)]
+            same = all(cases[0][key] == cases[1][key] for key in ("status", "node", "thp", "events", "leaked"))
+            for c in cases[:1] if same else cases:
                 ev = ", ".join(f"{k} +{v}" for k, v in c["events"].items()) or "-"
                 what = f"{subpage} ({'head' if subpage == 0 else 'tail'})"
-                lines.append(f"{level:>5}  {what:<11}  {'yes' if pinned else 'no':<6}  "
+                pinned = "either" if same else "yes" if c["pinned"] else "no"
+                lines.append(f"{level:>5}  {what:<9}  {pinned:<6}  "
                              f"{_status_text(c['status']):<8}  node {c['node']:<2}  "
-                             f"{'compound' if c['thp'] else 'split':<9}  {c['leaked'] or '-':<10}  {ev}")
+                             f"{'compound' if c['thp'] else 'split':<9}  {c['leaked'] or '-':<6}  {ev}")
     return "\n".join(lines)
+
+
+def move_pages_diagram(level, subpage=0, pin=None, seed=0):
+    """Diagram: the THP before and after ``move_pages()`` of one subpage to node 1 (changes marked).
+
+    A 2-node machine at ``level``; ``pin``: a subpage get_user_pages() pins
+    first.  The heading gives the status and the references leaked; the text
+    twin starts with the same line.
+    """
+    from ..diagrams import snapshot_thp, thp_mappings
+
+    m = Machine.boot("16M", patches=level, seed=seed, nodes=2)
+    pid, addr, head = m.map_thp()
+    if pin is not None:
+        m.get_user_pages(pid, addr + pin * PAGE_SIZE, 1)
+    before = snapshot_thp(m, head)
+    status = m.move_pages(pid, [addr + subpage * PAGE_SIZE], 1)[0]
+    leaked = int(m.leaked[head:head + HPAGE_PMD_NR].sum())
+    title = (f"Level {level}: move_pages(subpage {subpage} -> node 1) = {_status_text(status)}"
+             + (f", pin on subpage {pin}" if pin is not None else "")
+             + (f"; {leaked} leaked reference in the head's _count" if leaked else "; nothing leaked"))
+    return _titled(thp_mappings(m, head, previous=before, title=title), title)
 
 
 def move_page(i, node=1):
@@ -691,24 +782,54 @@ def move_page(i, node=1):
     return move
 
 
-def _move_pages_scenario():
-    from ..scenarios import Scenario, fault_thp, pin_subpage, unpin_all
+def _watched_scenario_types():
+    """A :class:`~thplab.scenarios.Scenario` whose counter rows are its own ``watch`` subpages."""
+    from ..scenarios import WATCH, Scenario, ScenarioRun
 
-    return Scenario(
+    @dataclass
+    class WatchedRun(ScenarioRun):
+        def subpages(self, watch=None):
+            return super().subpages(self.scenario.watch if watch is None else watch)
+
+        def counters(self, watch=None):
+            return super().counters(self.scenario.watch if watch is None else watch)
+
+        def table(self, watch=None):
+            return super().table(self.scenario.watch if watch is None else watch)
+
+    @dataclass
+    class WatchedScenario(Scenario):
+        watch: tuple = WATCH
+
+        def start(self, level, seed=0):
+            return WatchedRun(self, Machine.boot(self.mem, patches=level, seed=seed, nodes=self.nodes))
+
+    return WatchedScenario
+
+
+def _move_pages_scenario():
+    from ..scenarios import fault_thp, pin_subpage, unpin_all
+
+    return _watched_scenario_types()(
         "move-pages", "Migrate a THP subpage",
         "move_pages() sends subpage 7 (a tail) and then subpage 0 (the head) of a THP to NUMA node 1 "
         "while get_user_pages() pins subpage 5, then subpage 9 after the pin is dropped.",
         [("fault a THP (node 0)", fault_thp), ("pin subpage 5 (get_user_pages)", pin_subpage(5, fast=False)),
          ("move_pages(subpage 7 -> node 1)", move_page(7)), ("move_pages(subpage 0 -> node 1)", move_page(0)),
          ("put_page() the pin", unpin_all), ("move_pages(subpage 9 -> node 1)", move_page(9))],
-        nodes=2)
+        nodes=2, watch=MOVE_WATCH)
 
 
-#: A two-node scenario for lesson 03 (``widgets.ScenarioExplorer(MOVE_PAGES, levels=...)``).
+#: A two-node scenario for lesson 03 (``widgets.ScenarioExplorer(MOVE_PAGES, levels=...)``); its
+#: counter table shows the subpages it moves and pins (:data:`MOVE_WATCH`).
 MOVE_PAGES = _move_pages_scenario()
 
 
-class MovePagesQuestion(_Question):
+def _head_split_fails(level, pinned):
+    return 4 <= level < 6 or (level >= 6 and pinned)
+
+
+class MovePagesQuestion(_DiagnosedQuestion):
     """What status does ``move_pages()`` report for a THP subpage at a (seeded) level, pinned or not?"""
 
     @classmethod
@@ -735,10 +856,71 @@ class MovePagesQuestion(_Question):
                    "do not explain): -EBUSY, and the follow_page() reference leaks.")
         else:
             why = "From patch 06 an unpinned THP splits, and subpage 0 moves to node 1."
+        diagnoses = {}
+        if c["status"] == -16 and subpage:
+            diagnoses[1] = ("That is level 0's answer: FOLL_SPLIT is gone, and the posted hunk only splits "
+                            "what PageTransHuge() calls a THP -- the head.")
+        elif c["status"] == -16:
+            diagnoses[1] = ("The head does reach split_huge_page() here, but the split fails "
+                            + ("(the stub of patches 04-05)." if level < 6 else "(the pin)."))
+        elif level and not subpage:
+            diagnoses[-16] = ("-EBUSY is a tail's answer; the head is split first"
+                              + (" -- and without a pin the new split succeeds." if level >= 6 else "."))
+        else:
+            diagnoses[-16] = "Level 0 still has FOLL_SPLIT: follow_page() splits the THP before migration."
         return cls(seed, [f"level {level}", "machine: 2 NUMA nodes, the THP on node 0",
                           f"get_user_pages() pin on subpage 5: {'yes' if pinned else 'no'}"],
                    f"move_pages() asks to move subpage {subpage} to node 1. What status does it report for it?\n"
-                   "(the node number on success, or -16 for -EBUSY)", c["status"], why)
+                   "(the node number on success, or -16 for -EBUSY)", c["status"], why, diagnoses)
+
+
+class LeakQuestion(_DiagnosedQuestion):
+    """One ``move_pages()`` call with several subpages of a THP: how many references leak?
+
+    Seeded: the level, a pin on subpage 5 or not, and the list of subpages
+    (the head may appear more than once).  The answer is ``machine.leaked``
+    after the call, summed.
+    """
+
+    @classmethod
+    def generate(cls, seed=0):
+        rng = np.random.default_rng(seed)
+        level = int(rng.choice((1, 4, 5, 10)))
+        pinned = bool(rng.integers(0, 2))
+        subpages = [int(s) for s in rng.choice((0, 0, 3, 7, 9, 200), size=int(rng.integers(2, 5)))]
+        if 0 not in subpages:
+            subpages[int(rng.integers(0, len(subpages)))] = 0
+        m = Machine.boot("16M", patches=level, seed=seed, nodes=2)
+        pid, addr, _ = m.map_thp()
+        if pinned:
+            m.get_user_pages(pid, addr + 5 * PAGE_SIZE, 1)
+        status = m.move_pages(pid, [addr + s * PAGE_SIZE for s in subpages], 1)
+        answer = int(m.leaked.sum())
+        heads = subpages.count(0)
+        if _head_split_fails(level, pinned):
+            why = (f"Only the head reaches split_huge_page(); here it fails every time "
+                   f"({'the stub of patches 04-05' if level < 6 else 'the pin on subpage 5'}), so each of the "
+                   f"{heads} head address(es) leaks follow_page()'s reference -- the earlier leak only makes the "
+                   "next split fail too. Tails get -EBUSY from isolate_lru_page() and their reference is dropped.")
+        else:
+            why = ("The head's split succeeds here, so put_page() runs and nothing leaks; after it the THP is "
+                   "512 small pages and the later addresses are ordinary 4 KiB pages.")
+        why += " Statuses: " + ", ".join(f"{s}: {_status_text(v)}" for s, v in zip(subpages, status)) + "."
+        diagnoses = {len(subpages): "You counted every address; a tail never reaches the split, and its "
+                                    "reference is dropped."} if len(subpages) != answer else {}
+        if answer == 0 and heads:
+            diagnoses.setdefault(heads, "The leak needs a failed split; here the split succeeds.")
+        elif answer:
+            diagnoses.setdefault(0, "A failed split of the head jumps past put_page(): every such attempt "
+                                    "leaks one reference.")
+            diagnoses.setdefault(1, "Each attempt takes a new follow_page() reference; a head listed twice "
+                                    "fails (and leaks) twice.")
+        diagnoses.pop(answer, None)
+        return cls(seed, [f"level {level}", "machine: 2 NUMA nodes, a THP on node 0",
+                          f"get_user_pages() pin on subpage 5: {'yes' if pinned else 'no'}",
+                          f"one call: move_pages(pid, subpages {subpages}, node 1)"],
+                   "How many page references has the kernel leaked after the call (m.leaked.sum())?",
+                   answer, why, diagnoses)
 
 
 def foll_split_demo(level, seed=0):
@@ -750,7 +932,7 @@ def foll_split_demo(level, seed=0):
     try:
         pages = m.get_user_pages(pid, addr + PAGE_SIZE, 1, foll_split=True)
     except KernelFunctionRemoved as exc:
-        return f"level {level}: {type(exc).__name__}: {exc}"
+        return f"level {level}: {type(exc).__name__}:\n  {exc}"
     split = "the THP was split" if not len(m.thp_heads()) else "the THP is still whole"
     return (f"level {level}: pinned pfn {int(pages[0]):#x}; {split} "
             f"(thp_split {m.vmstat['thp_split']}); page_count {int(m.page_count(pages[0]))}")
@@ -766,6 +948,17 @@ def runs(values, first=0):
     ends = np.concatenate([edges, [len(values)]]) - 1
     return "; ".join((f"{first + s}" if s == e else f"{first + s}-{first + e}") + f": {bool(values[s]) if values.dtype == bool else values[s]}"
                      for s, e in zip(starts.tolist(), ends.tolist()))
+
+
+def mapping_table(machine, pfns, labels):
+    """What ``PageAnon()`` reads, per page: compound flags, ``first_page`` and ``mapping`` (decoded)."""
+    mm = machine.mem_map
+    lines = [f"{'':<8} {'pfn':>7}  {'head/tail':<9}  {'first_page':>10}  mapping"]
+    for label, p in zip(labels, (int(x) for x in pfns)):
+        kind = "tail" if PageTail(mm, p) else "head" if PageHead(mm, p) else "-"
+        first = f"{int(mm['first_page'][p]):#x}" if PageTail(mm, p) else "-"
+        lines.append(f"{label:<8} {p:>#7x}  {kind:<9}  {first:>10}  {_mapping_text(mm['mapping'][p])}")
+    return "\n".join(lines)
 
 
 def page_anon_runs(machine, head):
@@ -787,6 +980,111 @@ def without_patch(machine, name, number):
         raise ValueError(f"patch {number:02d} is not applied at level {k.level}")
     setattr(k, name, k.previous(name, PATCHES[number - 1]))
     return machine
+
+
+def pte_mapped_thp(level=4, old_pageanon=False, seed=0):
+    """A THP whose PMD ``split_huge_pmd()`` turned into 512 PTEs: ``(machine, pid, addr, head, before)``.
+
+    From level 4 the THP stays compound (before, the whole page is split).
+    ``old_pageanon``: ``PageAnon()`` as before patch 02 (:func:`without_patch`).
+    ``before`` is a :func:`~thplab.diagrams.snapshot_thp` taken before the split.
+    """
+    from ..diagrams import snapshot_thp
+
+    m = Machine.boot("16M", patches=level, seed=seed)
+    if old_pageanon:
+        without_patch(m, "PageAnon", 2)
+    pid, addr, head = m.map_thp()
+    before = snapshot_thp(m, head)
+    m.split_huge_pmd(pid, addr)
+    return m, pid, addr, head, before
+
+
+def pte_mapped_diagram(level=4):
+    """Diagram: the THP after ``split_huge_pmd()`` at ``level``, titled with PageAnon() with/without patch 02."""
+    from ..diagrams import thp_mappings
+
+    counts = []
+    for old in (False, True):
+        m, pid, addr, head, before = pte_mapped_thp(level, old_pageanon=old)
+        counts.append(int(m.kernel.PageAnon(np.arange(head, head + HPAGE_PMD_NR)).sum()))
+    title = (f"Level {level}, after split_huge_pmd(): PageAnon() true for {counts[0]} of 512 subpages "
+             f"with patch 02, {counts[1]} without")
+    m, pid, addr, head, before = pte_mapped_thp(level)
+    return _titled(thp_mappings(m, head, previous=before, title=title), title)
+
+
+def page_anon_chart(level=4, lo=0, hi=12):
+    """Chart: ``PageAnon()`` per subpage ``lo..hi-1`` of a PTE-mapped THP, with and without patch 02.
+
+    Each kernel is a row of cells: filled (and marked "anon") where
+    PageAnon() is true, hatched ("not anon") where it is false.  The rest of
+    the 512 subpages repeat the last cell; the text twin gives all 512 as runs.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from ..diagrams import figure_diagram
+
+    rows = []
+    for old in (False, True):
+        m, pid, addr, head, _ = pte_mapped_thp(level, old_pageanon=old)
+        values = np.asarray(m.kernel.PageAnon(np.arange(head, head + HPAGE_PMD_NR)))
+        name = "v3.16's PageAnon() (own mapping)" if old else "patch 02's PageAnon() (asks the head)"
+        rows.append((name, values))
+    fig, ax = plt.subplots(figsize=(10, 2.6), facecolor="white")
+    for r, (name, values) in enumerate(rows):
+        y = 1 - r
+        for i in range(lo, hi):
+            anon = bool(values[i])
+            ax.add_patch(Rectangle((i, y), 0.92, 0.7, facecolor="#0072B2" if anon else "white",
+                                   edgecolor="black", hatch=None if anon else "///", linewidth=0.8))
+            ax.text(i + 0.46, y + 0.35, "anon" if anon else "no", ha="center", va="center", fontsize=9,
+                    color="white" if anon else "black", weight="bold",
+                    bbox=None if anon else {"facecolor": "white", "edgecolor": "none", "pad": 1})
+        ax.text(lo - 0.3, y + 0.35, name, ha="right", va="center", fontsize=10)
+        ax.text(hi + 0.2, y + 0.35, f"… {int(values.sum())} of 512 anon", ha="left", va="center", fontsize=10)
+    ax.set_xlim(lo - 7.5, hi + 3.5)
+    ax.set_ylim(-0.2, 2)
+    ax.set_xticks([i + 0.46 for i in range(lo, hi)], [str(i) for i in range(lo, hi)], fontsize=9)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.set_xlabel("subpage of the THP (0 = head); every subpage is mapped by its own PTE", fontsize=10)
+    ax.set_title(f"Level {level}, PTE-mapped THP: which subpages does PageAnon() call anonymous?", fontsize=11)
+    fig.tight_layout()
+    text = "\n".join([f"PageAnon() over the 512 subpages of a PTE-mapped THP at level {level}:"]
+                     + [f"  {name}: {runs(values)} ({int(values.sum())} of 512)" for name, values in rows])
+    return figure_diagram(fig, f"PageAnon() per subpage at level {level}, with and without patch 02", text)
+
+
+def rmap_walk_choice(machine, pfns, labels=None, name=None):
+    """Which walk v3.16's ``rmap_walk()`` would start for each page, by this kernel's ``PageAnon()``.
+
+    ``rmap_walk()`` (and ``page_referenced()``, ``try_to_unmap()``) asks
+    ``PageAnon()`` first: an anonymous page is looked up through the
+    anon_vma its head's ``mapping`` points to, whose VMAs are then searched;
+    anything else through ``page->mapping`` as a file's ``address_space`` --
+    NULL on a tail, so that walk has nothing to search.  thplab has no
+    rmap_walk() of its own: this view reads the model (``PageAnon()``,
+    ``mapping``, the anon_vma's VMAs).  ``name`` labels the kernel.
+    """
+    k = machine.kernel
+    pfns = [int(p) for p in pfns]
+    labels = labels or [f"pfn {p:#x}" for p in pfns]
+    anon = np.asarray(k.PageAnon(np.array(pfns)))
+    lines = [f"{name or f'level {k.level}'}:",
+             f"  {'page':<12} {'PageAnon()':<11} {'rmap walk':<22} what it can search"]
+    for label, p, a in zip(labels, pfns, anon):
+        if a:
+            av = machine.anon_vma_of(p)
+            vmas = ", ".join(f"pid {v.mm.pid} {v.vm_start:#x}-{v.vm_end:#x}" for v in av.vmas)
+            lines.append(f"  {label:<12} {'true':<11} {f'anon (anon_vma {av.id})':<22} VMAs: {vmas}")
+        else:
+            mapping = int(machine.mem_map["mapping"][p])
+            lines.append(f"  {label:<12} {'false':<11} {'file':<22} address_space "
+                         f"{'NULL: nothing to search' if mapping == 0 else hex(mapping)}")
+    return "\n".join(lines)
 
 
 def _rss_experiment(level, broken, first=8, nr=4, cow=5, seed=0):
@@ -829,24 +1127,55 @@ def pageanon_counterfactual(level=4, first=8, nr=4, cow=5):
     return "\n".join(lines + notes)
 
 
-class PageAnonQuestion(_Question):
-    """How many of a THP's 512 subpages does ``PageAnon()`` call anonymous at a (seeded) level?"""
+class PageAnonQuestion(_DiagnosedQuestion):
+    """Of a (seeded) list of pages, how many does ``PageAnon()`` call anonymous at a (seeded) level?
+
+    The pages: subpages of a THP (head and tails, PMD- or, from level 4,
+    PTE-mapped) and ordinary 4 KiB anonymous pages of the same process.  The
+    answer is this level's ``PageAnon()`` over them, summed.
+    """
 
     @classmethod
     def generate(cls, seed=0):
         rng = np.random.default_rng(seed)
-        level = int(rng.choice((0, 1, 2, 3, 4, 10)))
-        m, pid, thp, _ = primer_machine(level, seed)
-        head = int(m.walk(pid, [thp])["pfn"][0])
-        answer = int(m.kernel.PageAnon(np.arange(head, head + HPAGE_PMD_NR)).sum())
-        why = ("Before patch 02 PageAnon() reads each struct page's own mapping, which is set on the "
-               "head only: 1." if level < 2 else
-               "From patch 02 PageAnon() reads compound_head(page)->mapping: all 512.")
-        return cls(seed, [f"level {level}", "steps: fault a THP"],
-                   "How many of the THP's 512 subpages does PageAnon() report as anonymous?", answer, why)
+        level = int(rng.choice((1, 2, 3, 4)))
+        m = Machine.boot("16M", patches=level, seed=seed)
+        pid, addr, head = m.map_thp()
+        split = level >= 4 and bool(rng.integers(0, 2))
+        if split:
+            m.split_huge_pmd(pid, addr)
+        small = m.mmap(pid, 8 * PAGE_SIZE, thp=False)
+        m.touch(pid, small, 8 * PAGE_SIZE)
+        nr_thp = int(rng.integers(2, 6))
+        subpages = sorted(set(rng.choice(HPAGE_PMD_NR, size=nr_thp, replace=False).tolist())
+                          | ({0} if rng.integers(0, 2) else set()))
+        nr_small = int(rng.integers(0, 3))
+        smalls = [int(m.walk(pid, [small + i * PAGE_SIZE])["pfn"][0]) for i in range(nr_small)]
+        pfns = [head + s for s in subpages] + smalls
+        answer = int(np.asarray(m.kernel.PageAnon(np.array(pfns))).sum())
+        not_tails = (0 in subpages) + nr_small
+        if level < 2:
+            why = (f"Before patch 02 PageAnon() reads each page's own mapping: the head and the 4 KiB pages "
+                   f"have their anon_vma there, a tail has NULL. {not_tails} of {len(pfns)}.")
+        else:
+            why = (f"From patch 02 PageAnon() reads compound_head(page)->mapping; a 4 KiB page is its own "
+                   f"head. All {len(pfns)}"
+                   + (" -- whether the THP is mapped by its PMD or, as here, by PTEs." if split else "."))
+        wrong = not_tails if level >= 2 else len(pfns)
+        diagnoses = {} if wrong == answer else {wrong: (
+            "That counts only the pages that carry their own mapping: patch 02 makes a tail ask its head."
+            if level >= 2 else "Tails are not anonymous yet: their own mapping is NULL until patch 02 asks "
+                               "the head.")}
+        listed = ", ".join(f"subpage {s}" for s in subpages) + (
+            f", {nr_small} ordinary 4 KiB page{'s' if nr_small > 1 else ''}" if nr_small else "")
+        how = "mapped by 512 PTEs after split_huge_pmd()" if split else "mapped by its PMD"
+        return cls(seed, [f"level {level}", f"steps: fault a THP ({how}), write 8 ordinary 4 KiB pages",
+                          f"pages asked: {listed}"],
+                   f"For how many of these {len(pfns)} pages does PageAnon() return true?", answer, why,
+                   diagnoses)
 
 
-class FileRssQuestion(_Question):
+class FileRssQuestion(_DiagnosedQuestion):
     """Without patch 02, zap_pte_range() counts unmapped tails as file pages: predict MM_FILEPAGES.
 
     Seeded: which subpages are unmapped from a PTE-mapped THP (level 4, with
@@ -872,18 +1201,46 @@ class FileRssQuestion(_Question):
                + (" The head (subpage 0) has its own mapping, so it is counted as anonymous."
                   if first == 0 else ""))
         pages = f"subpage {first}" if nr == 1 else f"subpages {first}-{first + nr - 1}"
+        diagnoses = {0: "0 is what patch 02's PageAnon() gives; this kernel runs the old one.",
+                     -nr: "The head (subpage 0) carries its own mapping: even the old PageAnon() calls it "
+                          "anonymous.",
+                     tails: "zap_pte_range() subtracts: an unmapped page lowers the counter."}
+        diagnoses.pop(answer, None)
         return cls(seed, ["level 4 with PageAnon() as before patch 02 (a counterfactual)",
                           f"steps: fault a THP, split_huge_pmd(), munmap {pages}"],
-                   "What is MM_FILEPAGES of the process now? (it started at 0)", answer, why)
+                   "What is MM_FILEPAGES of the process now? (it started at 0)", answer, why, diagnoses)
 
 
 # ===================================================================== 05: patch 03, the rename
 
-def compare_levels(scenario, levels=(2, 3), seed=0):
+def _state_differences(a, b, levels):
+    """What differs between two scenario states ``(counters, mappings, events, result)``, in words."""
+    out = []
+    (ca, ma, ea, ra), (cb, mb, eb, rb) = a, b
+    for pid in sorted(set(ma) | set(mb)):
+        if ma.get(pid) != mb.get(pid):
+            out.append(f"pid {pid}: {ma.get(pid, 'not mapped')} (level {levels[0]}) vs "
+                       f"{mb.get(pid, 'not mapped')} (level {levels[1]})")
+    for x, y in zip(ca, cb):
+        fields = [f"{key} {x[key]} vs {y[key]}" for key in ("kind", "page_mapcount", "page_count")
+                  if x[key] != y[key]]
+        if fields:
+            out.append(f"subpage {x['subpage']} " + ", ".join(fields))
+            break
+    if ea != eb:
+        out.append("events " + " vs ".join(", ".join(f"{k} +{v}" for k, v in e.items()) or "none"
+                                           for e in (ea, eb)))
+    if ra != rb:
+        out.append(f"result {ra} vs {rb}")
+    return out
+
+
+def compare_levels(scenario, levels=(2, 3), seed=0, detail=True):
     """Run one scenario at each level; say, step by step, whether the counters are identical.
 
     Compares the watched counters, the mappings and the thp_* events after
-    every step.  Returns text: one line per step and a verdict.
+    every step; a step that differs lists what differs (``level a vs level
+    b``; with ``detail``).  Returns text: one line per step and a verdict.
     """
     from ..scenarios import SCENARIOS
 
@@ -899,6 +1256,9 @@ def compare_levels(scenario, levels=(2, 3), seed=0):
         same = all(s == states[0] for s in states[1:])
         same_all &= same
         lines.append(f"  {i}. {label:<40} {'identical' if same else 'DIFFERENT'}")
+        if not same and detail:
+            for j, other in enumerate(states[1:], 1):
+                lines += [f"       {d}" for d in _state_differences(states[0], other, (levels[0], levels[j]))]
     lines.append("verdict: " + ("same behaviour" if same_all else "behaviour differs"))
     return "\n".join(lines)
 
@@ -948,3 +1308,44 @@ def rename_diff():
     return "\n".join(difflib.unified_diff(a, b, "split_huge_page_pmd (level 0)", "split_huge_pmd (level 3)",
                                           lineterm=""))
 
+
+def huge_pmd_of(machine, pid, addr):
+    """``(vma, pmd)``: the VMA holding ``addr`` and its PMD slot, what a call site hands to the split.
+
+    ``pmd`` is thplab's handle of a page-table entry, ``(table pfn, index)``.
+    """
+    from .. import memory as mem
+
+    mm = machine.processes[pid]
+    return mm.find_vma(addr), mem.pmd_offset(machine.kernel, mm, addr)
+
+
+def rename_split_diagram(level=3):
+    """Diagram: fork a THP, then split the child's PMD the way ``level``'s call sites do (changes marked).
+
+    The text twin ends with whether level 2 and level 3 give the same
+    picture (the twins compared with the level number left out).
+    """
+    from ..diagrams import describe_thp_mappings, snapshot_thp, thp_mappings
+
+    def run(lv):
+        m = Machine.boot("16M", patches=lv)
+        pid, addr, head = m.map_thp()
+        child = m.fork(pid)
+        before = snapshot_thp(m, head)
+        vma, pmd = huge_pmd_of(m, child, addr)
+        (m.kernel.split_huge_pmd(vma, pmd, addr) if m.kernel.has("split_huge_pmd")
+         else m.kernel.split_huge_page_pmd(vma, addr, pmd))
+        return m, head, before
+
+    m, head, before = run(level)
+    name = "split_huge_pmd(vma, pmd, address)" if m.kernel.has("split_huge_pmd") else \
+        "split_huge_page_pmd(vma, address, pmd)"
+    twins = {}
+    for lv in (2, 3):
+        mm_, h, b = run(lv)
+        twins[lv] = describe_thp_mappings(mm_, h, b).replace(f"at level {lv}:", "at level N:")
+    same = "the same" if twins[2] == twins[3] else "NOT the same"
+    title = f"Level {level}: fork, then {name} on the child's PMD"
+    return _titled(thp_mappings(m, head, previous=before, title=title),
+                   f"{title}\n(levels 2 and 3 draw {same} picture)")
