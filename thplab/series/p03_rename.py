@@ -29,8 +29,10 @@ P03 = Patch(
          "v2's equivalent is 09/19, Message-Id 1415198994-15252-10-git-send-email-kirill.shutemov@linux.intel.com)",
     source="reconstructed",
 )
-P03.removes("split_huge_page_pmd", "split_huge_page_pmd_mm",
-            why="Patch 03 renamed it split_huge_pmd(vma, pmd, address).")
+P03.removes("split_huge_page_pmd", why="Patch 03 renamed it split_huge_pmd(vma, pmd, address).")
+P03.removes("split_huge_page_pmd_mm",
+            why="Patch 03 removed it: its one caller (x86 vm86) looks the VMA up and calls "
+                "split_huge_pmd(vma, pmd, address).")
 
 
 @P03.replaces
