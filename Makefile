@@ -1,8 +1,9 @@
 # thplab — newcomer entry points:
-#   make lab    set up .venv (first time only) and open the lessons in JupyterLab
+#   make lab    set up .venv (first time only) and open your working copies of the lessons
 #   make test   set up .venv, make sure Chromium is there, run the test suite and the lessons
 #
-# Everything else here is an internal helper.
+# Also: make reset LESSONS="03 glossary" (or LESSONS=all), make test-quick, make lab-tracked,
+# make notebooks, make longrun -- see `make help` and the README.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -15,18 +16,26 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3 python; do \
 
 VENV      := .venv
 VPY       := $(VENV)/bin/python
+# What is installed: the lab extra for the lessons; the test extra on top for the tests.
+LAB_STAMP := $(VENV)/.thplab-lab-installed
 STAMP     := $(VENV)/.thplab-installed
 OVERRIDES := etc/jupyterlab/overrides.json
 LAB_OVERRIDES_STAMP := $(VENV)/.thplab-lab-overrides
 CHROMIUM  ?= /usr/bin/chromium
 PYTEST    := $(VPY) -m pytest
 
-.PHONY: help lab test venv install lab-settings chromium test-tests test-notebooks notebooks clean-venv longrun
+.PHONY: help lab lab-tracked reset test test-quick venv install lab-settings chromium test-tests \
+	test-notebooks notebooks clean-venv longrun
 
 help:
-	@echo "make lab    - create .venv if needed and open the lessons in JupyterLab"
+	@echo "make lab    - create .venv if needed and open your working copies of the lessons (lessons/)"
+	@echo "              options for JupyterLab: make lab ARGS=\"--port 8899 --no-browser\""
 	@echo "make test   - create .venv if needed and run all tests (incl. real-browser test and lessons)"
-	@echo "(helper) make notebooks - before committing lessons: clear outputs, record the"
+	@echo "make reset LESSONS=\"03 glossary\" - replace those working copies with the tracked lessons"
+	@echo "              (LESSONS=all for every one; your edits in them are lost)"
+	@echo "make test-quick - only the package tests, no browser, no lessons (about 2 minutes)"
+	@echo "(contributors) make lab-tracked - open notebooks/ itself, to edit the lessons"
+	@echo "(contributors) make notebooks   - before committing lessons: clear outputs, record the"
 	@echo "                          '# NBVAL_CHECK_OUTPUT' cells' outputs (etc/notebook_outputs.py)"
 
 # ---------------------------------------------------------------- environment
@@ -37,12 +46,17 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when pyproject.toml changed (or the venv is new).
+$(LAB_STAMP): pyproject.toml | $(VPY)
+	@echo "Installing thplab with what the lessons need into $(VENV) (first time: about a minute)"
+	$(VPY) -m pip install --quiet --progress-bar off -e '.[lab]'
+	@touch $@
+
 $(STAMP): pyproject.toml | $(VPY)
 	@echo "Installing thplab with its lab and test dependencies into $(VENV) (first time: about a minute)"
 	$(VPY) -m pip install --quiet --progress-bar off -e '.[lab,test]'
-	@touch $@
+	@touch $@ $(LAB_STAMP)
 
-$(LAB_OVERRIDES_STAMP): $(OVERRIDES) etc/jupyterlab/install_overrides.py $(STAMP)
+$(LAB_OVERRIDES_STAMP): $(OVERRIDES) etc/jupyterlab/install_overrides.py | $(LAB_STAMP)
 	$(VPY) etc/jupyterlab/install_overrides.py
 	@touch $@
 
@@ -54,8 +68,24 @@ clean-venv:
 	rm -rf $(VENV)
 
 # ---------------------------------------------------------------- lab
-lab: $(STAMP) $(LAB_OVERRIDES_STAMP)
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00-index.ipynb
+# JupyterLab serves the repository (as Binder does) and opens lessons/, the learner's git-ignored
+# copies: running and editing a lesson never touches notebooks/. Without a display there is no
+# browser to start: print the URL instead of warning about it.
+NO_BROWSER := $(if $(or $(DISPLAY),$(WAYLAND_DISPLAY),$(filter Darwin,$(shell uname -s))),,--no-browser)
+JUPYTER_LAB = $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) \
+	$(if $(filter 0,$(shell id -u)),--allow-root) $(NO_BROWSER) $(ARGS)
+
+lab: $(LAB_STAMP) $(LAB_OVERRIDES_STAMP)
+	@$(VPY) etc/working_copies.py sync
+	$(JUPYTER_LAB) lessons/00-index.ipynb
+
+reset:
+	@if [ -z "$(LESSONS)" ]; then echo 'say which: make reset LESSONS="03 glossary" (or LESSONS=all)' >&2; exit 2; fi
+	@$(VPY) etc/working_copies.py reset $(if $(filter all,$(LESSONS)),--all,$(LESSONS))
+
+# Contributors: the tracked lessons themselves (commit them clean: make notebooks).
+lab-tracked: $(LAB_STAMP) $(LAB_OVERRIDES_STAMP)
+	$(JUPYTER_LAB) notebooks/00-index.ipynb
 
 # ---------------------------------------------------------------- notebooks
 # Run every lesson, store the expected output of its `# NBVAL_CHECK_OUTPUT` cells in
@@ -76,15 +106,21 @@ chromium:
 	  echo "       or point CHROMIUM=/path/to/chromium at another Chromium/Chrome." >&2; \
 	  exit 1; fi
 
-# Both suites always run; the target fails if either failed.
+# Both suites always run; the target fails if either failed. On 2 cores: about 9 minutes.
 test: $(STAMP) $(LAB_OVERRIDES_STAMP) chromium
-	@rc=0; \
+	@start=$$(date +%s); rc=0; \
+	echo "== make test 1/2: package tests and the real-browser test (about 6 minutes on 2 cores)"; \
 	$(MAKE) --no-print-directory test-tests || rc=1; \
+	echo "== make test 2/2: every lesson under nbval (about 3 minutes)"; \
 	$(MAKE) --no-print-directory test-notebooks || rc=1; \
+	echo "== make test: done in $$(( $$(date +%s) - start )) s"; \
 	exit $$rc
 
 test-tests: $(STAMP) $(LAB_OVERRIDES_STAMP)
 	THPLAB_CHROMIUM=$(CHROMIUM) $(PYTEST) -q tests
+
+test-quick: $(STAMP)
+	$(PYTEST) -q -p no:cacheprovider tests --ignore=tests/browser
 
 # Not part of `make test`: >= 100,000 random operations with check() after each (tens of
 # minutes); figures in benchmarks/README.md.

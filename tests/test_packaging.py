@@ -160,13 +160,14 @@ def test_environment_yml_channels_and_python():
 
 def test_environment_yml_installs_thplab_itself():
     _, pip_section = conda_dependencies()
-    assert any(line.strip() in ("-e .", ".", "-e ./", "./") for line in pip_section), pip_section
+    assert any(line.strip() == "-e .[lab]" for line in pip_section), (
+        "pip installs thplab with its lab extra, so pip enforces pyproject's pins", pip_section)
     conda, _ = conda_dependencies()
     assert "pip" in conda, "conda must provide pip for the pip: section"
 
 
 def test_environment_yml_matches_pyproject():
-    """Same packages (core + `lab` extra), with overlapping version constraints."""
+    """Same packages (core + `lab` extra), with identical version constraints."""
     conda, _ = conda_dependencies()
     pip = pip_requirements("lab")
     conda_pkgs = set(conda) - CONDA_TOOLING
@@ -175,7 +176,7 @@ def test_environment_yml_matches_pyproject():
         f"only in pyproject.toml: {sorted(set(pip) - conda_pkgs)}"
     )
     for name, req in pip.items():
-        assert compatible(conda[name], req.specifier), (
+        assert conda[name] == req.specifier, (
             f"{name}: environment.yml {conda[name]} vs pyproject.toml {req.specifier}"
         )
 
