@@ -360,3 +360,50 @@ def test_live_thp_vmstat_is_text():
     assert isinstance(text, str) and text
     assert text.startswith("/proc/vmstat not readable") or all(
         len(line.split()) == 2 for line in text.splitlines())
+
+
+# ------------------------------------------------------------------ lessons 09-11: the swimlanes they draw
+
+def _swimlane(name, level, **kw):
+    from thplab import diagrams
+    from thplab.races import RACES
+
+    race = RACES[name](level, **kw)
+    race.play()
+    return race, diagrams.race_swimlane(race)
+
+
+def test_lesson_09_swimlanes_old_waits_new_refuses():
+    race0, d0 = _swimlane("split-vs-gup-fast", 0)
+    race7, d7 = _swimlane("split-vs-gup-fast", 7)
+    for d in (d0, d7):
+        assert "ipi-sent" in d.svg and "ipi-ack" in d.svg and "irqs-off" in d.svg
+        assert "irqs off on CPU1; waiting" in d.text
+    assert race0.interleaving.results["CPU0"] == 0 and race7.interleaving.results["CPU0"] == -16
+    assert "_PAGE_SPLITTING set" in d0.text and "_PAGE_SPLITTING" not in d7.text
+
+
+def test_lesson_09_no_compound_lock_what_if_changes_nothing_in_this_race():
+    # The lesson explains why: gup-fast never takes compound_lock, and the IPI already orders the CPUs.
+    for level in (0, 7):
+        as_written, _ = _swimlane("split-vs-gup-fast", level)
+        what_if, _ = _swimlane("split-vs-gup-fast", level, without=("compound_lock",))
+        assert [s.name for s in as_written.interleaving.steps] == [s.name for s in what_if.interleaving.steps]
+    broken, d = _swimlane("split-vs-gup-fast", 8, without=("tlb_flush_ipi",))
+    assert "THE ACCOUNTING BREAKS HERE" in d.text and problems(broken.machine)
+
+
+def test_lesson_11_swimlanes_irqs_off_window_only_in_the_old_kernel():
+    _, d0 = _swimlane("futex-vs-split", 0)
+    race9, d9 = _swimlane("futex-vs-split", 9)
+    assert "ipi-sent" in d0.svg and d0.svg.count('class="irqs-off"') >= 2
+    assert "wait_split_huge_page" in d0.text
+    assert "ipi-sent" not in d9.svg and race9.interleaving.results["CPU0"] == -16
+
+
+def test_lesson_texts_fit_100_columns():
+    texts = [sm.futex_table(), sm.pmd_during_split(0), sm.pmd_during_split(8),
+             sm.splitting_bit_census(SCENARIOS["fork-pin-split"], levels=(0, 10))]
+    texts += [p.render() for p in (sm.pmd_problem(21), sm.futex_problem(4), sm.splitting_problem(9))]
+    for text in texts:
+        assert max(map(len, text.splitlines())) <= 100, text

@@ -438,12 +438,12 @@ def splitting_problem(seed=0, levels=(0, 3, 4, 10)):
     _, rec = record(run.machine, run.machine.split_huge_page, run.head)
     marked = _marked_per_point(rec)
     if kind == "max_marked":
-        question = ("While split_huge_page() runs, at most how many page-table entries carry "
-                    "_PAGE_SPLITTING (bit 10) at the same time?")
+        question = ("While split_huge_page() runs, at most how many page-table entries carry bit 10\n"
+                    "(_PAGE_SPLITTING) at the same time?")
         value = max(marked)
     else:
-        question = ("When split_huge_page() splits the compound page itself "
-                    "(__split_huge_page_refcount), how many page-table entries carry bit 10?")
+        question = ("While __split_huge_page_refcount() splits the compound page's counts, how many\n"
+                    "page-table entries carry bit 10?")
         value = _marked_during_refcount(rec, marked)
     old = run.machine.kernel.caps["splitting_pmd"] and not run.machine.kernel.caps["pte_mapped_thp"]
     if old:
@@ -500,8 +500,8 @@ def pmd_during_split(level, seed=0):
     slot = mem.pmd_offset(m.kernel, m.processes[pid], addr)
     result, rec = record(m, m.split_huge_page, head)
     has = m.kernel.has("pmd_trans_splitting")
-    lines = [f"level {level} ({_level_label(level)}): split_huge_page() -> {result}; "
-             f"the PMD for {addr:#x} in pid {pid} (entry {slot[1]} of table pfn {slot[0]:#x})"]
+    lines = [f"level {level} ({_level_label(level)}): split_huge_page() -> {result}",
+             f"the PMD for {addr:#x} in pid {pid} (entry {slot[1]} of table pfn {slot[0]:#x}):"]
     for i, name, e in pmd_history(rec, slot):
         flags = [f"pmd_trans_huge {int(bool(pt.pmd_trans_huge(e)))}",
                  f"pmd_present {int(bool(pt.pmd_present(e)))}"]
@@ -549,8 +549,8 @@ def _entry_after(level, setup, point, seed=0):
 def _pmd_value_question(rng, level, setup, seed):
     action, point = PMD_ACTIONS["old" if level < 4 else "new"][int(rng.integers(2 if level < 4 else 1))]
     before, after = _entry_after(level, setup, point, seed)
-    question = (f"Before split_huge_page() the PMD holds {before:#018x}. What does it hold right after "
-                f"{action}? (hex)")
+    question = (f"Before split_huge_page() the PMD holds {before:#018x}.\n"
+                f"What does it hold right after {action}? (hex)")
     split, p = pt._PAGE_SPLITTING, pt._PAGE_PRESENT
     if "splitting" in point.lower():
         diagnoses = {before | 0x200: "0x200 is bit 9, where v3.14 kept the bit; on v3.16 it is bit 10 "
@@ -668,7 +668,7 @@ FUTEX_POINTS = (
     (("interrupts off",),
      "the tail pin was dropped; interrupts are off, about to re-pin"),
     (("interrupts off", "put_compound_page: compound_lock_irqsave"),
-     "re-pinned, head reference taken, tail pin not yet dropped (interrupts off)"),
+     "re-pinned and head reference taken; tail pin still held (interrupts off)"),
     (("lock_page",),
      "about to lock_page() the head"),
 )
@@ -746,8 +746,7 @@ def _futex_variants(level):
     out = [(0, False, "the futex word is on subpage 0, the head page"),
            (511, False, "the futex word is on subpage 511, the last tail")]
     if level >= 4:  # from patch 04 a PMD split keeps the compound page
-        out.append((5, True, "the THP's PMD was split first (split_huge_pmd): it is mapped by PTEs; "
-                             "the futex word is on subpage 5"))
+        out.append((5, True, "split_huge_pmd() first: the THP is mapped by PTEs; futex word on subpage 5"))
     return out
 
 
