@@ -194,10 +194,11 @@ def test_where_it_waits_text():
     assert "pmd_lock: waiting" in new
 
 
-def test_splitting_bit_census_old_vs_new():
+def test_splitting_bit_census_counts_pmds_not_points():
     text = sm.splitting_bit_census(SCENARIOS["fork-pin-split"], levels=(0, 4, 10))
+    assert "points" not in text                                  # a fact about the kernel, not the model
     rows = {int(line.split()[0]): line.split() for line in text.splitlines()[2:]}
-    assert int(rows[0][-2]) > 0 and int(rows[0][-1]) == 2        # both PMDs marked at once
+    assert rows[0][-2:] == ["2", "2"]        # both PMDs marked at once, and through the refcount split
     for lv in (4, 10):
         assert rows[lv][-2:] == ["0", "0"]
 
@@ -210,7 +211,15 @@ def test_splitting_problem(seed):
         assert p.answer == forks + 1
     else:
         assert p.answer == 0
+        assert "old kernel's answer" in p.check(forks + 1)[1]
     assert p.check(p.answer)[0]
+    assert p.check(None)[1].startswith("No answer yet")
+
+
+def test_splitting_problem_diagnoses_a_forgotten_parent():
+    p = next(p for p in map(sm.splitting_problem, range(40)) if p.level < 4 and p.steps.count("fork()"))
+    forks = p.steps.count("fork()")
+    assert "forgot the parent" in p.check(forks)[1]
 
 
 # ------------------------------------------------------------------ lesson 10
@@ -229,13 +238,37 @@ def test_pmd_during_split_old_and_new():
     assert Machine.boot("8M", patches=7).kernel.has("pmd_trans_splitting")
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_pmd_problem(seed):
+@pytest.mark.parametrize("seed", range(16))
+def test_pmd_problem_asks_a_new_state(seed):
     p = sm.pmd_problem(seed)
     entry = int(re.search(r"holds (0x[0-9a-f]+)", p.question)[1], 16)
-    if "bit 10" in p.question:
-        assert p.answer == (entry >> 10) & 1
     assert p.check(p.answer)[0] and p.check(hex(p.answer))[0]
+    assert p.answer not in p.diagnoses
+    if p.kind == "value_after":
+        assert p.hex_answer and hex(p.answer) in p.explanation
+        if p.level == 8:
+            assert p.answer == 0
+        elif "splitting_flush" in p.question:
+            assert p.answer == entry | 0x400
+            assert "bit 9" in p.check(entry | 0x200)[1]
+        else:
+            assert p.answer == (entry | 0x400) & ~1
+    else:
+        assert p.answer == 1 and (entry & 1) == 0               # not present, yet pmd_present()
+        assert ("Global bit" in p.check(0)[1]) == ("PROT_NONE" in p.steps[1])
+
+
+def test_pmd_problem_kinds_cover_both_levels():
+    got = {(p.level, p.kind) for p in map(sm.pmd_problem, range(40))}
+    assert got == {(0, "value_after"), (0, "pmd_present"), (8, "value_after"), (8, "pmd_present")}
+
+
+def test_splitting_pmd_walk_draws_the_marked_pmd():
+    d = sm.splitting_pmd_walk(0)
+    assert "0x80000000002004e7" in d.text and "SPLITTING" in d.text and "subpage 5" in d.text
+    assert "SPLITTING" in d.svg
+    with pytest.raises(ValueError, match="never marks"):
+        sm.splitting_pmd_walk(8)
 
 
 # ------------------------------------------------------------------ lesson 11
@@ -266,12 +299,23 @@ def test_futex_swap_race():
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_futex_problem(seed):
+def test_futex_problem_is_a_state_the_table_does_not_show(seed):
     p = sm.futex_problem(seed)
-    assert p.level in (0, 9)
+    assert p.level in (0, 8, 9)
+    assert "subpage 0" in p.steps[1] or "subpage 511" in p.steps[1] or "PTEs" in p.steps[1]
     assert p.check(p.answer)[0] and not p.check(p.answer + 7)[0]
+    assert p.answer not in p.diagnoses and p.diagnoses
     if p.kind == "split" and p.level == 9:
         assert p.answer == -16
+
+
+def test_futex_at_head_and_pte_mapped():
+    head0 = [sm.futex_at(0, i, subpage=0) for i in range(len(sm._points(0, subpage=0)))]
+    assert [r["refs"] for r in head0] == [1, 1] and not any(r["waited"] for r in head0)  # no special case
+    window = sm.futex_at(8, 1, pte_mapped=True)      # the dance runs on a PTE-mapped tail too
+    # no huge PMD left to flush: the split sends no IPI, so nothing waits for CPU1's interrupts
+    assert window["irqs_off"] and window["refs"] == 0 and window["split"] == 0 and not window["waited"]
+    assert all(sm.futex_at(9, i, pte_mapped=True)["split"] == -16 for i in range(2))
 
 
 def test_futex_text_twins():
@@ -331,3 +375,50 @@ def test_live_thp_vmstat_is_text():
     assert isinstance(text, str) and text
     assert text.startswith("/proc/vmstat not readable") or all(
         len(line.split()) == 2 for line in text.splitlines())
+
+
+# ------------------------------------------------------------------ lessons 09-11: the swimlanes they draw
+
+def _swimlane(name, level, **kw):
+    from thplab import diagrams
+    from thplab.races import RACES
+
+    race = RACES[name](level, **kw)
+    race.play()
+    return race, diagrams.race_swimlane(race)
+
+
+def test_lesson_09_swimlanes_old_waits_new_refuses():
+    race0, d0 = _swimlane("split-vs-gup-fast", 0)
+    race7, d7 = _swimlane("split-vs-gup-fast", 7)
+    for d in (d0, d7):
+        assert "ipi-sent" in d.svg and "ipi-ack" in d.svg and "irqs-off" in d.svg
+        assert "irqs off on CPU1; waiting" in d.text
+    assert race0.interleaving.results["CPU0"] == 0 and race7.interleaving.results["CPU0"] == -16
+    assert "_PAGE_SPLITTING set" in d0.text and "_PAGE_SPLITTING" not in d7.text
+
+
+def test_lesson_09_no_compound_lock_what_if_changes_nothing_in_this_race():
+    # The lesson explains why: gup-fast never takes compound_lock, and the IPI already orders the CPUs.
+    for level in (0, 7):
+        as_written, _ = _swimlane("split-vs-gup-fast", level)
+        what_if, _ = _swimlane("split-vs-gup-fast", level, without=("compound_lock",))
+        assert [s.name for s in as_written.interleaving.steps] == [s.name for s in what_if.interleaving.steps]
+    broken, d = _swimlane("split-vs-gup-fast", 8, without=("tlb_flush_ipi",))
+    assert "THE ACCOUNTING BREAKS HERE" in d.text and problems(broken.machine)
+
+
+def test_lesson_11_swimlanes_irqs_off_window_only_in_the_old_kernel():
+    _, d0 = _swimlane("futex-vs-split", 0)
+    race9, d9 = _swimlane("futex-vs-split", 9)
+    assert "ipi-sent" in d0.svg and d0.svg.count('class="irqs-off"') >= 2
+    assert "wait_split_huge_page" in d0.text
+    assert "ipi-sent" not in d9.svg and race9.interleaving.results["CPU0"] == -16
+
+
+def test_lesson_texts_fit_100_columns():
+    texts = [sm.futex_table(), sm.pmd_during_split(0), sm.pmd_during_split(8),
+             sm.splitting_bit_census(SCENARIOS["fork-pin-split"], levels=(0, 10))]
+    texts += [p.render() for p in (sm.pmd_problem(21), sm.futex_problem(4), sm.splitting_problem(9))]
+    for text in texts:
+        assert max(map(len, text.splitlines())) <= 100, text

@@ -320,3 +320,35 @@ def test_live_status_is_text_and_never_raises(monkeypatch):
     monkeypatch.setattr(live, "thp_unavailable_reason", lambda: "not Linux (sys.platform is 'x')")
     text = live_lab.live_status()
     assert text.startswith("kernel: Linux ") and "cannot run here (not Linux" in text
+
+
+def test_lesson_12_lists_the_promises_the_model_checks():
+    import json
+    import pathlib
+
+    nb = json.loads(pathlib.Path(__file__).parents[1].joinpath(
+        "notebooks", "12-patch-10-documentation.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "The model can check twelve of them" in text and len(contract.PROMISES) == 12
+    assert "(12) `split_huge_pmd()` never fails" in text
+    table = contract.contract_table(levels=(10, 0))
+    assert max(map(len, table.splitlines())) <= 100
+
+
+def test_lesson_12_hands_on_identity_and_split():
+    from thplab import diagrams
+    from thplab.params import PAGE_SIZE
+
+    m = Machine.boot("16M", patches=10, seed=0)
+    pid, addr, head = m.map_thp()
+    child = m.fork(pid)
+    m.split_huge_pmd(child, addr)
+    pin = m.get_user_pages_fast(pid, addr + 5 * PAGE_SIZE)
+    sub = range(head, head + HPAGE_PMD_NR)
+    total = int(m.page_mapcount(list(sub)).sum())
+    assert int(m.page_count(head)) == total + int(m.pins[head:head + HPAGE_PMD_NR].sum()) == 514
+    d = diagrams.thp_mappings(m, head)
+    assert "_count 514" in d.text and "pins 1" in d.text and "512 PTEs" in d.text
+    assert m.split_huge_page(head) == -EBUSY
+    m.put_page(pin)
+    assert m.split_huge_page(head) == 0 and m.vmstat["thp_split_pmd"] == 2

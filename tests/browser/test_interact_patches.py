@@ -130,15 +130,15 @@ def test_lesson_09_race_view_steps_and_plays(lab_page, lab):
     for line in played0:
         assert _norm(line) in shown, f"level 0: {line!r} not shown"
 
-    # The whole series: the same race ends with -16 (-EBUSY), and the IPI wait is in __split_huge_pmd().
-    drive.select_toggle(page, "Kernel", "after patch 10 (level 10)")
+    # After patch 07: the same race ends with -16 (-EBUSY), and the IPI wait is in __split_huge_pmd().
+    drive.select_toggle(page, "Kernel", "after patch 07 (level 7)")
     _wait_gone(scope, "CPU0 -> 0")                                  # the toggle resets the race
-    played10 = _played(10)
-    results10 = next(line for line in played10 if line.startswith("results:"))
-    assert "CPU0 -> -16" in results10
-    drive.measure(page, lambda: drive.click_button(page, "Play the race", scope=scope), results10,
-                  scope=scope, name="Play the race (level 10)")
+    played7 = _played(7)
+    results7 = next(line for line in played7 if line.startswith("results:"))
+    assert "CPU0 -> -16" in results7
+    drive.measure(page, lambda: drive.click_button(page, "Play the race", scope=scope), results7,
+                  scope=scope, name="Play the race (level 7)")
     shown = _norm(scope.inner_text())
-    for line in played10:
-        assert _norm(line) in shown, f"level 10: {line!r} not shown"
+    for line in played7:
+        assert _norm(line) in shown, f"level 7: {line!r} not shown"
     assert "__split_huge_pmd: pmdp_clear_flush: TLB-flush IPI waits for CPU1" in shown

@@ -274,7 +274,7 @@ PROMISES = [
             "split_huge_page distributes the refcounts taken by page table entries",
             _promise_split_distributes),
     Promise("Refcounts and transparent huge pages",
-            "split fails iff some reference is not a mapping (here: a pin): count must be sum of mapcounts + 1",
+            "split fails iff a reference is not a mapping (here: a pin): count must be Σ mapcount + 1",
             _promise_split_iff_unpinned),
     Promise("Refcounts and transparent huge pages",
             "compound_lock still serialises get/put_page on tails against the split",

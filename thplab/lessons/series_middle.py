@@ -27,8 +27,8 @@ import numpy as np
 from .. import memory as mem
 from .. import pgtable as pt
 from ..machine import Machine
-from ..params import HPAGE_PMD_NR, PAGE_SIZE
-from ..problems import Exercise
+from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
+from ..problems import Exercise, check_number
 from ..races import Race
 from ..scenarios import (Scenario, fault_thp, fork, munmap_subpages, mprotect_subpages,
                          pin_subpage, split_page, unpin_all)
@@ -381,31 +381,53 @@ def _finished_after(il):
     return order == ["CPU0", "CPU1"]
 
 
-def splitting_bit_census(scenario, levels=(0, 3, 4, 6, 10)):
-    """Run ``scenario`` under a recorder at each level; count points where any entry has bit 10.
-
-    Returns text, one line per level: kernel points recorded, points at
-    which some page-table entry had ``_PAGE_BIT_SPLITTING`` (bit 10) set,
-    and the most entries seen with it at once.
-    """
+def _marked_per_point(recorder):
+    """Per recorded point: how many page-table entries have ``_PAGE_SPLITTING`` (bit 10) set."""
     bit = np.uint64(pt._PAGE_SPLITTING)
-    lines = [f"{scenario.title}: {len(scenario.steps)} steps, every kernel point recorded",
-             f"{'level':<20}{'points':>8}{'with bit 10 set':>18}{'max entries':>14}"]
+    return [int(((s.state.tables & bit) != 0).sum()) for s in recorder.steps]
+
+
+def _marked_during_refcount(recorder, marked):
+    """Entries with bit 10 while the compound page's counts are split (0 if that phase never ran)."""
+    return max([n for n, s in zip(marked, recorder.steps) if "__split_huge_page_refcount" in s.name] or [0])
+
+
+def splitting_bit_census(scenario, levels=(0, 3, 4, 6, 10)):
+    """Run ``scenario`` under a recorder at each level; what did the kernel do with bit 10?
+
+    Returns text, one line per level: the most page-table entries with
+    ``_PAGE_BIT_SPLITTING`` (bit 10) set at the same moment, and how many
+    still had it while ``__split_huge_page_refcount()`` split the counts --
+    facts about the kernel (one mark per PMD mapping the THP), not about how
+    many points the model happens to record.
+    """
+    lines = [f"{scenario.title}: {len(scenario.steps)} steps",
+             f"{'level':<20}{'most entries with bit 10 at once':>34}{'while the counts are split':>28}"]
     for lv in levels:
         run = scenario.start(lv)
-        points = marked = most = 0
+        most = during = 0
         while not run.finished:
             _, rec = record(run.machine, run.step)
-            for s in rec.steps:
-                n = int(((s.state.tables & bit) != 0).sum())
-                points += 1
-                marked += n > 0
-                most = max(most, n)
-        lines.append(f"{f'{lv} ({_level_label(lv)})':<20}{points:>8}{marked:>18}{most:>14}")
+            marked = _marked_per_point(rec)
+            most = max(most, *marked)
+            during = max(during, _marked_during_refcount(rec, marked))
+        lines.append(f"{f'{lv} ({_level_label(lv)})':<20}{most:>34}{during:>28}")
     return "\n".join(lines)
 
 
-class SplittingProblem(_Answer):
+@dataclasses.dataclass
+class _Diagnosed(_Answer):
+    """An answer whose feedback says what a typical wrong answer usually means (lessons 09-11)."""
+
+    diagnoses: dict = dataclasses.field(default_factory=dict)
+    hex_answer: bool = False
+
+    def check(self, guess):
+        return check_number(guess, self.answer, self.explanation, diagnoses=self.diagnoses,
+                            hex_answer=self.hex_answer)
+
+
+class SplittingProblem(_Diagnosed):
     """A question about ``_PAGE_SPLITTING`` during ``split_huge_page()`` (lesson 09)."""
 
 
@@ -425,27 +447,33 @@ def splitting_problem(seed=0, levels=(0, 3, 4, 10)):
     run = Scenario("splitting", "exercise", "", steps).start(level, seed=seed)
     run.run_all()
     _, rec = record(run.machine, run.machine.split_huge_page, run.head)
-    bit = np.uint64(pt._PAGE_SPLITTING)
-    per_point = [int(((s.state.tables & bit) != 0).sum()) for s in rec.steps]
+    marked = _marked_per_point(rec)
     if kind == "max_marked":
-        question = ("While split_huge_page() runs, at most how many page-table entries carry "
-                    "_PAGE_SPLITTING (bit 10) at the same time?")
-        value = max(per_point)
+        question = ("While split_huge_page() runs, at most how many page-table entries carry bit 10\n"
+                    "(_PAGE_SPLITTING) at the same time?")
+        value = max(marked)
     else:
-        question = ("When split_huge_page() splits the compound page itself "
-                    "(__split_huge_page_refcount), how many page-table entries carry bit 10?")
-        value = max([n for n, s in zip(per_point, rec.steps) if "__split_huge_page_refcount" in s.name]
-                    or [0])
-    if run.machine.kernel.caps["splitting_pmd"] and not run.machine.kernel.caps["pte_mapped_thp"]:
-        why = (f"Old split: phase 1 marks every PMD mapping the THP ({forks + 1} here, one per process) "
-               "and keeps them marked through the refcount split; phase 3 turns each into a table. "
-               f"Bit 10 per point: {per_point}.")
+        question = ("While __split_huge_page_refcount() splits the compound page's counts, how many\n"
+                    "page-table entries carry bit 10?")
+        value = _marked_during_refcount(rec, marked)
+    old = run.machine.kernel.caps["splitting_pmd"] and not run.machine.kernel.caps["pte_mapped_thp"]
+    if old:
+        why = (f"Old split: phase 1 marks every PMD mapping the THP ({forks + 1} here: the parent's and "
+               f"one per fork) and keeps them marked through the refcount split; phase 3 turns each "
+               "into a table.")
+        diagnoses = {1: "Each process that maps the THP has its own PMD, and phase 1 marks all of them "
+                        "before phase 2 starts.",
+                     0: "At this level the old three-phase split still runs: it marks before it splits."}
+        if forks:
+            diagnoses[forks] = "You forgot the parent's own PMD."
     else:
         why = ("From patch 04 on, split_huge_pmd() clears the PMD under the PMD lock and fills the "
                "table; nothing sets bit 10 any more, which is why patches 07 and 08 can delete "
                "everything that tests it.")
+        diagnoses = {forks + 1: "That is the old kernel's answer (one mark per PMD); from patch 04 on "
+                                "the split never marks a PMD."}
     return SplittingProblem(seed, level, kind, [label for label, _ in steps] + ["split_huge_page()"],
-                            question, int(value), why)
+                            question, int(value), why, diagnoses)
 
 
 def _fork_from_parent(run):
@@ -483,8 +511,8 @@ def pmd_during_split(level, seed=0):
     slot = mem.pmd_offset(m.kernel, m.processes[pid], addr)
     result, rec = record(m, m.split_huge_page, head)
     has = m.kernel.has("pmd_trans_splitting")
-    lines = [f"level {level} ({_level_label(level)}): split_huge_page() -> {result}; "
-             f"the PMD for {addr:#x} in pid {pid} (entry {slot[1]} of table pfn {slot[0]:#x})"]
+    lines = [f"level {level} ({_level_label(level)}): split_huge_page() -> {result}",
+             f"the PMD for {addr:#x} in pid {pid} (entry {slot[1]} of table pfn {slot[0]:#x}):"]
     for i, name, e in pmd_history(rec, slot):
         flags = [f"pmd_trans_huge {int(bool(pt.pmd_trans_huge(e)))}",
                  f"pmd_present {int(bool(pt.pmd_present(e)))}"]
@@ -496,45 +524,130 @@ def pmd_during_split(level, seed=0):
     return "\n".join(lines)
 
 
-class PmdProblem(_Answer):
-    """A question about one PMD entry met during a split (lesson 10)."""
+class PmdProblem(_Diagnosed):
+    """A question about one PMD entry met during a split or a PROT_NONE mapping (lesson 10)."""
 
 
-_PMD_QUESTIONS = {
-    "bit10": ("Is bit 10 (_PAGE_SPLITTING in the old kernel) set in it? (1 = yes, 0 = no)",
-              lambda e: int(bool(e & pt._PAGE_SPLITTING))),
-    "pmd_present": ("What does pmd_present() say about it? (1 = true, 0 = false)",
-                    lambda e: int(bool(pt.pmd_present(e)))),
-    "pmd_trans_huge": ("What does pmd_trans_huge() say about it? (1 = true, 0 = false)",
-                       lambda e: int(bool(pt.pmd_trans_huge(e)))),
+#: Lesson 10's set-ups: how the THP whose PMD the question follows came to be.
+PMD_SETUPS = ("one process", "after fork()", "the second THP")
+
+#: The kernel actions lesson 10 asks about: (action, the model's point that shows its result).
+PMD_ACTIONS = {
+    "old": (("pmdp_splitting_flush()", "_PAGE_SPLITTING set"), ("pmdp_invalidate()", "pmdp_invalidate")),
+    "new": (("__split_huge_pmd()'s pmdp_clear_flush()", "PMD cleared"),),
 }
 
 
-def pmd_problem(seed=0, levels=(0, 8)):
-    """Seeded: one PMD value seen during ``split_huge_page()``; decode a bit of it."""
-    rng = np.random.default_rng(seed)
-    level = int(rng.choice(levels))
-    kind = str(rng.choice(list(_PMD_QUESTIONS)))
+def _pmd_stage(level, setup, seed=0):
     m = Machine.boot("8M", patches=level, seed=seed)
     pid, addr, head = m.map_thp()
+    if setup == "after fork()":
+        m.fork(pid)
+    elif setup == "the second THP":
+        pid, addr, head = m.map_thp(pid)
+    return m, pid, addr, head
+
+
+def _entry_after(level, setup, point, seed=0):
+    """``(before, after)``: the PMD before ``split_huge_page()`` and at the first point containing ``point``."""
+    m, pid, addr, head = _pmd_stage(level, setup, seed)
     slot = mem.pmd_offset(m.kernel, m.processes[pid], addr)
     _, rec = record(m, m.split_huge_page, head)
     history = pmd_history(rec, slot)
-    i, name, e = history[int(rng.integers(len(history)))]
-    text, answer = _PMD_QUESTIONS[kind]
-    question = f"At point {i} ({name}) the PMD holds {e:#018x}. {text}"
-    why = (f"{e:#018x} decodes as: {pt.decode_entry(e, 'pmd')}. Bit 0 is P, bit 7 PSE (a 2 MiB leaf: "
-           "pmd_trans_huge), bit 10 the old _PAGE_SPLITTING; pmd_present() is true if P, PROTNONE or "
-           "PSE is set, because the old split clears P (pmdp_invalidate) while the PMD is still huge.")
-    return PmdProblem(seed, level, kind, ["fault a THP", "split_huge_page(), recorded"], question,
-                      answer(e), why)
+    return history[0][2], next(e for _, name, e in history if point in name)
+
+
+def _pmd_value_question(rng, level, setup, seed):
+    action, point = PMD_ACTIONS["old" if level < 4 else "new"][int(rng.integers(2 if level < 4 else 1))]
+    before, after = _entry_after(level, setup, point, seed)
+    question = (f"Before split_huge_page() the PMD holds {before:#018x}.\n"
+                f"What does it hold right after {action}? (hex)")
+    split, p = pt._PAGE_SPLITTING, pt._PAGE_PRESENT
+    if "splitting" in point.lower():
+        diagnoses = {before | 0x200: "0x200 is bit 9, where v3.14 kept the bit; on v3.16 it is bit 10 "
+                                     "(0x400).",
+                     before: "pmdp_splitting_flush() does change the entry: it sets _PAGE_SPLITTING."}
+    elif level < 4:
+        diagnoses = {before | split: "pmdp_invalidate() clears P (bit 0); the other bits stay.",
+                     before & ~p: "The SPLITTING bit stays until pmd_populate() replaces the whole entry.",
+                     0: "The old split never empties the PMD: it clears P only, so the entry still "
+                        "looks huge."}
+    else:
+        diagnoses = {before | split: "From patch 04 on nothing sets bit 10.",
+                     before & ~p: "That is the old kernel's pmdp_invalidate(); __split_huge_pmd() clears "
+                                  "the whole entry (pmd_none) before it populates the table."}
+    why = (f"{before:#018x} is [{pt.decode_entry(before, 'pmd')}]; right after {action} it is "
+           f"{after:#018x} [{pt.decode_entry(after, 'pmd')}].")
+    diagnoses.pop(after, None)
+    return "value_after", [f"{setup}: a THP", "split_huge_page()"], question, after, why, diagnoses, True
+
+
+def _pmd_present_question(rng, level, setup, seed):
+    case = "invalidated" if level < 4 and rng.integers(2) else "PROT_NONE"
+    if case == "PROT_NONE":
+        m, pid, addr, _ = _pmd_stage(level, setup, seed)
+        m.mprotect(pid, addr, HPAGE_PMD_SIZE, "none")
+        entry = int(m.walk(pid, [addr])["pmd"][0])
+        steps = [f"{setup}: a THP", "mprotect(PROT_NONE) on its 2 MiB"]
+        wrong = ("P is clear, but the entry has PROTNONE (the Global bit, reused): the page is still "
+                 "mapped, only inaccessible, so pmd_present() says yes.")
+    else:
+        _, entry = _entry_after(level, setup, "pmdp_invalidate", seed)
+        steps = [f"{setup}: a THP", "split_huge_page(), stopped just after pmdp_invalidate()"]
+        wrong = ("P is clear, but PSE is still set: x86's pmd_present() accepts PSE so that the "
+                 "half-split PMD is not taken for an empty one.")
+    answer = int(bool(pt.pmd_present(entry)))
+    question = f"The PMD now holds {entry:#018x}. What does pmd_present() say? (1 = true, 0 = false)"
+    why = (f"{entry:#018x} is [{pt.decode_entry(entry, 'pmd')}]. x86's pmd_present() is true when P, "
+           "PROTNONE or PSE is set.")
+    diagnoses = {1 - answer: wrong}
+    return "pmd_present", steps, question, answer, why, diagnoses, False
+
+
+def pmd_problem(seed=0, levels=(0, 8)):
+    """Seeded: a PMD in a new state; give its value after a kernel action, or ``pmd_present()`` of it.
+
+    The set-up (:data:`PMD_SETUPS`: a forked, write-protected PMD, a THP at
+    another pfn...) and the level vary, so the rule -- not a value printed
+    above -- answers it.  Kinds: ``value_after`` (hex) and ``pmd_present``.
+    """
+    rng = np.random.default_rng(seed)
+    level = int(rng.choice(levels))
+    setup = PMD_SETUPS[int(rng.integers(len(PMD_SETUPS)))]
+    ask = _pmd_value_question if rng.integers(2) == 0 else _pmd_present_question
+    kind, steps, question, answer, why, diagnoses, as_hex = ask(rng, level, setup, seed)
+    return PmdProblem(seed, level, kind, steps, question, int(answer), why, diagnoses, as_hex)
+
+
+def splitting_pmd_walk(level=0, subpage=5, seed=0):
+    """:func:`thplab.diagrams.page_table_walk` of subpage ``subpage`` while the old split has it marked.
+
+    CPU0 runs ``split_huge_page()`` up to ``pmdp_splitting_flush()``; the walk
+    is drawn there (the PMD: present, huge and ``_PAGE_SPLITTING``), then the
+    split finishes.  Only kernels that still mark PMDs (levels 0-3).
+    """
+    from ..diagrams import page_table_walk
+
+    m = Machine.boot("8M", patches=level, seed=seed)
+    if not (m.kernel.caps["splitting_pmd"] and m.kernel.has("pmdp_splitting_flush")
+            and not m.kernel.caps["pte_mapped_thp"]):
+        raise ValueError(f"level {level} never marks a PMD _PAGE_SPLITTING (levels 0-3 do)")
+    pid, addr, head = m.map_thp()
+    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head))
+    il.run_until("CPU0", "_PAGE_SPLITTING set")
+    diagram = page_table_walk(m, pid, addr + subpage * PAGE_SIZE)
+    il.finish()
+    return diagram
 
 
 # =================================================================== lesson 11: futex
 
-def _futex_stage(level, seed=0):
+def _futex_stage(level, seed=0, pte_mapped=False):
+    """A machine with one THP; with ``pte_mapped`` its PMD is split first (levels >= 4 keep the THP)."""
     m = Machine.boot("8M", patches=level, seed=seed)
     pid, addr, head = m.map_thp()
+    if pte_mapped:
+        m.split_huge_pmd(pid, addr)
     return m, pid, addr, head
 
 
@@ -557,25 +670,31 @@ def futex_swap_race(level=0, seed=0):
                 futex_swap_race.__doc__, m, il, schedule, head, pid, addr)
 
 
-#: Points of ``get_futex_key()`` (on subpage 5) where lesson 11 stops CPU1 and
-#: asks about the split: ``(path, description)``, where CPU1 runs to the first
-#: point containing each text of ``path`` in turn.
+#: Points of ``get_futex_key()`` where lesson 11 stops CPU1 and asks about the
+#: split: ``(path, description)``, where CPU1 runs to the first point
+#: containing each text of ``path`` in turn.
 FUTEX_POINTS = (
     (("get_user_pages_fast: local_irq_enable",),
-     "gup-fast has returned subpage 5, pinned"),
+     "gup-fast has returned the page, pinned"),
     (("interrupts off",),
      "the tail pin was dropped; interrupts are off, about to re-pin"),
     (("interrupts off", "put_compound_page: compound_lock_irqsave"),
-     "re-pinned, head reference taken, tail pin not yet dropped (interrupts off)"),
+     "re-pinned and head reference taken; tail pin still held (interrupts off)"),
     (("lock_page",),
      "about to lock_page() the head"),
 )
 
 
-def _points(level, seed=0):
-    """The FUTEX_POINTS that ``get_futex_key()`` passes at ``level``."""
-    m, pid, addr, _ = _futex_stage(level, seed)
-    il = Interleaving(m, CPU1=lambda: m.get_futex_key(pid, addr + 5 * PAGE_SIZE))
+def _futex_il(level, seed, subpage, pte_mapped, split):
+    m, pid, addr, head = _futex_stage(level, seed, pte_mapped)
+    ops = {"CPU0": lambda: m.split_huge_page(head)} if split else {}
+    il = Interleaving(m, **ops, CPU1=lambda: m.get_futex_key(pid, addr + subpage * PAGE_SIZE))
+    return m, head, il
+
+
+def _points(level, seed=0, subpage=5, pte_mapped=False):
+    """The FUTEX_POINTS that ``get_futex_key()`` on ``subpage`` passes at ``level``."""
+    _, _, il = _futex_il(level, seed, subpage, pte_mapped, split=False)
     il.finish()
     names = [s.name for s in il.steps]
     out = []
@@ -599,24 +718,25 @@ def _refs_held(machine, head):
     return int(mm["_count"][head]) - mappings
 
 
-def futex_at(level, point, seed=0):
-    """Stop ``get_futex_key()`` at ``point`` (an index into the level's FUTEX_POINTS), then split.
+def futex_at(level, point, seed=0, subpage=5, pte_mapped=False):
+    """Stop ``get_futex_key()`` on ``subpage`` at ``point`` (an index into the level's FUTEX_POINTS), then split.
 
     Returns a dict: ``point`` (its description), ``refs`` (references the
     futex code holds on the THP there: head ``_count`` minus mappings),
-    ``tail_pin`` (the old scheme's pin count on subpage 5), ``split``
-    (what ``split_huge_page()`` returns when CPU0 runs it from there, CPU1
-    moving only when CPU0 waits for it), ``waited`` (whether CPU0 had to
-    wait for CPU1), and ``log``.
+    ``tail_pin`` (the old scheme's pin count on the subpage), ``irqs_off``
+    (whether CPU1 has interrupts off there), ``split`` (what
+    ``split_huge_page()`` returns when CPU0 runs it from there, CPU1 moving
+    only when CPU0 waits for it), ``waited`` (whether CPU0 had to wait for
+    CPU1), and ``log``.
     """
-    path, what = _points(level, seed)[point]
-    m, pid, addr, head = _futex_stage(level, seed)
-    il = Interleaving(m, CPU0=lambda: m.split_huge_page(head),
-                      CPU1=lambda: m.get_futex_key(pid, addr + 5 * PAGE_SIZE))
+    path, what = _points(level, seed, subpage, pte_mapped)[point]
+    m, head, il = _futex_il(level, seed, subpage, pte_mapped, split=True)
     for text in path:
         il.run_until("CPU1", text)
     refs = _refs_held(m, head)
-    tail_pin = int(m.mem_map["_mapcount"][head + 5]) + 1 if m.kernel.caps["tail_pins"] else 0
+    tail_pin = (int(m.mem_map["_mapcount"][head + subpage]) + 1
+                if m.kernel.caps["tail_pins"] and subpage else 0)
+    irqs_off = "CPU1" in il.steps[-1].irqs_off
     waited = False
     while not il.done("CPU0"):
         il.step("CPU0")
@@ -624,26 +744,59 @@ def futex_at(level, point, seed=0):
             waited = True
             il.step("CPU1")
     il.finish()
-    return {"point": what, "refs": refs, "tail_pin": tail_pin, "split": il.results.get("CPU0"),
-            "waited": waited, "log": il.log()}
+    return {"point": what, "refs": refs, "tail_pin": tail_pin, "irqs_off": irqs_off,
+            "split": il.results.get("CPU0"), "waited": waited, "log": il.log()}
 
 
-class FutexProblem(_Answer):
+class FutexProblem(_Diagnosed):
     """A question about ``get_futex_key()`` meeting ``split_huge_page()`` (lesson 11)."""
 
 
-def futex_problem(seed=0, levels=(0, 9)):
-    """Seeded: CPU1 stopped at a point of ``get_futex_key()``; ask what it holds or what a split does.
+def _futex_variants(level):
+    """``[(subpage, pte_mapped, label)]``: states lesson 11's table does not show (it has subpage 5, huge PMD)."""
+    out = [(0, False, "the futex word is on subpage 0, the head page"),
+           (511, False, "the futex word is on subpage 511, the last tail")]
+    if level >= 4:  # from patch 04 a PMD split keeps the compound page
+        out.append((5, True, "split_huge_pmd() first: the THP is mapped by PTEs; futex word on subpage 5"))
+    return out
 
-    Kinds: ``refs`` (references held on the THP), ``split`` (return value of
-    a split started there), ``waits`` (1 if that split has to wait for CPU1).
+
+def _futex_diagnoses(kind, res, level):
+    if kind == "refs":
+        return {res["refs"] + 1: "The tail pin was dropped (put_page) before the re-pin; count again."
+                if res["refs"] == 0 else "Count only the references the futex code took, not the mappings.",
+                res["refs"] - 1: "For a moment both are held: the head reference is taken before the tail "
+                                 "pin is dropped." if res["refs"] == 2 else
+                                 "gup-fast's pin is a reference too (on the head's _count)."}
+    if kind == "split":
+        if res["split"] == 0:
+            return {-16: "The old split never fails: it moves pins to the tails." if level < 4 else
+                         "At this point the futex code holds no reference at all."}
+        return {0: "A pin on a tail is a reference on the head's _count now, so the split's test "
+                   "page_count - 1 == sum of page_mapcount fails."}
+    if res["waited"]:
+        return {0: "CPU1 has interrupts off here: the split's TLB-flush IPI cannot be taken until it "
+                   "enables them."}
+    return {1: "Only interrupts off on CPU1 hold the split up, and CPU1 has them on here."
+            if not res["irqs_off"] else "The split fails at its racy check, before it flushes anything."}
+
+
+def futex_problem(seed=0, levels=(0, 8, 9)):
+    """Seeded: CPU1 stopped in ``get_futex_key()`` in a state lesson 11's table does not show.
+
+    The futex word is on the head or the last tail, or the THP is
+    PTE-mapped (:func:`_futex_variants`); the same rules answer it.  Kinds:
+    ``refs`` (references held on the THP), ``split`` (return value of a
+    split started there), ``waits`` (1 if that split has to wait for CPU1).
     """
     rng = np.random.default_rng(seed)
     level = int(rng.choice(levels))
-    points = _points(level, seed)
+    variants = _futex_variants(level)
+    subpage, pte_mapped, label = variants[int(rng.integers(len(variants)))]
+    points = _points(level, seed, subpage, pte_mapped)
     i = int(rng.integers(len(points)))
     kind = str(rng.choice(("refs", "split", "waits")))
-    res = futex_at(level, i, seed)
+    res = futex_at(level, i, seed, subpage, pte_mapped)
     question = {
         "refs": "How many references does the futex code hold on the THP at this point "
                 "(head _count minus the mappings)?",
@@ -653,19 +806,24 @@ def futex_problem(seed=0, levels=(0, 9)):
                  "finish? (1 = yes, 0 = no)",
     }[kind]
     answer = {"refs": res["refs"], "split": res["split"], "waits": int(res["waited"])}[kind]
+    if not subpage and level < 9:
+        special = "The page is the head, not a tail, so the special case never runs. "
+    else:
+        special = ""
     if level < 4:
         scheme = (f"Old scheme: the futex code holds {_refs(res['refs'])} here"
-                  + (", one of them a pin on tail 5 (its _mapcount)" if res["tail_pin"] else "")
+                  + (", one of them a pin on the tail (its _mapcount)" if res["tail_pin"] else "")
                   + ". The split never fails; it can only be held up by interrupts off on CPU1.")
     else:
         scheme = (f"New scheme: the futex code holds {_refs(res['refs'])}, all on the head's "
                   "_count; split_huge_page() fails with -EBUSY while any are held.")
-    why = (f"{scheme} Split returns {res['split']}"
+    why = (f"{special}{scheme} Split returns {res['split']}"
            + (", after waiting for CPU1 (its TLB-flush IPI cannot run while CPU1 has interrupts off)."
               if res["waited"] else ", without waiting for CPU1."))
-    steps = ["fault a THP", "CPU1: get_futex_key() on subpage 5, stopped where "
-             + res["point"]]
-    return FutexProblem(seed, level, kind, steps, question, int(answer), why)
+    steps = ["fault a THP", label, "CPU1: get_futex_key(), stopped where " + res["point"]]
+    diagnoses = _futex_diagnoses(kind, res, level)
+    diagnoses.pop(answer, None)
+    return FutexProblem(seed, level, kind, steps, question, int(answer), why, diagnoses)
 
 
 def futex_solo(level, seed=0):
