@@ -875,6 +875,7 @@ def get_futex_key(k, mm, address, rw=VERIFY_READ):
                 smp.local_irq_enable()
             else:
                 smp.local_irq_enable()
+                k.point("get_futex_key: re-pin failed; local_irq_enable, start again")
                 continue
         break
     return futex_key_of(k, mm, address, page_head, ro)
