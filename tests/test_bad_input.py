@@ -273,7 +273,6 @@ EXTRA = [
     ("get_user_pages_fast", "addr", "unaligned", lambda w: w.a + 8, BadAddress),
     ("get_user_pages_fast", "addr", "unmapped", 0x1000, Segfault),
     ("split_huge_pmd", "addr", "unmapped", 0x1000, Segfault),
-    ("get_futex_key", "addr", "unaligned", lambda w: w.a + 2, BadAddress),
     ("get_futex_key", "addr", "unmapped", 0x1000, Segfault),
     ("smaps_anon_huge_kb", "addr", "unaligned", lambda w: w.a + 1, BadAddress),
     ("move_pages", "addrs", "unaligned", lambda w: [w.small + 1], BadAddress),

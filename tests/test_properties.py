@@ -318,8 +318,6 @@ class Driver:
                       (lambda: m.mmap(dead, M2), NoSuchProcess),
                       (lambda: m.touch(np.int64(dead), 0x7F0000000000, K4), NoSuchProcess)]
         cases.append((lambda: m.exit(True), NoSuchProcess))          # a bool is not pid 1
-        if pid is not None:
-            cases.append((lambda: m.get_futex_key(pid, 0x7F0000000002), (BadAddress, Segfault)))
         call, exc = self.d.choice(cases, "invalid call")
         before = snapshot(m)
         with pytest.raises(exc):
