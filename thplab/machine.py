@@ -527,9 +527,9 @@ class Machine:
         """
         mm = self._mm(pid)
         addr = self._addr("get_futex_key", addr)
-        if addr % 4:
-            return -EINVAL  # the kernel's first test, before it looks at any mapping
         start, _ = self._range("get_futex_key", addr & PAGE_MASK, 1)
+        if addr % 4:
+            return -EINVAL  # the kernel tests this before it looks at any mapping
         self._covered("get_futex_key", mm, start, start + PAGE_SIZE, need=VM_READ, errno=EFAULT)
         return self.kernel.get_futex_key(mm, int(addr), VERIFY_WRITE if write else VERIFY_READ)
 
