@@ -217,7 +217,18 @@ def thp_mappings(machine, head, previous=None, title=None):
     height = int(max(ys[-1] + 70, top + 110 * max(len(pids), 1) + 60))
     state = "THP (compound page)" if snap.compound else "not compound: 512 small pages"
     heading = title or f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x}: {state}, level {machine.level}"
-    c = Canvas(1180, height, heading, text)
+    labels = []
+    for (s, t), y0, h in zip(shown, ys[:-1], heights):
+        is_changed = previous is not None and changed[s:t].any()
+        old = previous.values[s:t] if is_changed else None
+        uniform = old is not None and not (old != old[0]).any()
+        label, _ = _run_label(snap.values[s], s, t, old[0] if uniform else None)
+        if is_changed and not uniform:
+            label += "  (was: differing values, see the text twin)"
+        labels.append((f"▲ {label}" if is_changed else label, is_changed, s, t, y0, h))
+    # Wide enough for the longest run label (about 6.7 px a character at 11 px, bold a little more).
+    longest = max((len(lab) for lab, *_ in labels), default=0)
+    c = Canvas(max(1180, int(strip_x + strip_w + 10 + 7.2 * longest + 20)), height, heading, text)
     c.heading(heading)
     c.text("who maps it (page tables)", 20, 48, weight="bold")
     c.text(f"the 512 frames{'' if snap.compound else ' (not compound)'}", strip_x - 10, 48, weight="bold")
@@ -240,18 +251,11 @@ def thp_mappings(machine, head, previous=None, title=None):
                            fill=BLACK, class_="pin-marker"))
         c.text(span(s, t), strip_x + 4, y0 + min(h, min_h) / 2 + 5, size=SMALL_SIZE, mono=True,
                fill=BLACK if kind != "free" else GREY)
-    for (s, t), y0, h in zip(shown, ys[:-1], heights):
+    for label, is_changed, s, t, y0, h in labels:
         lx, ly = strip_x + strip_w + 10, y0 + min(h, min_h) / 2 + 5
-        is_changed = previous is not None and changed[s:t].any()
-        old = previous.values[s:t] if is_changed else None
-        uniform = old is not None and not (old != old[0]).any()
-        label, _ = _run_label(snap.values[s], s, t, old[0] if uniform else None)
-        if is_changed and not uniform:
-            label += "  (was: differing values, see the text twin)"
         if is_changed:
             c.box(strip_x - 4, y0 + 1, strip_w + 8, h - 2, fill="none", stroke=VERMILION, stroke_width=3.5,
                   stroke_dasharray="7 4", class_="changed", data_first=s, data_last=t - 1)
-            label = f"▲ {label}"
         c.text(label, lx, ly, size=SMALL_SIZE if len(label) > 72 else LABEL_SIZE, class_="run-label",
                weight="bold" if is_changed else None)
     if len(value_runs) > len(shown):
