@@ -258,8 +258,9 @@ def cow_text(result, subpage=5):
         f"  thplab's do_huge_pmd_wp_page(): {r['decision']} "
         f"({r['struct_pages_read']} struct pages read to decide); {_events(r['events'])}",
         f"  parent now maps pfn {r['parent_pfn']:#x} via "
-        f"{'a huge PMD' if r['parent_level'] == 2 else 'PTEs'}; child still maps subpage {subpage} "
-        f"at pfn {r['child_pfn']:#x} (= old head {r['head']:#x} + {r['child_pfn'] - r['head']})",
+        f"{'a huge PMD' if r['parent_level'] == 2 else 'PTEs'};",
+        f"  child still maps subpage {subpage} at pfn {r['child_pfn']:#x} "
+        f"(= old head {r['head']:#x} + {r['child_pfn'] - r['head']})",
     ])
 
 
