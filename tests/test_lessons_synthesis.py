@@ -162,7 +162,53 @@ def test_pinned_split_records_both_kernels():
     assert any("racy check" in s.name for s in rec10.steps)
     summary = compare.step_summary(rec10, run10.subpages())
     assert summary.count("CPU0:") == len(rec10.steps)
-    assert "thp_split_page_failed 0 -> 1" in summary
+    assert "/proc/vmstat thp_split_page_failed: 0 -> 1" in summary
+    assert "thp_split_page_failed 0 -> 1" in compare.step_summary(rec10, run10.subpages(), counts=True)
+
+
+def test_step_summary_says_what_the_widget_says_within_100_columns():
+    run, _, rec = compare.pinned_split(0)
+    text = compare.step_summary(rec, run.subpages(), max_rows=3)
+    assert max(map(len, text.splitlines())) <= 100
+    flat = " ".join(text.split())
+    for i in (1, 7, len(rec.steps) - 1):
+        assert " ".join(widgets.describe_step(rec, i, run.subpages(), 3).split()) in flat
+    assert "pfn 0x205: _count" in text  # the pin handed to subpage 5 at the old split
+
+
+def test_identity_terms_and_title_read_each_scheme():
+    old = SCENARIOS["fork-pin-split"].start(0).run_to(3)
+    t = compare.identity_terms(old.machine, old.head)
+    assert (t["scheme"], t["count"], t["pmd_maps"], t["tail_pins"], t["pinned_tails"], t["head_pins"]) == \
+        ("old", 3, 2, 1, [5], 0)
+    assert compare.identity_title(old.machine, old.head) == (
+        "level 0: head _count 3 = 2 PMD maps + 1 tail pin(s) (in subpage 5's _mapcount) + 0 head pin(s)")
+    new = SCENARIOS["fork-pin-split"].start(10).run_to(3)
+    t = compare.identity_terms(new.machine, new.head)
+    assert (t["scheme"], t["count"], t["mapcount_sum"], t["pins"]) == ("v1", 3, 2, 1)
+    assert "Σ page_mapcount 2 + 1 pin(s)" in compare.identity_title(new.machine, new.head)
+    old.step()  # the old split succeeds: no compound page left
+    assert compare.identity_terms(old.machine, old.head) is None
+    assert "not compound" in compare.identity_title(old.machine, old.head)
+
+
+def test_pin_writes_two_counters_on_the_old_kernel_one_on_the_new():
+    old, new = compare.pin_writes(0), compare.pin_writes(10)
+    assert old["get"] == ["pfn 0x200 (subpage 0): _count 1 -> 2", "pfn 0x205 (subpage 5): _mapcount -1 -> 0"]
+    assert old["put"] == ["pfn 0x200 (subpage 0): _count 2 -> 1", "pfn 0x205 (subpage 5): _mapcount 0 -> -1"]
+    assert new["get"] == ["pfn 0x200 (subpage 0): _count 1 -> 2"] and len(new["put"]) == 1
+    text = compare.pin_writes_text()
+    assert text.count("2 counter(s) moved") == 2 and text.count("1 counter(s) moved") == 2
+    assert max(map(len, text.splitlines())) <= 100
+
+
+def test_thp_mappings_titled_with_the_identity_marks_the_pin():
+    from thplab import diagrams
+
+    run = SCENARIOS["fork-pin-split"].start(0).run_to(3)
+    d = diagrams.thp_mappings(run.machine, run.head, title=compare.identity_title(run.machine, run.head))
+    assert "2 PMD maps + 1 tail pin(s)" in d.svg and "subpage 5 tail: _count 0  _mapcount 0" in d.text
+    assert d.svg.count('class="pin-marker"') == 1
 
 
 def test_step_through_shows_what_the_recorder_has():
@@ -176,14 +222,26 @@ def test_step_through_shows_what_the_recorder_has():
     assert view.slider.value == 1
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_cost_problem_answers_from_the_cost_model(seed):
+@pytest.mark.parametrize("seed", range(8))
+def test_cost_problem_is_the_old_kernels_extra_atomics_measured(seed):
     p = compare.CostProblem.generate(seed)
-    c = costs.tail_get_put(p.level)
-    assert p.answer == p.nr * (c["get_page"].get(p.kind, 0) + c["put_page"].get(p.kind, 0))
+    old, new = (compare.sequence_cost(lv, p.heads, p.tails)["atomic"] for lv in (0, 10))
+    assert p.answer == old - new
+    c0, c10 = costs.tail_get_put(0), costs.tail_get_put(10)
+    per_tail = sum(c0[k]["atomic"] - c10[k]["atomic"] for k in ("get_page", "put_page"))
+    assert p.answer == len(p.tails) * per_tail  # head calls cost the same on both kernels
     assert p.check(str(p.answer))[0] and not p.check(p.answer + 1)[0]
     assert "whole number" in p.check("many")[1]
-    assert p.render().startswith(f"ARG seed {seed}")
+    assert p.answer not in p.diagnoses
+    wrong = (p.heads + len(p.tails)) * per_tail
+    if wrong != p.answer:
+        assert "head calls like tail calls" in p.check(wrong)[1]
+    assert p.render().startswith(f"ARG seed {seed}") and p.render() == compare.CostProblem.generate(seed).render()
+
+
+def test_sequence_cost_of_head_references_is_one_atomic_each():
+    for level in (0, 10):
+        assert compare.sequence_cost(level, 3, []) == {"atomic": 6}
 
 
 def test_quiz_widget_with_lesson_factories():
@@ -239,6 +297,50 @@ def test_cow_reuse_copies_although_head_mapcount_says_reuse():
     assert r["decision"] == "copy" and r["events"] == {"thp_fault_alloc": 1}
     assert r["child_pfn"] == r["head"] + 5 and r["parent_pfn"] != r["head"]
     assert "naive rule says reuse" in open_problems.cow_text(r)
+
+
+def test_vma_diagram_draws_three_vmas_and_compound_pages_split_between_them():
+    m, pid, addr = open_problems.unaligned_vmas(10)
+    d = open_problems.vma_diagram(m, pid, addr, 4 << 20)
+    assert d.svg.count('class="vma"') == 3 and d.svg.count('class="vma-boundary"') == 2
+    assert d.svg.count('class="pte-table"') == 2 and 'class="pmd"' not in d.svg
+    assert d.svg.count('data-vmas="2"') == 2 and "THP pfn 0x200: 2 VMAs" in d.svg
+    assert d.text == open_problems.vma_text(m, pid)
+    m0, pid0, addr0 = open_problems.unaligned_vmas(0)
+    old = open_problems.vma_diagram(m0, pid0, addr0, 4 << 20)
+    assert 'class="compound"' not in old.svg and "1024 ordinary 4 KiB pages" in old.svg
+    m1 = Machine.boot("16M", patches=10)
+    p1, a1, _ = m1.map_thp()
+    assert "one huge PMD" in open_problems.vma_diagram(m1, p1, a1, 2 << 20).svg
+
+
+def test_ambiguity_titles_say_what_the_head_mapcount_counts():
+    titles = open_problems.ambiguity_titles(open_problems.mapcount_ambiguity())
+    assert titles["A"].endswith("counts 1 PMD(s) + 0 PTE(s) of subpage 0")
+    assert titles["B"].endswith("counts 0 PMD(s) + 1 PTE(s) of subpage 0")
+    assert "head _mapcount 0 (page_mapcount 1)" in titles["A"] and "head _mapcount 0 (page_mapcount 1)" in titles["B"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_held_question_is_the_allocators_count_with_diagnosed_slips(seed):
+    q = open_problems.HeldQuestion.generate(seed)
+    nr = len(q.runs)
+    unmapped = sum(k for _, k in q.runs)
+    whole = sum(k == HPAGE_PMD_NR for _, k in q.runs)
+    assert q.answer == ((nr - whole) * HPAGE_PMD_NR if q.level == 10 else nr * HPAGE_PMD_NR - unmapped)
+    assert q.check(q.answer)[0] and q.answer not in q.diagnoses
+    if q.level == 0 and whole == 0:
+        assert "You counted the unmapped subpages" in q.check(nr * HPAGE_PMD_NR)[1]
+    if q.level == 10:
+        assert "You freed the unmapped subpages" in q.check(nr * HPAGE_PMD_NR - unmapped)[1]
+    assert q.render() == open_problems.HeldQuestion.generate(seed).render()
+    assert q.render().startswith(f"ARG seed {seed}\nARG level {q.level}")
+
+
+def test_held_question_draws_both_levels_and_whole_unmaps():
+    qs = [open_problems.HeldQuestion.generate(s) for s in range(30)]
+    assert {q.level for q in qs} == {0, 10}
+    assert any(k == HPAGE_PMD_NR for q in qs for _, k in q.runs)
 
 
 # ------------------------------------------------------------------ lesson 15
@@ -301,6 +403,9 @@ def test_pmd_count_problem_reads_the_page_tables(seed):
     assert p.answer == pids - split
     assert p.mapcount == p.answer + split - unmapped
     assert p.check(p.answer)[0] and p.render() == open_problems.PmdCountProblem.generate(seed).render()
+    assert p.answer not in p.diagnoses
+    if p.mapcount != p.answer:
+        assert "That is page_mapcount(head) itself" in p.check(p.mapcount)[1]
 
 
 def test_cow_pte_reuse_shares_the_page_from_level_4():
@@ -352,3 +457,50 @@ def test_lesson_12_hands_on_identity_and_split():
     assert m.split_huge_page(head) == -EBUSY
     m.put_page(pin)
     assert m.split_huge_page(head) == 0 and m.vmstat["thp_split_pmd"] == 2
+
+
+# ------------------------------------------------------------------ thplab.later
+
+
+def test_later_entries_have_every_field_and_pinned_links():
+    from thplab import later
+
+    assert len(later.LATER) >= 10
+    for e in later.LATER:
+        assert all(str(getattr(e, f)).strip() for f in ("name", "version", "commit", "link", "summary", "evidence"))
+        assert 2016 <= e.year <= 2026
+        assert e.link.startswith(("https://git.kernel.org/torvalds/c/", "https://lore.kernel.org/linux-mm/",
+                                  "https://elixir.bootlin.com/linux/v")), e.link
+        if e.link.startswith("https://git.kernel.org/"):
+            assert e.link.endswith(e.commit) and len(e.commit) == 12
+        if e.link.startswith("https://elixir"):
+            assert "/source/" in e.link  # a file at a tagged version, not a moving branch
+        assert e.verified == (not e.version.startswith("about")), e.name
+        assert e.summary.endswith(".")
+
+
+def test_later_versions_are_sorted_and_described_within_100_columns():
+    from thplab import later
+
+    keys = [later.version_key(e.version) for e in later.LATER]
+    assert keys == sorted(keys) and keys[0] > (4, 5)
+    assert [e.year for e in later.LATER] == sorted(e.year for e in later.LATER)
+    text = later.describe_later()
+    assert max(map(len, text.splitlines())) <= 100
+    for e in later.LATER:
+        assert f"{e.version:<11} {e.name}" in text and e.link in text
+    assert " ".join(text.split()).count("(version not pinned down)") == sum(not e.verified for e in later.LATER)
+    names = {e.name for e in later.LATER}
+    assert {"folios", "FOLL_PIN / pin_user_pages()", "PageAnonExclusive", "multi-size THP (mTHP)",
+            "_large_mapcount", "CONFIG_NO_PAGE_MAPCOUNT", "PageDoubleMap removed"} <= names
+
+
+def test_lesson_14_lists_later_changes_only_through_thplab_later():
+    import json
+    import pathlib
+
+    nb = json.loads(pathlib.Path(__file__).parents[1].joinpath("notebooks", "14-open-problems.ipynb").read_text())
+    sources = ["".join(c["source"]) for c in nb["cells"]]
+    assert any("later.describe_later()" in s for s in sources)
+    markdown = "\n".join(s for c, s in zip(nb["cells"], sources) if c["cell_type"] == "markdown")
+    assert "_large_mapcount" not in markdown and "CONFIG_NO_PAGE_MAPCOUNT" not in markdown

@@ -9,6 +9,7 @@ page / vmstat / page-table changes ``thplab.widgets.describe_step`` derives from
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -46,6 +47,15 @@ def _header(recorder, i) -> re.Pattern:
     return re.compile(re.escape(f"{i}/{len(recorder.steps) - 1}  {recorder.steps[i]}"))
 
 
+def _move(scope, action, recorder, i, name) -> None:
+    """Run ``action`` and wait until *this* widget shows point ``i`` (the lesson also prints every
+    point as text, so a page-wide wait would match that twin at once); print the latency."""
+    t0 = time.perf_counter()
+    action()
+    scope.locator("pre").filter(has_text=_header(recorder, i)).first.wait_for(state="attached", timeout=30_000)
+    print(f"latency[{name}]: {(time.perf_counter() - t0) * 1000:.0f} ms")
+
+
 @pytest.mark.parametrize("level", [0, 10])
 def test_step_through_of_pinned_split_matches_the_recorder(lab_page, lab, level):
     page = lab_page
@@ -63,16 +73,16 @@ def test_step_through_of_pinned_split_matches_the_recorder(lab_page, lab, level)
 
     # "Next" walks forward one point at a time
     for i in range(1, min(last - 1, 3) + 1):
-        drive.measure(page, lambda: drive.click_button(page, "Next", scope=scope), _header(rec, i),
-                      name=f"level {level}: Next -> point {i}")
+        _move(scope, lambda: drive.click_button(page, "Next", scope=scope), rec, i,
+              name=f"level {level}: Next -> point {i}")
         _expect(scope, rec, pages, i)
 
     # the slider jumps anywhere, e.g. the last point and back to the middle
-    drive.measure(page, lambda: drive.set_slider(page, "Point", last, scope=scope), _header(rec, last),
-                  name=f"level {level}: Point -> {last}")
+    _move(scope, lambda: drive.set_slider(page, "Point", last, scope=scope), rec, last,
+          name=f"level {level}: Point -> {last}")
     _expect(scope, rec, pages, last)
     middle = last // 2 + 1
-    drive.set_slider(page, "Point", middle, scope=scope)
-    drive.wait_for_text(page, _header(rec, middle))
+    _move(scope, lambda: drive.set_slider(page, "Point", middle, scope=scope), rec, middle,
+          name=f"level {level}: Point -> {middle}")
     _expect(scope, rec, pages, middle)
     assert drive.read_output_text(page, "Point", scope=scope).strip() == str(middle)

@@ -5,11 +5,15 @@ that partial ``munmap()`` leaves held; :func:`unaligned_vmas` builds VMAs that
 start or end inside a compound page; :func:`mapcount_ambiguity` builds two
 states whose 512 ``struct page`` rows are identical but whose page tables differ;
 :func:`cow_reuse` and :func:`cow_pte_reuse` show what that costs at a write
-fault.  Everything is seeded; each ``*_text`` helper is a text twin.
+fault.  :func:`vma_diagram` draws VMAs, page tables and compound pages over
+one address range; :class:`HeldQuestion` and :class:`PmdCountProblem` are
+transfer questions with diagnosed wrong answers.  Everything is seeded; each
+``*_text`` helper is a text twin.
 """
 
 from dataclasses import dataclass
 
+import drawsvg as dw
 import numpy as np
 
 from ..invariants import held_pages, mapping_counts
@@ -21,7 +25,8 @@ from ._common import KIB, _events, _observe, _ranges, _boot
 
 __all__ = ["held_series", "PmdCountProblem", "partial_munmap_workload", "workload_text",
            "held_memory_sweep", "sweep_text", "unaligned_vmas", "vma_text", "mapcount_ambiguity",
-           "ambiguity_text", "cow_reuse", "cow_text", "cow_pte_reuse"]
+           "ambiguity_text", "ambiguity_titles", "cow_reuse", "cow_text", "cow_pte_reuse", "vma_diagram",
+           "HeldQuestion"]
 
 
 def _anon_kb(m):
@@ -253,8 +258,9 @@ def cow_text(result, subpage=5):
         f"  thplab's do_huge_pmd_wp_page(): {r['decision']} "
         f"({r['struct_pages_read']} struct pages read to decide); {_events(r['events'])}",
         f"  parent now maps pfn {r['parent_pfn']:#x} via "
-        f"{'a huge PMD' if r['parent_level'] == 2 else 'PTEs'}; child still maps subpage {subpage} "
-        f"at pfn {r['child_pfn']:#x} (= old head {r['head']:#x} + {r['child_pfn'] - r['head']})",
+        f"{'a huge PMD' if r['parent_level'] == 2 else 'PTEs'};",
+        f"  child still maps subpage {subpage} at pfn {r['child_pfn']:#x} "
+        f"(= old head {r['head']:#x} + {r['child_pfn'] - r['head']})",
     ])
 
 
@@ -280,6 +286,7 @@ class PmdCountProblem:
     mapcount: int
     answer: int
     explanation: str
+    diagnoses: dict = None
 
     @classmethod
     def generate(cls, seed=0, level=10):
@@ -301,7 +308,15 @@ class PmdCountProblem:
         mapcount = int(m.page_mapcount(head))
         why = (f"page_mapcount(head) = {mapcount} = {pmds} huge PMD(s) + {ptes} PTE(s) of subpage 0. "
                "The head's _mapcount cannot tell them apart; the page tables (the steps) can.")
-        return cls(seed, level, steps, mapcount, pmds, why)
+        diagnoses = {}
+        for value, hint in (
+                (mapcount, "That is page_mapcount(head) itself: from patch 04 it also counts PTEs "
+                           "mapping subpage 0, so it is not a count of PMDs."),
+                (len(pids), "That is one PMD per process: a process that called split_huge_pmd() "
+                            "maps the THP with PTEs now.")):
+            if value != pmds:
+                diagnoses.setdefault(value, hint)
+        return cls(seed, level, steps, mapcount, pmds, why, diagnoses)
 
     def render(self):
         lines = [f"ARG seed {self.seed}", f"ARG level {self.level}", "", "Steps:"]
@@ -311,7 +326,7 @@ class PmdCountProblem:
         return "\n".join(lines)
 
     def check(self, guess):
-        return check_number(guess, self.answer, self.explanation)
+        return check_number(guess, self.answer, self.explanation, diagnoses=self.diagnoses)
 
 
 def cow_pte_reuse(levels=(0, 10), subpage=7):
@@ -340,3 +355,179 @@ def cow_pte_reuse(levels=(0, 10), subpage=7):
                      f"pfn {in_parent:#x}" + ("\n            the same page: the parent sees the child's write"
                                              if shared else ""))
     return "\n".join(lines)
+
+
+def ambiguity_titles(states):
+    """Titles for :func:`thplab.diagrams.thp_mappings` of states A and B: what head ``_mapcount`` counts."""
+    out = {}
+    for name, (m, pid, child, addr, head) in states.items():
+        c = mapping_counts(m)
+        pmds, ptes = int(c["pmd_maps"][head]), int(c["pte_maps"][head])
+        out[name] = (f"{name}: head _mapcount {int(m.mem_map['_mapcount'][head])} (page_mapcount "
+                     f"{int(m.page_mapcount(head))}) counts {pmds} PMD(s) + {ptes} PTE(s) of subpage 0")
+    return out
+
+
+def vma_diagram(m, pid, addr, length):
+    """Diagram: the VMAs, page-table mappings and compound pages of ``pid`` over ``[addr, addr+length)``.
+
+    Three rows on one address axis: the VMAs (with their protections), how
+    each 2 MiB is mapped (one huge PMD, or PTEs), and the compound pages
+    behind the addresses; dashed lines mark VMA boundaries, and a compound
+    page that more than one VMA maps is outlined. Text twin: :func:`vma_text`.
+    """
+    from ..diagrams._base import BLACK, BLUE, ORANGE, PALE, SKY, SMALL_SIZE, VERMILION, Canvas, runs
+
+    mm = m.processes[pid]
+    addrs = np.arange(addr, addr + length, PAGE_SIZE, dtype=np.uint64)
+    w = m.walk(pid, addrs)
+    x0, width = 140, 740
+    halo = "paint-order:stroke;stroke:white;stroke-width:3px"
+    labels = []  # drawn last, over the boundary lines
+
+    def label(*args, **kw):
+        labels.append((args, kw))
+    scale = width / length
+
+    def x(a):
+        return x0 + (int(a) - addr) * scale
+
+    def mib(a):
+        return f"{(int(a) - addr) / (1 << 20):g}"
+
+    title = f"VMAs, page tables and compound pages of pid {pid} (level {m.level})"
+    c = Canvas(x0 + width + 30, 300, title, vma_text(m, pid))
+    c.heading(title)
+    rows = {"VMAs": 52, "page tables": 122, "compound pages": 192}
+    for name, y in rows.items():
+        c.text(name, 10, y + 22, weight="bold")
+    vmas = [v for v in mm.vmas if v.vm_end > addr and v.vm_start < addr + length]
+    for v in vmas:
+        s_, e_ = max(v.vm_start, addr), min(v.vm_end, addr + length)
+        prot = repr(v).split()[2]  # "rw-p": the protections, as /proc/pid/maps prints them
+        c.box(x(s_), rows["VMAs"], x(e_) - x(s_), 36, fill="white", stroke=BLACK, stroke_width=1.4,
+              class_="vma", data_prot=prot, tip=repr(v)[1:-1])
+        label(f"{prot}  [{mib(s_)}, {mib(e_)}) MiB", (x(s_) + x(e_)) / 2, rows["VMAs"] + 23,
+              anchor="middle", style=halo)
+    for a in range(addr, addr + length, HPAGE_PMD_SIZE):  # how each 2 MiB region is mapped
+        i = (a - addr) // PAGE_SIZE
+        levels = w["level"][i:i + HPAGE_PMD_NR]
+        y = rows["page tables"]
+        if (levels == 2).all():
+            c.box(x(a), y, HPAGE_PMD_SIZE * scale, 36, fill=c.hatch("pmd", BLUE, "horiz"), stroke=BLACK,
+                  class_="pmd", tip="one huge PMD maps these 2 MiB")
+            label("one huge PMD", x(a) + HPAGE_PMD_SIZE * scale / 2, y + 23, anchor="middle", weight="bold",
+                  style=halo)
+        else:
+            nr = int((levels == 1).sum())
+            c.box(x(a), y, HPAGE_PMD_SIZE * scale, 36, fill=c.hatch("ptes", ORANGE, "dots"), stroke=BLACK,
+                  class_="pte-table", tip=f"a PTE table: {nr} PTEs present")
+            label(f"PMD split: {nr} PTEs", x(a) + HPAGE_PMD_SIZE * scale / 2, y + 23, anchor="middle",
+                  weight="bold", style=halo)
+    mapped = w["level"] > 0
+    pfns = w["pfn"].astype(np.int64)
+    compound = np.zeros(len(addrs), bool)
+    compound[mapped] = PageCompound(m.mem_map, pfns[mapped])
+    heads = np.full(len(addrs), -1, np.int64)
+    heads[compound] = compound_head(m.mem_map, pfns[compound])
+    y = rows["compound pages"]
+    for head in np.unique(heads[heads >= 0]).tolist():
+        idx = np.flatnonzero(heads == head)
+        a, b = int(addrs[idx[0]]), int(addrs[idx[-1]]) + PAGE_SIZE
+        owners = {id(v) for v in vmas for i in idx[[0, -1]] if v.vm_start <= int(addrs[i]) < v.vm_end}
+        split = len(owners) > 1
+        c.box(x(a), y, x(b) - x(a), 36, fill=SKY, stroke=VERMILION if split else BLACK,
+              stroke_width=3.5 if split else 1.2, stroke_dasharray="7 4" if split else None,
+              class_="compound", data_head=head, data_vmas=len(owners))
+        label(f"THP pfn {head:#x}" + (f": {len(owners)} VMAs" if split else ""), (x(a) + x(b)) / 2, y + 23,
+              anchor="middle", weight="bold" if split else None, style=halo)
+    kind = np.where(~mapped, 0, np.where(compound, 2, 1))
+    for s_, e_ in runs(kind):  # runs of ordinary 4 KiB pages
+        if kind[s_] == 1:
+            a, b = int(addrs[s_]), int(addrs[e_ - 1]) + PAGE_SIZE
+            c.box(x(a), y, x(b) - x(a), 36, fill=PALE, stroke=BLACK, class_="small-pages")
+            label(f"{e_ - s_} ordinary 4 KiB pages", (x(a) + x(b)) / 2, y + 23, anchor="middle", style=halo)
+    edges = sorted({e for v in vmas for e in (v.vm_start, v.vm_end) if addr < e < addr + length})
+    for edge in edges:  # VMA boundaries inside the range (one VMA's end is often the next one's start)
+        c.add(dw.Line(x(edge), rows["VMAs"] - 6, x(edge), y + 46, stroke=VERMILION, stroke_width=2,
+                      stroke_dasharray="5 3", class_="vma-boundary"))
+    for args, kw in labels:
+        c.text(*args, **kw)
+    for k in range(length // HPAGE_PMD_SIZE + 1):
+        a = addr + k * HPAGE_PMD_SIZE
+        c.text(f"{mib(a)} MiB", x(a), y + 64, anchor="middle", size=SMALL_SIZE)
+    c.text(f"offsets from {addr:#x}; dashed red lines: VMA boundaries; a dashed red outline: a compound "
+           "page mapped from more than one VMA", 10, y + 92, size=SMALL_SIZE)
+    return c.finish("vma_diagram")
+
+
+@dataclass
+class HeldQuestion:
+    """How many 4 KiB pages stay allocated after partial ``munmap()``\\ s of some THPs? (transfer)
+
+    One process faults ``nr`` THPs and unmaps a run of subpages in each --
+    sometimes all 512. Level 0 splits and frees what is unmapped; level 10
+    keeps each compound page whole until its last subpage goes. The answer is
+    the allocator's count of anonymous pages; usual slips are diagnosed.
+    """
+
+    seed: int
+    level: int
+    runs: list
+    answer: int
+    explanation: str
+    diagnoses: dict
+
+    @classmethod
+    def generate(cls, seed=0, levels=(0, 10)):
+        rng = np.random.default_rng(seed)
+        level = int(rng.choice(levels))
+        nr = int(rng.integers(2, 5))
+        runs_ = []
+        for i in range(nr):
+            k = HPAGE_PMD_NR if i == nr - 1 and rng.random() < 0.5 else int(rng.integers(1, HPAGE_PMD_NR))
+            first = int(rng.integers(0, HPAGE_PMD_NR - k + 1))
+            runs_.append((first, k))
+        m = Machine.boot("32M", patches=level, seed=seed)
+        pid = m.spawn()
+        base = m.mmap(pid, nr * HPAGE_PMD_SIZE)
+        m.touch(pid, base, nr * HPAGE_PMD_SIZE)
+        for i, (first, k) in enumerate(runs_):
+            m.munmap(pid, base + i * HPAGE_PMD_SIZE + first * PAGE_SIZE, k * PAGE_SIZE)
+        m.check()
+        answer = int((m.mem_map["use"] == Use.anon).sum())
+        unmapped = sum(k for _, k in runs_)
+        whole = sum(1 for _, k in runs_ if k == HPAGE_PMD_NR)
+        if m.kernel.caps["pte_mapped_thp"]:
+            why = (f"From patch 04 a partial munmap() splits only the PMD: each THP with a subpage still "
+                   f"mapped stays allocated whole ({nr - whole} x 512 = {answer}); a THP unmapped "
+                   "entirely is freed.")
+        else:
+            why = (f"The old kernel splits a THP at a partial munmap() and frees the unmapped 4 KiB pages "
+                   f"at once: {nr} x 512 - {unmapped} = {answer}.")
+        slips = [
+            ((nr - whole) * HPAGE_PMD_NR, "You counted the unmapped subpages: the old kernel splits the THP "
+                                          "at munmap() and frees them at once."),
+            (nr * HPAGE_PMD_NR - unmapped, "You freed the unmapped subpages: from patch 04 munmap() splits only "
+                                           "the PMD and the compound page stays whole."),
+            (nr * HPAGE_PMD_NR, "A THP unmapped entirely is freed on both kernels: nothing maps or pins it."),
+            (unmapped, "That is what was unmapped; the question asks what is still allocated."),
+        ]
+        diagnoses = {}
+        for value, hint in slips:
+            if value != answer:
+                diagnoses.setdefault(value, hint)
+        return cls(seed, level, runs_, answer, why, diagnoses)
+
+    def render(self):
+        applied = " (old kernel)" if self.level == 0 else f" (patches 01-{self.level:02d} applied)"
+        lines = [f"ARG seed {self.seed}", f"ARG level {self.level}{applied}", "", "Steps:",
+                 f"  1. one process faults {len(self.runs)} THPs ({len(self.runs) * 2} MiB)"]
+        for i, (first, k) in enumerate(self.runs):
+            what = "all 512 subpages" if k == HPAGE_PMD_NR else f"subpages {first}-{first + k - 1} ({k})"
+            lines.append(f"  {i + 2}. munmap() {what} of THP {i}")
+        lines += ["", "How many 4 KiB pages of anonymous memory are still allocated?"]
+        return "\n".join(lines)
+
+    def check(self, guess):
+        return check_number(guess, self.answer, self.explanation, diagnoses=self.diagnoses)
