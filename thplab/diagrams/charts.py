@@ -1,6 +1,6 @@
 """Charts (matplotlib), rendered to vector SVG :class:`Diagram` objects.
 
-The ``plot_*`` helpers follow :mod:`thplab.viz`: ``ax`` first, they return
+The ``plot_*`` helpers follow matplotlib's habit: ``ax`` first, they return
 what they drew.  ``*_chart`` functions make a figure, draw, and return
 :func:`figure_diagram` of it: an SVG with a ``<title>``, a ``<desc>`` (the
 text twin) and real ``<text>`` (fonts not turned into paths), ids salted so

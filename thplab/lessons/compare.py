@@ -360,7 +360,7 @@ class CostProblem:
 
 
 def costs_by_label(levels=(0, 10)):
-    """``{"get_page(tail), level L": costs, ...}`` for :func:`thplab.viz.plot_costs`."""
+    """``{"get_page(tail), level L": costs, ...}`` for :func:`thplab.diagrams.costs_chart`."""
     out = {}
     for level in levels:
         c = costs.tail_get_put(level)

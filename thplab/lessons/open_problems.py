@@ -108,7 +108,7 @@ def held_memory_sweep(levels=(0, 10), unmapped=SWEEP, nr_thps=8):
 
 
 def sweep_text(sweep):
-    """Text twin of a :func:`held_memory_sweep` (and of ``viz.plot_held_memory`` drawn from it)."""
+    """Text twin of a :func:`held_memory_sweep` (and of ``diagrams.held_memory_chart`` drawn from it)."""
     levels = list(sweep["held_kb"])
     lines = [f"{sweep['nr_thps']} THPs; the last k subpages of each unmapped (KiB, totals)",
              f"{'k':>5}{'mapped':>9}" + "".join(f"{f'held L{lv}':>11}" for lv in levels)
@@ -265,7 +265,7 @@ def cow_text(result, subpage=5):
 
 
 def held_series(sweep):
-    """``{"level L": held KiB per k}`` of a :func:`held_memory_sweep`, for ``viz.plot_held_memory``."""
+    """``{"level L": held KiB per k}`` of a :func:`held_memory_sweep`, for ``diagrams.held_memory_chart``."""
     return {f"level {lv}" + (" (old kernel)" if lv == 0 else " (RFC v1)" if lv == 10 else ""): held
             for lv, held in sweep["held_kb"].items()}
 
