@@ -123,8 +123,8 @@ def _short_title(item):
     """What a course-map box says: "Patch 04" and the rest of the title, else the title up to a colon."""
     if item.title.startswith("Patch "):
         number, rest = item.title.split(": ", 1)
-        return [number] + textwrap.wrap(rest, 19, break_long_words=False)
-    return textwrap.wrap(item.title.split(":")[0], 19, break_long_words=False)
+        return [number] + textwrap.wrap(rest, 21, break_long_words=False)
+    return textwrap.wrap(item.title.split(":")[0], 21, break_long_words=False)
 
 
 def course_map_diagram():
@@ -133,7 +133,7 @@ def course_map_diagram():
 
     from ..diagrams._base import BLACK, GREY, PALE, SKY, SMALL_SIZE, YELLOW, Canvas
 
-    per_row, w, h, gap, x0, y0 = 8, 138, 92, 12, 14, 72
+    per_row, w, h, gap, x0, y0 = 4, 150, 92, 28, 14, 48
     part_fill = {0: YELLOW, 1: SKY, 2: PALE}
     twin = ["The course as a path: lessons 00-15 in order; ★ marks the core lessons "
             f"({', '.join(f'{n:02d}' for n in CORE_LESSONS)})."]
@@ -145,10 +145,12 @@ def course_map_diagram():
                "\n".join(twin))
     c.heading("The course map: 16 lessons in order, ★ = core lesson")
 
-    def place(n):  # snake: row 0 left to right, row 1 right to left, so the path never jumps
+    rows, row_gap = -(-len(LESSONS) // per_row), 40
+
+    def place(n):  # snake: even rows left to right, odd rows right to left, so the path never jumps
         row, col = divmod(n, per_row)
         col = col if row % 2 == 0 else per_row - 1 - col
-        return x0 + col * (w + gap), y0 + row * (h + 56)
+        return x0 + col * (w + gap), y0 + row * (h + row_gap)
 
     for x in LESSONS:
         bx, by = place(x.number)
@@ -158,27 +160,27 @@ def course_map_diagram():
               class_="lesson", data_lesson=x.number, data_core=int(core), tip=f"{x.number:02d} {x.title}")
         c.text(f"{x.number:02d}" + ("  ★ core" if core else ""), bx + 8, by + 18, weight="bold")
         for k, line in enumerate(_short_title(x)[:4]):
-            c.text(line, bx + 6, by + 36 + 14 * k, size=SMALL_SIZE)
+            c.text(line, bx + 8, by + 36 + 14 * k, size=SMALL_SIZE)
         if x.number + 1 < len(LESSONS):
             nx, ny = place(x.number + 1)
             if ny == by:
-                left = nx > bx
-                c.arrow(bx + w if left else bx, by + h / 2, nx - 2 if left else nx + w + 2, ny + h / 2,
+                right = nx > bx
+                c.arrow(bx + w if right else bx, by + h / 2, nx - 2 if right else nx + w + 2, ny + h / 2,
                         kind="next")
             else:
                 c.arrow(bx + w / 2, by + h, nx + w / 2, ny - 2, kind="next")
-    ly = y0 + 2 * h + 56 + 30
+    ly = y0 + rows * h + (rows - 1) * row_gap + 30
     lx = x0
     for k, (lo, hi, name) in enumerate(PARTS):
         c.box(lx, ly - 11, 16, 14, fill=part_fill[k], stroke=BLACK)
         label = f"{lo:02d}-{hi:02d}: {name}"
         c.text(label, lx + 22, ly, size=SMALL_SIZE)
         lx += 40 + 6.2 * len(label)
-    c.add(dw.Rectangle(lx, ly - 11, 16, 14, fill="white", stroke=BLACK, stroke_width=3))
-    c.text("thick border ★: core lesson, the ones the rest builds on", lx + 22, ly, size=SMALL_SIZE, fill=BLACK)
+    c.add(dw.Rectangle(x0, ly + 9, 16, 14, fill="white", stroke=BLACK, stroke_width=3))
+    c.text("thick border, ★: a core lesson, one the rest builds on", x0 + 22, ly + 20, size=SMALL_SIZE)
     c.text("Lessons 03-12 each compare the kernel just before a patch with the kernel just after it.",
-           x0, ly + 22, size=SMALL_SIZE, fill=GREY)
-    c.resize(ly + 34)
+           x0, ly + 42, size=SMALL_SIZE, fill=GREY)
+    c.resize(ly + 54)
     return c.finish("course_map")
 
 

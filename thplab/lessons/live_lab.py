@@ -154,6 +154,8 @@ def live_vs_recorded(live_run, recorded):
 #: Frame kinds (the colours of thp_mappings); -1 = not known.
 KIND_NAMES = {0: "not compound", 1: "head", 2: "tail", 3: "free"}
 UNKNOWN = -1
+#: Characters per line of a run label in :func:`live_vs_model` (its columns are 282 px wide).
+_LABEL_CHARS = 30
 
 
 @dataclass
@@ -386,10 +388,15 @@ def live_vs_model(run, name, step=None, levels=(0, 10)):
     cuts = [cut(real)] + [cut(mf, d) for mf, d in zip(models, diffs)]
     edges = sorted({e for c in cuts for s, t in c for e in (s, t)})
     segments = list(zip(edges[:-1], edges[1:]))
-    labels = [{s: _run_text(f, s, t, d[s] if d else None, real).split("\n") for s, t in c}
+    def wrap(text):  # [(line, bold)]: the run, then (bold) how the real kernel differs
+        first, *differ = text.split("\n")
+        return ([(line, False) for line in textwrap.wrap(first, _LABEL_CHARS)]
+                + [(line, True) for part in differ for line in textwrap.wrap(part, _LABEL_CHARS)])
+
+    labels = [{s: wrap(_run_text(f, s, t, d[s] if d else None, real)) for s, t in c}
               for f, c, d in zip([real] + models, cuts, [None] + diffs)]
     # Each segment is tall enough for the longest label that starts on it, the rest proportional.
-    top, line_h, avail = 96, 14, 300
+    top, line_h, avail = 106, 14, 300
     mins = [6 + line_h * max(len(col.get(s, [""])) for col in labels) for s, _ in segments]
     extra = max(avail - sum(mins), 0)
     heights = [h + extra * (t - s) / HPAGE_PMD_NR for h, (s, t) in zip(mins, segments)]
@@ -401,69 +408,77 @@ def live_vs_model(run, name, step=None, levels=(0, 10)):
                 return ys[s] + h * (sub - s) / (t - s)
         return ys[edges[-1]]
 
-    heading = f"{name}, after {op}: the real kernel ({_source(run)}) and the model"
-    twin = [heading] + _twin_lines(real, cuts[0])
+    heading = f"{name} after '{step}': the real kernel ({_source(run)}) and the model"
+    twin = [heading, f"step '{step}': {op}"] + _twin_lines(real, cuts[0])
     for mf, c, d in zip(models, cuts[1:], diffs):
         twin += _twin_lines(mf, c, d, real)
     twin = [w for line in twin for w in textwrap.wrap(line, 100, subsequent_indent="    ")]
-    col_w = 400
+    col_w = 282
+    width = 12 + col_w * (1 + len(models))
     bottom = ys[edges[-1]]
-    c = Canvas(12 + col_w * (1 + len(models)), bottom + 66, heading, "\n".join(twin))
+    c = Canvas(width, bottom + 96, heading, "\n".join(twin))
     c.heading(heading)
+    c.text(f"step '{step}': {op}", 12, 42, size=SMALL_SIZE)
     fills = {0: PALE, 1: ORANGE, 2: SKY, 3: c.hatch("free", GREY, "cross"), UNKNOWN: c.hatch("unknown", GREY, "diag")}
     bar_fill = {"PMD": c.hatch("pmd", BLUE, "horiz"), "PTEs": c.hatch("ptes", ORANGE, "dots")}
     for j, (frames, runs_) in enumerate(zip([real] + models, cuts)):
         x0 = 12 + j * col_w
         diff = diffs[j - 1] if j else None
-        c.text(frames.title, x0, 48, weight="bold", class_="column-title")
-        c.text(frames.detail, x0, 64, size=SMALL_SIZE, fill=GREY if j else BLACK)
+        c.text(frames.title, x0, 64, weight="bold", class_="column-title")
+        c.text(frames.detail, x0, 80, size=SMALL_SIZE, fill=GREY if j else BLACK)
         procs = list(frames.maps)
         strip_x = x0 + 30 * len(procs) + 4
         for k, who in enumerate(procs):
             bx = x0 + 30 * k
-            c.text(who, bx + 9, top - 6, size=SMALL_SIZE, anchor="middle")
+            c.text(who, bx + 8, top - 6, size=SMALL_SIZE, anchor="middle")
             for s, t in runs(frames.maps[who]):
                 v = int(frames.maps[who][s])
                 fill = bar_fill[frames.how[who]] if v == 1 else "white" if v == 0 else fills[UNKNOWN]
-                c.box(bx + 2, ys[s], 14, y_of(t) - ys[s], fill=fill, stroke=BLACK, stroke_width=0.8,
+                c.box(bx + 2, ys[s], 12, y_of(t) - ys[s], fill=fill, stroke=BLACK, stroke_width=0.8,
                       class_="maps", data_who=who, data_first=s, data_last=t - 1, data_maps=v,
                       tip=f"{who}: {'maps' if v == 1 else 'does not map' if v == 0 else 'unknown'} "
                           f"subpages {s}-{t - 1}" + (f" ({frames.how[who]})" if v == 1 else ""))
-        c.text("frames", strip_x + 20, top - 6, size=SMALL_SIZE, anchor="middle")
+        c.text("frames", strip_x + 18, top - 6, size=SMALL_SIZE, anchor="middle")
         for s, t in runs_:
             y0, y1 = ys[s], y_of(t)
             label = labels[j][s]
-            c.box(strip_x, y0, 40, y1 - y0, fill=fills[int(frames.kind[s])], stroke=BLACK, stroke_width=1,
+            c.box(strip_x, y0, 36, y1 - y0, fill=fills[int(frames.kind[s])], stroke=BLACK, stroke_width=1,
                   class_="run", data_first=s, data_last=t - 1, data_kind=KIND_NAMES.get(int(frames.kind[s]), "unknown"),
-                  data_kpagecount=int(frames.kpagecount[s]), tip=" ".join(label))
+                  data_kpagecount=int(frames.kpagecount[s]), tip=" ".join(line for line, _ in label))
             if diff and diff[s]:
-                c.box(strip_x - 3, y0 + 1, 46, y1 - y0 - 2, fill="none", stroke=VERMILION, stroke_width=3,
+                c.box(strip_x - 3, y0 + 1, 42, y1 - y0 - 2, fill="none", stroke=VERMILION, stroke_width=3,
                       stroke_dasharray="7 4", class_="differs", data_first=s, data_last=t - 1)
-            for k, line in enumerate(label):
-                c.text(line, strip_x + 48, y0 + 14 + line_h * k, size=SMALL_SIZE, class_="run-label",
-                       weight="bold" if k else None)
+            for k, (line, bold) in enumerate(label):
+                c.text(line, strip_x + 44, y0 + 14 + line_h * k, size=SMALL_SIZE, class_="run-label",
+                       weight="bold" if bold else None)
         for i in frames.sampled:
             y = y_of(i + 0.5)
             c.add(dw.Lines(strip_x - 7, y - 4, strip_x - 1, y, strip_x - 7, y + 4, close=True, fill=BLACK,
                            class_="sample"))
         if frames.note:
-            c.text(frames.note[:60], x0, bottom + 16, size=SMALL_SIZE, fill=GREY)
+            c.text(frames.note[:44], x0, bottom + 16, size=SMALL_SIZE, fill=GREY)
 
-    # ---- one legend for the whole picture
-    ly = bottom + 38
-    x = 12
-    for label, fill in [("head", ORANGE), ("tail", SKY), ("not compound", PALE), ("free", fills[3]),
-                        ("not recorded", fills[UNKNOWN]), ("mapped by a PMD", bar_fill["PMD"]),
-                        ("mapped by PTEs", bar_fill["PTEs"])]:
-        c.box(x, ly - 11, 16, 14, fill=fill, stroke=BLACK)
+    # ---- one legend for the whole picture, in lines that fit the width
+    ly, x = bottom + 36, 12
+    items = [("head", ORANGE), ("tail", SKY), ("not compound", PALE), ("free", fills[3]),
+             ("not recorded", fills[UNKNOWN]), ("mapped by a PMD", bar_fill["PMD"]),
+             ("mapped by PTEs", bar_fill["PTEs"]), ("subpage read one by one", None)]
+    for label, fill in items:
+        step_w = 34 + 6.4 * len(label)
+        if x + step_w > width:
+            ly, x = ly + 20, 12
+        if fill is None:
+            c.add(dw.Lines(x + 4, ly - 8, x + 10, ly - 4, x + 4, ly, close=True, fill=BLACK))
+        else:
+            c.box(x, ly - 11, 16, 14, fill=fill, stroke=BLACK)
         c.text(label, x + 22, ly, size=SMALL_SIZE)
-        x += 34 + 7 * len(label)
-    c.add(dw.Lines(x, ly - 8, x + 6, ly - 4, x, ly, close=True, fill=BLACK))
-    c.text("subpage read one by one", x + 10, ly, size=SMALL_SIZE)
+        x += step_w
     c.box(12, ly + 9, 16, 14, fill="none", stroke=VERMILION, stroke_width=3, stroke_dasharray="7 4")
-    c.text("≠: the model differs from the real kernel there (the label gives the real value).  "
-           "kpagecount: /proc/kpagecount of the frame; the model's is page_mapcount() of its level.",
+    c.text("≠ real: the model differs from the kernel there; the bold line gives the kernel's value.",
            36, ly + 20, size=SMALL_SIZE)
+    c.text("kpagecount: /proc/kpagecount of the frame; for the model, page_mapcount() at its level.",
+           36, ly + 36, size=SMALL_SIZE)
+    c.resize(ly + 48)
     return c.finish("live_vs_model")
 
 
