@@ -303,6 +303,16 @@ def test_real_frames_are_filled_only_where_the_counts_leave_no_choice():
     assert (frames.kind == 0).all() and frames.sampled == (0, 1, 128, 255, 256, 257, 511)
 
 
+def test_live_vs_model_without_root_marks_frames_not_recorded():
+    import copy
+
+    run = copy.deepcopy(live.load_recorded())
+    run.experiments["fault"].steps[0]["views"]["self"]["physical"] = "/proc/kpageflags: permission denied"
+    d = live_lab.live_vs_model(run, "fault", "fault")
+    assert "0-511 not recorded; mapped by self" in d.text and "permission denied" in d.text
+    assert 'class="differs"' not in d.svg      # nothing known to differ from
+
+
 def test_differences_shows_only_rows_that_do_not_match():
     run = live.load_recorded()
     for name in live.EXPERIMENTS:

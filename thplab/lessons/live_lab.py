@@ -456,7 +456,7 @@ def live_vs_model(run, name, step=None, levels=(0, 10)):
             c.add(dw.Lines(strip_x - 7, y - 4, strip_x - 1, y, strip_x - 7, y + 4, close=True, fill=BLACK,
                            class_="sample"))
         if frames.note:
-            c.text(frames.note[:44], x0, bottom + 16, size=SMALL_SIZE, fill=GREY)
+            c.text("frames not readable here (see the text twin)", x0, bottom + 16, size=SMALL_SIZE, fill=GREY)
 
     # ---- one legend for the whole picture, in lines that fit the width
     ly, x = bottom + 36, 12
@@ -573,12 +573,6 @@ class LiveQuestion:
                             diagnoses=self.diagnoses)
 
 
-def _predictions(name, level):
-    from .. import live
-
-    return live.predict(name, level)
-
-
 @dataclass
 class LevelQuestion:
     """Transfer: the recorded tables show levels 0 and 10; predict the model at a level in between.
@@ -604,7 +598,7 @@ class LevelQuestion:
         rng = np.random.default_rng(seed)
         by_experiment = {}
         for name in live.EXPERIMENTS:
-            paths = [_predictions(name, lv) for lv in range(11)]
+            paths = [live.predict(name, lv) for lv in range(11)]
             rows = {}
             for step, values in paths[10].items():
                 if step == "fault" and name != "fault":
