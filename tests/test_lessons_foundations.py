@@ -53,6 +53,36 @@ def test_existing_lesson_notebooks_use_the_map_titles():
 
 # ------------------------------------------------------------------ 00
 
+def test_course_map_diagram_is_the_path_of_the_16_lessons():
+    d = f.course_map_diagram()
+    assert d.svg.count('class="lesson"') == 16 and d.svg.count('data-arrow="next"') == 15
+    for n in f.CORE_LESSONS:
+        assert f"{n:02d}  ★ core" in d.svg and f"{n:02d} " in d.text
+    assert d.svg.count("★ core") == len(f.CORE_LESSONS) and d.svg.count('data-core="1"') == 5
+    assert "Patch 04" in d.svg and "split the PMD, not the" in d.svg
+    assert max(map(len, d.text.splitlines())) <= 100
+
+
+def test_package_versions_come_from_metadata():
+    from importlib.metadata import version
+
+    v = f.package_versions(("numpy", "no-such-package-thplab"))
+    assert v == {"numpy": version("numpy"), "no-such-package-thplab": "not installed"}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_mem_map_question_counts_frames_or_thps(seed):
+    q = f.MemMapQuestion.generate(seed)
+    size = q.params[0].split()[1]
+    frames = len(Machine.boot(size).mem_map)
+    assert q.answer in (frames, frames // 512)
+    assert q.render().startswith(f"ARG seed {seed}\nARG machine {size}")
+    assert q.check(q.answer)[0] and q.answer not in q.diagnoses
+    wrong = next(iter(q.diagnoses))
+    assert q.diagnoses[wrong] in q.check(wrong)[1]
+    assert "No answer yet" in q.check(None)[1]
+
+
 def test_counter_button_counts_clicks():
     c = f.counter_button()
     assert c.label.value == "clicks: 0"

@@ -1,5 +1,6 @@
 """thplab.lessons.{contract,compare,open_problems,live_lab}: the helpers of lessons 12-15."""
 
+import numpy as np
 import pytest
 
 from thplab import Machine, costs, live, widgets
@@ -370,6 +371,104 @@ def test_live_question_answers_with_the_observation(seed):
     assert q.answer == row.observed
     assert q.check(q.answer)[0] and "RECORDED" in q.render()
     assert q.render() == live_lab.LiveQuestion.generate(seed).render()
+
+
+def test_live_vs_model_draws_the_recorded_partial_munmap():
+    run = live.load_recorded()
+    d = live_lab.live_vs_model(run, "partial_munmap", "munmap")
+    assert "RECORDED" in d.svg and f"Linux {run.kernel}" in d.svg and "LIVE" not in d.svg
+    # The real kernel: the unmapped subpage is still a tail with kpagecount 0, the rest count 1.
+    assert "256 tail · kpagecount 0" in d.svg and "1-255 tail · kpagecount 1" in d.svg
+    assert "model, level 0 (v3.16)" in d.svg and "frames 0x200-0x3ff" in d.svg
+    # Level 0 split the page: all four of its runs differ; level 10 matches the kernel everywhere.
+    assert d.svg.count('class="differs"') == 4 and "256 free · kpagecount 0" in d.svg
+    assert "≠ real: head" in d.svg and d.text.count("≠ real: tail") == 3
+    level10 = d.text.split("model, level 10")[1]
+    assert "≠" not in level10 and "256 tail · kpagecount 0; mapped by nobody" in level10
+    assert max(map(len, d.text.splitlines())) <= 100
+
+
+def test_live_vs_model_fork_shows_both_processes():
+    d = live_lab.live_vs_model(live.load_recorded(), "fork", "child_write")
+    real = d.text.split("model, level 0")[0]
+    assert "self maps 512 of the THP's 512 subpages through a huge PMD" in real
+    assert "child maps 511 of the THP's 512 subpages through PTEs" in real
+    assert "256 tail · kpagecount 1; mapped by self" in real
+    assert "≠ real: kpagecount 2, child maps it" in d.svg
+
+
+def test_real_frames_are_filled_only_where_the_counts_leave_no_choice():
+    assert live_lab._fill({0: 1, 5: 0}, {1: 511, 0: 1}).tolist() == [1] * 5 + [0] + [1] * 506
+    unknown = live_lab._fill({0: 1, 5: 0}, {1: 500, 0: 12})
+    assert unknown[[0, 5]].tolist() == [1, 0] and (np.delete(unknown, [0, 5]) == -1).all()
+    frames = live_lab.real_frames(live.load_recorded(), "pin", "split_unpinned")
+    assert (frames.kind == 0).all() and frames.sampled == (0, 1, 128, 255, 256, 257, 511)
+
+
+def test_live_vs_model_without_root_marks_frames_not_recorded():
+    import copy
+
+    run = copy.deepcopy(live.load_recorded())
+    run.experiments["fault"].steps[0]["views"]["self"]["physical"] = "/proc/kpageflags: permission denied"
+    d = live_lab.live_vs_model(run, "fault", "fault")
+    assert "0-511 not recorded; mapped by self" in d.text and "permission denied" in d.text
+    assert 'class="differs"' not in d.svg      # nothing known to differ from
+
+
+def test_differences_shows_only_rows_that_do_not_match():
+    run = live.load_recorded()
+    for name in live.EXPERIMENTS:
+        short = live_lab.differences(run, name).splitlines()
+        full = live_lab.differences(run, name, all_rows=True).splitlines()
+        assert short[0].startswith(f"RECORDED {name} ") and max(map(len, full)) <= 100
+        rows = [r for r in live.compare(run.experiments[name]) if r.step != "fault" or name == "fault"]
+        differing = [r for r in rows if any(v != "match" for v in r.verdict.values())]
+        assert len(full) - 2 == len(rows)
+        assert len(short) - 2 == (len(differing) or 1)
+    assert "every compared row matches" in live_lab.differences(run, "full_munmap")
+    assert "  mprotect       thp_split " in live_lab.differences(run, "mprotect")
+
+
+def test_reasons_are_numbered_once_and_referenced():
+    text = live_lab.reasons()
+    numbers = [line.split("]")[0] + "]" for line in text.splitlines() if line.startswith("[")]
+    assert numbers == [f"[{i}]" for i in range(1, len(numbers) + 1)]
+    assert live.STEP_EXPLANATIONS[("fork", "child_write")][:40] in text.replace("\n    ", " ")
+    fork = live_lab.differences(live.load_recorded(), "fork")
+    assert f"[{len(numbers)}]" in fork      # the COW reason is the last one
+
+
+def test_live_vs_recorded_lists_only_what_moved():
+    import copy
+
+    run = live.load_recorded()
+    assert "none:" in live_lab.live_vs_recorded(run, run)
+    other = copy.deepcopy(run)
+    other.experiments["fork"].steps[2]["vmstat_delta"]["thp_fault_alloc"] = 1
+    text = live_lab.live_vs_recorded(other, run)
+    assert len(text.splitlines()) == 2 and "fork" in text and "thp_fault_alloc" in text
+
+
+def test_live_question_for_a_row_diagnoses_the_model_levels():
+    q = live_lab.LiveQuestion.for_row("fork", "fork", "kpagecount[1]")
+    assert q.answer == 2 and "fork()" in q.render()
+    ok, message = q.check(0)
+    assert not ok and "what the model predicts at level 0" in message
+    assert "No answer yet" in q.check(None)[1]
+    q = live_lab.LiveQuestion.for_row("pin", "split_pinned", "thp_split_page_failed", diagnoses={0: "refused"})
+    assert q.answer == 1 and "refused" in q.check(0)[1]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_level_question_is_answered_by_the_model_at_that_level(seed):
+    q = live_lab.LevelQuestion.generate(seed)
+    assert 1 <= q.level <= 9
+    assert q.answer == int(live.predict(q.experiment, q.level)[q.step][q.quantity])
+    assert q.check(q.answer)[0] and q.answer not in q.diagnoses
+    ends = [live.predict(q.experiment, lv)[q.step].get(q.quantity) for lv in (0, 10)]
+    assert ends[0] != ends[1]                # levels 0 and 10 disagree on this row
+    assert q.render() == live_lab.LevelQuestion.generate(seed).render()
+    assert q.render().startswith(f"ARG seed {seed}")
 
 
 def test_live_report_explains_when_the_kernel_does_not_allow(monkeypatch):

@@ -7,6 +7,7 @@ titles and links from here (``lesson_heading(7)``, ``lesson_link(8)``).
 Everything here runs the model; notebooks only call it.
 """
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,8 @@ from ..problems import check_number
 
 __all__ = [
     "Lesson", "LESSONS", "lesson", "lesson_heading", "lesson_link", "lesson_map",
-    "CounterCheck", "counter_button",
+    "CORE_LESSONS", "PARTS", "course_map_diagram",
+    "CounterCheck", "counter_button", "package_versions", "MemMapQuestion",
     "PRIMER_THP_ADDR", "WORKED_EXAMPLE", "primer_machine", "struct_page_table", "address_indices",
     "format_indices", "walk_text", "IndexQuestion", "FaultCountQuestion",
     "old_split_machine", "record_old_split", "SplitAction", "SplitActions", "old_split_actions",
@@ -111,6 +113,77 @@ def lesson_map(markdown=False):
     return "\n".join(f"{x.number:02d}  {x.file:<38} {x.title}\n    {x.summary}" for x in LESSONS)
 
 
+#: The core lessons: the ones the rest builds on (two diagrams each at least).
+CORE_LESSONS = (1, 2, 6, 8, 9)
+#: The three parts of the course: (first lesson, last lesson, name).
+PARTS = ((0, 2, "background"), (3, 12, "the ten patches, one lesson each"), (13, 15, "the result"))
+
+
+def _short_title(item):
+    """What a course-map box says: "Patch 04" and the rest of the title, else the title up to a colon."""
+    if item.title.startswith("Patch "):
+        number, rest = item.title.split(": ", 1)
+        return [number] + textwrap.wrap(rest, 21, break_long_words=False)
+    return textwrap.wrap(item.title.split(":")[0], 21, break_long_words=False)
+
+
+def course_map_diagram():
+    """Diagram: the 16 lessons as one path in two rows, parts shaded, core lessons marked ★."""
+    import drawsvg as dw
+
+    from ..diagrams._base import BLACK, GREY, PALE, SKY, SMALL_SIZE, YELLOW, Canvas
+
+    per_row, w, h, gap, x0, y0 = 4, 150, 92, 28, 14, 48
+    part_fill = {0: YELLOW, 1: SKY, 2: PALE}
+    twin = ["The course as a path: lessons 00-15 in order; ★ marks the core lessons "
+            f"({', '.join(f'{n:02d}' for n in CORE_LESSONS)})."]
+    for k, (lo, hi, name) in enumerate(PARTS):
+        twin += textwrap.wrap(f"{lo:02d}-{hi:02d} {name}: " + "; ".join(
+            f"{x.number:02d} {' '.join(_short_title(x))}{' ★' if x.number in CORE_LESSONS else ''}"
+            for x in LESSONS if lo <= x.number <= hi), 100, initial_indent="  ", subsequent_indent="    ")
+    c = Canvas(x0 * 2 + per_row * w + (per_row - 1) * gap, 0, "The course map: 16 lessons, 5 core ones",
+               "\n".join(twin))
+    c.heading("The course map: 16 lessons in order, ★ = core lesson")
+
+    rows, row_gap = -(-len(LESSONS) // per_row), 40
+
+    def place(n):  # snake: even rows left to right, odd rows right to left, so the path never jumps
+        row, col = divmod(n, per_row)
+        col = col if row % 2 == 0 else per_row - 1 - col
+        return x0 + col * (w + gap), y0 + row * (h + row_gap)
+
+    for x in LESSONS:
+        bx, by = place(x.number)
+        part = next(k for k, (lo, hi, _) in enumerate(PARTS) if lo <= x.number <= hi)
+        core = x.number in CORE_LESSONS
+        c.box(bx, by, w, h, fill=part_fill[part], stroke=BLACK, stroke_width=3 if core else 1,
+              class_="lesson", data_lesson=x.number, data_core=int(core), tip=f"{x.number:02d} {x.title}")
+        c.text(f"{x.number:02d}" + ("  ★ core" if core else ""), bx + 8, by + 18, weight="bold")
+        for k, line in enumerate(_short_title(x)[:4]):
+            c.text(line, bx + 8, by + 36 + 14 * k, size=SMALL_SIZE)
+        if x.number + 1 < len(LESSONS):
+            nx, ny = place(x.number + 1)
+            if ny == by:
+                right = nx > bx
+                c.arrow(bx + w if right else bx, by + h / 2, nx - 2 if right else nx + w + 2, ny + h / 2,
+                        kind="next")
+            else:
+                c.arrow(bx + w / 2, by + h, nx + w / 2, ny - 2, kind="next")
+    ly = y0 + rows * h + (rows - 1) * row_gap + 30
+    lx = x0
+    for k, (lo, hi, name) in enumerate(PARTS):
+        c.box(lx, ly - 11, 16, 14, fill=part_fill[k], stroke=BLACK)
+        label = f"{lo:02d}-{hi:02d}: {name}"
+        c.text(label, lx + 22, ly, size=SMALL_SIZE)
+        lx += 40 + 6.2 * len(label)
+    c.add(dw.Rectangle(x0, ly + 9, 16, 14, fill="white", stroke=BLACK, stroke_width=3))
+    c.text("thick border, ★: a core lesson, one the rest builds on", x0 + 22, ly + 20, size=SMALL_SIZE)
+    c.text("Lessons 03-12 each compare the kernel just before a patch with the kernel just after it.",
+           x0, ly + 42, size=SMALL_SIZE, fill=GREY)
+    c.resize(ly + 54)
+    return c.finish("course_map")
+
+
 # ===================================================================== 00: is the widget machinery alive?
 
 class CounterCheck:
@@ -139,6 +212,74 @@ class CounterCheck:
 def counter_button():
     """A :class:`CounterCheck` for the environment check of lesson 00."""
     return CounterCheck()
+
+
+def package_versions(names=("numpy", "ipywidgets", "matplotlib", "jupyterlab", "thplab")):
+    """``{name: version}`` of installed packages, read from their metadata (no import: fast).
+
+    A package that is not installed shows as ``"not installed"``.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+#: Machine sizes lesson 00's first question boots.
+_MEM_SIZES = ("4M", "8M", "16M", "32M", "64M")
+
+
+@dataclass
+class MemMapQuestion:
+    """Lesson 00: how many ``struct page`` (or how many THPs at most) a booted Machine has.
+
+    Answerable from one paragraph: ``mem_map`` holds one struct page per 4 KiB
+    page frame, and a THP takes 512 of them (2 MiB).  Renders like every
+    seeded question: its ``ARG`` lines first.
+    """
+
+    seed: int
+    params: list
+    question: str
+    answer: int
+    explanation: str
+    diagnoses: dict
+
+    def render(self):
+        return "\n".join([f"ARG seed {self.seed}"] + [f"ARG {p}" for p in self.params] + ["", self.question])
+
+    def check(self, guess):
+        return check_number(guess, self.answer, self.explanation, diagnoses=self.diagnoses)
+
+    @classmethod
+    def generate(cls, seed=0):
+        rng = np.random.default_rng(seed)
+        size = str(rng.choice(_MEM_SIZES))
+        thps = bool(rng.integers(0, 2))
+        m = Machine.boot(size, patches=0, seed=seed)
+        frames = len(m.mem_map)
+        mib = int(size[:-1])
+        if thps:
+            answer = frames // HPAGE_PMD_NR
+            question = (f"Machine.boot({size!r}) has {size[:-1]} MiB of RAM. At most how many 2 MiB THPs "
+                        "would fit in it?")
+            why = f"{frames} page frames / 512 frames per THP = {answer}."
+            diagnoses = {frames: f"{frames} is the number of struct pages (4 KiB frames), not of 2 MiB THPs.",
+                         mib: f"{mib} counts MiB; a THP is 2 MiB."}
+        else:
+            answer = frames
+            question = f"Machine.boot({size!r}): how many struct pages does its mem_map hold?"
+            why = f"One struct page per 4 KiB frame: {mib} MiB / 4 KiB = {answer} (len(m.mem_map))."
+            diagnoses = {mib * 1024: f"{mib * 1024} is the size in KiB; divide by the 4 KiB of one page.",
+                         mib: f"{mib} is the size in MiB; one struct page describes 4 KiB.",
+                         frames // HPAGE_PMD_NR: "That is the number of 2 MiB THPs, not of 4 KiB pages."}
+        diagnoses.pop(answer, None)
+        return cls(seed, [f"machine {size}", "level 0"], question, answer, why, diagnoses)
 
 
 # ===================================================================== 01: the primer
