@@ -157,6 +157,9 @@ class Interleaving:
         self._aborted = False
         self._running = None
         self._waiting = dict.fromkeys(ops, False)
+        #: Set by a CPU's thread once its operation returned, *before* it reports back: a
+        #: thread still alive for a moment after that must not be stepped again.
+        self._done = dict.fromkeys(ops, False)
         self._threads = {c: threading.Thread(target=self._body, args=(c, fn), daemon=True,
                                              name=f"thplab-{c}") for c, fn in ops.items()}
         machine.tracer = self
@@ -176,6 +179,7 @@ class Interleaving:
             self.errors[cpu] = exc
         finally:
             self._waiting[cpu] = False
+            self._done[cpu] = True
             self.steps.append(Step.at(self.machine, "done" if cpu not in self.errors else f"error: {self.errors[cpu]}",
                                       cpu, {"result": self.results.get(cpu)}))
             self._back.set()
@@ -197,11 +201,11 @@ class Interleaving:
             raise _Aborted
 
     def done(self, cpu):
-        return not self._threads[cpu].is_alive()
+        return self._done[cpu]
 
     @property
     def finished(self):
-        return all(not t.is_alive() for t in self._threads.values())
+        return all(self._done.values())
 
     def waiting(self, cpu):
         """Whether ``cpu`` is spinning on something another CPU holds."""
@@ -213,7 +217,7 @@ class Interleaving:
             raise ValueError(f"no CPU named {cpu!r}; CPUs here: {', '.join(self.cpus)}")
         if self._aborted:
             raise ThplabError("this interleaving was closed")
-        if not self._threads[cpu].is_alive():
+        if self._done[cpu]:
             return None
         self._back.clear()
         self._go[cpu].set()
@@ -244,7 +248,7 @@ class Interleaving:
         """
         last = None
         for _ in range(max_steps):
-            live = [c for c in self.cpus if self._threads[c].is_alive()]
+            live = [c for c in self.cpus if not self._done[c]]
             if not live:
                 self.machine.tracer = None
                 return self.results
