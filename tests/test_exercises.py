@@ -63,7 +63,7 @@ def test_untouched_skeleton_is_not_done_yet(name, body):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         report = ex.check(fn)
-    assert report.status == "todo"
+    assert report.status == "unwritten"
     assert "not done yet" in str(report)
     assert "DIAGNOSIS" not in str(report) and "the model" not in str(report)  # nothing revealed
 

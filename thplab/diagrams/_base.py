@@ -26,7 +26,7 @@ MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
 #: Text sizes in px (never below 11 for labels; the smallest note is 11 too).
 TITLE_SIZE, LABEL_SIZE, SMALL_SIZE = 15, 12, 11
 
-#: Placeholder for the id prefix, replaced by a hash of the finished SVG.
+#: Stand-in for the id prefix, replaced by a hash of the finished SVG.
 _ID = "IDPFX"
 
 

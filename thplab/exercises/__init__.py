@@ -16,7 +16,7 @@ gives the next hint; ``print(ex.solution())`` shows an answer, only when asked.
 >>> namespace = {}
 >>> exec(ex.skeleton, namespace)
 >>> ex.check(namespace["can_split"], n=3).status
-'todo'
+'unwritten'
 """
 
 from ._base import Case, Exercise, Report, Text

@@ -176,7 +176,7 @@ class Exercise:
         return all(np.array_equal(x, y) for x, y in zip(a, b))
 
     def _run(self, fn, case):
-        """``("ok", result) | ("todo", why) | ("raised", text) | ("bad", text)`` for one case."""
+        """``("ok", result) | ("unwritten", why) | ("raised", text) | ("bad", text)`` for one case."""
         args = tuple(np.array(a) if isinstance(a, np.ndarray) else
                      [np.array(x) for x in a] if isinstance(a, list) else a for a in case.args)
         try:
@@ -185,11 +185,11 @@ class Exercise:
                 warnings.simplefilter("error")
                 value = fn(*args)
         except NotImplementedError:
-            return "todo", "raises NotImplementedError"
+            return "unwritten", "raises NotImplementedError"
         except Exception as exc:  # the learner's bug is reported, never raised
             return "raised", last_line(exc)
         if any(value is u for u in _UNIMPLEMENTED):
-            return "todo", ("returns None (is a return statement missing?)" if value is None
+            return "unwritten", ("returns None (is a return statement missing?)" if value is None
                             else f"still returns {value!r}")
         try:
             return "ok", self.normalize(value)
@@ -210,8 +210,8 @@ class Exercise:
             case = self._cached(s)
             cases.append(case)
             status, result = self._run(fn, case)
-            if status == "todo":
-                return Report(self, "todo", [
+            if status == "unwritten":
+                return Report(self, "unwritten", [
                     f"{self.name}: not done yet -- {fname}() {result}.",
                     "Write its body, run that cell, then run this check again.",
                     "Stuck? ex.hint() gives a hint; print(ex.solution()) shows an answer."])
@@ -313,7 +313,7 @@ def _type(value):
 
 @dataclass
 class Report:
-    """What :meth:`Exercise.check` found: ``status`` is ``todo``, ``pass``, ``fail`` or ``error``."""
+    """What :meth:`Exercise.check` found: ``status`` is ``unwritten``, ``pass``, ``fail`` or ``error``."""
 
     exercise: Exercise
     status: str
