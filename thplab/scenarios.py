@@ -119,8 +119,10 @@ class ScenarioRun:
         if not rows:
             return head + ": no THP yet"
         cols = ("subpage", "kind", "_count", "_mapcount", "page_count", "page_mapcount", "pins")
-        lines = [head, "  ".join(f"{c:>13}" for c in cols)]
-        lines += ["  ".join(f"{'-' if r[c] is None else r[c]:>13}" for c in cols) for r in rows]
+        cells = [[str("-" if r[c] is None else r[c]) for c in cols] for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+        lines = [head, "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths))]
+        lines += ["  ".join(f"{v:>{w}}" for v, w in zip(row, widths)) for row in cells]
         return "\n".join(lines)
 
     def mappings(self):
