@@ -414,13 +414,11 @@ def _code_lines(fn):
 def code_diff(number, name):
     """Unified diff of kernel function ``name`` before and after patch ``number``, code only.
 
-    The definition before is the one a kernel at level ``number - 1`` runs; decorators and
-    docstrings are left out, so the diff shows what the code does differently.  ``""`` when the
-    code is unchanged (only words around it changed) or the function is new.
+    The definition before is the one a kernel at level ``number - 1`` runs (none: the function
+    is new, every line is added); decorators and docstrings are left out, so the diff shows
+    what the code does differently.  ``""`` when only the docstring changed.
     """
     import difflib
-
-    from .series import Kernel
 
     before_kernel = Kernel(None, number - 1)
     before = getattr(before_kernel, name).__func__ if before_kernel.has(name) else None
@@ -443,12 +441,7 @@ def _function_text(number, name):
     patch = PATCHES[number - 1]
     if name in patch.removed:
         return _wrap(f"{name}() is removed by this patch. {patch.removed[name]}")
-    diff = code_diff(number, name)
-    if diff:
-        return diff
-    if Kernel(None, number - 1).has(name):
-        return f"{name}(): the patch changes its comments only; the code is the same."
-    return f"{name}() is new in this patch."
+    return code_diff(number, name) or f"{name}(): the model's code is the same before and after this patch."
 
 
 def patch_text(number, diff=True):
