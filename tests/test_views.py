@@ -137,9 +137,70 @@ def test_patch_diff_lists_and_diffs_functions():
     d = widgets.PatchDiff(4)
     assert "get_page" in d.function.options and "__split_huge_page" in d.function.options
     d.function.value = "get_page"
-    assert "+@P04.replaces" in d.output.value
+    # the code change (tail pins no longer counted in tail _mapcount), not the decorator swap
+    assert "-        np.add.at(mm[&quot;_mapcount&quot;], tails, 1)" in d.output.value
+    assert "replaces" not in d.output.value
     d.function.value = "__split_huge_page"
     assert "removed by this patch" in d.output.value
+
+
+def test_model_only_helpers_are_never_listed_as_kernel_functions():
+    from thplab.series import BASE, PATCHES
+
+    registered = {name for p in [BASE] + PATCHES for name in p.functions}
+    assert widgets.MODEL_ONLY <= registered  # the filter names functions the series really has
+    for n in range(1, len(PATCHES) + 1):
+        replaced, removed = widgets.kernel_functions(n)
+        shown = set(widgets.PatchDiff(n).function.options)
+        assert shown == set(replaced) | set(removed)
+        assert not shown & widgets.MODEL_ONLY, n
+        text = widgets.patch_text(n)
+        for name in widgets.MODEL_ONLY:
+            assert f"{name}()" not in text and f"--- {name} before" not in text, (n, name)
+    # patches 03 and 04 do register them; the card still lists their kernel functions
+    assert "split_pmd" in PATCHES[2].functions and "check_refcounts" in PATCHES[3].functions
+    assert widgets.kernel_functions(3) == (["split_huge_pmd"], ["split_huge_page_pmd", "split_huge_page_pmd_mm"])
+
+
+def test_code_diff_leaves_out_decorators_and_docstrings():
+    import inspect
+
+    from thplab.series import PATCHES
+
+    for n, patch in enumerate(PATCHES, 1):
+        for name in widgets.kernel_functions(n)[0]:
+            diff = widgets.code_diff(n, name)
+            body = [line[1:] for line in diff.splitlines()[2:] if not line.startswith("@@")]
+            assert not any(line.lstrip().startswith("@") for line in body), (n, name)
+            doc = inspect.getdoc(patch.functions[name])
+            if doc:
+                assert doc.splitlines()[0] not in diff, (n, name)
+    diff = widgets.code_diff(2, "PageAnon")   # the whole change of patch 02: look at the head
+    assert diff.splitlines()[:2] == ["--- PageAnon before 02", "+++ PageAnon after 02"]
+    assert '+    return (mem_map["mapping"][compound_head(mem_map, np.asarray(page))] & 1) != 0' in diff
+    assert widgets.code_diff(3, "split_huge_pmd").count("\n+") >= 5  # new in patch 03: all added
+
+
+def test_patch_diff_offers_its_text_twin_to_readers_without_widgets():
+    d = widgets.PatchDiff(4)
+    bundle = d._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"] == d.text() == widgets.patch_text(4)
+    text = d.text()
+    assert text.startswith("[PATCH, RFC 04/10] thp: PMD splitting without splitting compound page")
+    replaced, removed = widgets.kernel_functions(4)
+    for name in replaced:
+        assert f"--- {name} before 04\n+++ {name} after 04" in text
+    for name in removed:
+        assert f"{name}() is removed by this patch." in text
+    assert widgets.code_diff(4, "get_page") in text
+    # words (the card, the function lists, why a function went) fit 100 columns; only the
+    # model's code in the diffs and unbreakable links may be longer
+    paragraphs = text.split("\n\n")
+    prose = [line for par in paragraphs if not par.startswith("--- ") for line in par.splitlines()
+             if "https://" not in line]
+    assert len(prose) > 20 and max(map(len, prose)) <= 100
+    assert widgets.patch_text(4, diff=False) == paragraphs[0]
 
 
 def test_patch_cards_say_when_a_patch_is_reconstructed():

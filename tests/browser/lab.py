@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .drive import notebook
+
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDES_FILE = REPO / "etc" / "jupyterlab" / "overrides.json"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -492,4 +494,66 @@ def full_screenshot(page, path: Path, max_height: int = 16000) -> Path:
     page.wait_for_timeout(300)
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
+    return path
+
+
+# --------------------------------------------------------------------------- diagrams
+# A thplab diagram leaves a text/html output with the SVG inline in ``div.thplab-diagram`` (and
+# an image/svg+xml twin in the same bundle). Widgets that redraw a diagram (ScenarioExplorer)
+# put the same markup inside a widget view; those are counted apart from the static outputs.
+_JS_DIAGRAMS = """
+() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  let outputs = 0;                     // diagram outputs the notebook model holds
+  for (const cell of w.content.widgets) {
+    if (cell.model.type !== 'code') continue;
+    for (const o of cell.model.outputs.toJSON()) {
+      const h = o.data && o.data['text/html'];
+      const html = Array.isArray(h) ? h.join('') : (h || '');
+      if (html.includes('class="thplab-diagram"') && o.data['image/svg+xml']) outputs += 1;
+    }
+  }
+  const shown = Array.from(w.node.querySelectorAll('.jp-OutputArea-output div.thplab-diagram > svg'));
+  const inWidget = (n) => !!n.closest('.jupyter-widgets, .widget-html');
+  const rendered = shown.filter(n => !inWidget(n) && n.getBoundingClientRect().width > 0);
+  return {outputs, rendered: rendered.length, in_widgets: shown.filter(inWidget).length};
+}
+"""
+
+
+def diagram_counts(page) -> dict:
+    """``{"outputs", "rendered", "in_widgets"}``: static diagram outputs in the notebook model,
+    the ones drawn in the page (an inline ``<svg>`` with a width, outside any widget), and the
+    diagrams shown inside widget views."""
+    return page.evaluate(_JS_DIAGRAMS)
+
+
+def wait_for_diagrams(page, timeout: float = 20.0) -> dict:
+    """Wait until every static diagram output of the model is drawn in the page (JupyterLab's
+    "defer" windowing attaches cells that are out of view a little later); return the counts."""
+    js = """() => { const c = (%s)(); return c.rendered >= c.outputs ? c : false; }""" % _JS_DIAGRAMS
+    try:
+        return page.wait_for_function(js, timeout=timeout * 1000, polling=250).json_value()
+    except Exception:  # noqa: BLE001 - the caller asserts on what is there
+        return diagram_counts(page)
+
+
+def diagram_screenshot(page, path: Path) -> Path | None:
+    """Screenshot one screen (the normal viewport) scrolled so that the first drawn diagram
+    output sits near the top, below the last lines of its cell's input; ``None`` if there is
+    none."""
+    first = notebook(page).locator(".jp-OutputArea-output:has(div.thplab-diagram > svg)").filter(
+        has_not=page.locator(".jupyter-widgets")).first
+    if not first.count():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first.evaluate(
+        """n => {
+          n.scrollIntoView({block: 'start'});
+          const s = n.closest('.jp-WindowedPanel-outer');
+          if (s) s.scrollTop = Math.max(0, s.scrollTop - 100);  // the end of the cell's input too
+        }"""
+    )
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
     return path
