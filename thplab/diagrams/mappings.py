@@ -321,8 +321,8 @@ def thp_mappings(machine, head, previous=None, title=None):
         x += 40 + 8 * len(name)
     c.add(dw.Lines(x, ly - 4, x + 6, ly - 10, x + 12, ly - 4, x + 6, ly + 2, close=True, fill=BLACK))
     c.text("pins: thplab's ground truth (machine.pins), not a struct page field", x + 18, ly, size=SMALL_SIZE)
-    c.text("━ PMD arrow: one entry maps 2 MiB;  ╌ PTE arrow: one per run of consecutive PTEs;"
-           + ("  dashed outline ▲: changed since the last step" if previous is not None else ""),
+    c.text("━ PMD arrow: one entry maps 2 MiB;  ╌ PTE arrow: one per run of consecutive PTEs"
+           + (";  dashed outline ▲: changed since the last step" if previous is not None else ""),
            20, ly + 20, size=SMALL_SIZE, fill=BLACK)
     return c.finish("thp_mappings")
 
