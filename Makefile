@@ -109,9 +109,9 @@ chromium:
 # Both suites always run; the target fails if either failed. On 2 cores: about 9 minutes.
 test: $(STAMP) $(LAB_OVERRIDES_STAMP) chromium
 	@start=$$(date +%s); rc=0; \
-	echo "== make test 1/2: package tests and the real-browser test (about 6 minutes on 2 cores)"; \
+	echo "== make test 1/2: package tests and the real-browser test (about 8 minutes on 2 cores)"; \
 	$(MAKE) --no-print-directory test-tests || rc=1; \
-	echo "== make test 2/2: every lesson under nbval (about 3 minutes)"; \
+	echo "== make test 2/2: every lesson under nbval (about 1 minute)"; \
 	$(MAKE) --no-print-directory test-notebooks || rc=1; \
 	echo "== make test: done in $$(( $$(date +%s) - start )) s"; \
 	exit $$rc
