@@ -430,12 +430,12 @@ def test_transhuge_documentation_per_level():
             assert "compound_lock, get_user_pages and put_page" not in doc
 
 
-def test_function_diff_shows_what_a_patch_replaced():
-    from thplab.series import function_diff
+def test_code_diff_shows_what_a_patch_replaced():
+    from thplab.series.text import code_diff
 
-    diff = function_diff(PATCHES[1], "PageAnon")
+    diff = code_diff(2, "PageAnon")
     assert "compound_head" in diff and diff.startswith("---")
-    assert function_diff(PATCHES[0], "no_such_function") == ""
+    assert code_diff(1, "no_such_function") == ""
 
 
 def test_v1_cow_reuses_a_pte_mapped_tail_that_another_process_maps_by_pmd():

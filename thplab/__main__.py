@@ -106,15 +106,9 @@ def _run(args):
     elif args.command == "costs":
         print(cost_table())
     elif args.command == "patch":
-        from .series import PATCHES, changed_functions, function_diff, patch_card
+        from .series.text import patch_text
 
-        print(patch_card(args.number))
-        replaced, removed = changed_functions(args.number)
-        print("  replaces: " + (", ".join(f"{n}()" for n in replaced) or "-"))
-        print("  removes:  " + (", ".join(f"{n}()" for n in removed) or "-"))
-        if args.diff:
-            for name in replaced:
-                print("\n" + (function_diff(PATCHES[args.number - 1], name) or f"{name}() is new here."))
+        print(patch_text(args.number, diff=args.diff))
     elif args.command == "simplifications":
         for where, text in simplifications():
             print(f"{where}\n    {text}\n")

@@ -17,6 +17,7 @@ from .problems import Problem
 from .races import RACES
 from .scenarios import SCENARIOS
 from .series import PATCHES, Kernel, changed_functions, patch_card
+from .series.text import MODEL_ONLY, code_diff, function_text, kernel_functions, patch_text  # noqa: F401
 
 __all__ = ["AddressSlicer", "ScenarioExplorer", "StepThrough", "RaceView", "Quiz", "PatchDiff",
            "MODEL_ONLY", "code_diff", "describe_step", "kernel_functions", "level_name", "level_labels",
@@ -378,87 +379,6 @@ class Quiz(_View):
         return ok
 
 
-#: Functions the series registers with ``@replaces`` that are thplab's own, not the kernel's:
-#: ``split_pmd`` is the one name the model's call sites use for what the kernel calls
-#: split_huge_page_pmd() before patch 03 and split_huge_pmd() after it (its docstring says so);
-#: ``check_refcounts`` holds each level's counting identities for :func:`thplab.invariants`.
-#: The series has no flag for them, so a patch's kernel functions are its registered ones minus these.
-MODEL_ONLY = frozenset({"check_refcounts", "split_pmd"})
-
-
-def kernel_functions(number):
-    """``(replaced, removed)``: the kernel functions patch ``number`` changes, sorted, without
-    the model's own helpers (:data:`MODEL_ONLY`)."""
-    replaced, removed = changed_functions(number)
-    return ([n for n in replaced if n not in MODEL_ONLY], [n for n in removed if n not in MODEL_ONLY])
-
-
-def _code_lines(fn):
-    """``fn``'s source without its ``@...replaces`` decorator and its docstring: only the code."""
-    import ast
-    import inspect
-    import textwrap
-
-    lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
-    node = ast.parse("\n".join(lines)).body[0]
-    drop = set()
-    for deco in node.decorator_list:
-        if "replaces" in ast.unparse(deco):
-            drop.update(range(deco.lineno - 1, deco.end_lineno))
-    first = node.body[0]
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-        drop.update(range(first.lineno - 1, first.end_lineno))
-    return [line for i, line in enumerate(lines) if i not in drop]
-
-
-def code_diff(number, name):
-    """Unified diff of kernel function ``name`` before and after patch ``number``, code only.
-
-    The definition before is the one a kernel at level ``number - 1`` runs (none: the function
-    is new, every line is added); decorators and docstrings are left out, so the diff shows
-    what the code does differently.  ``""`` when only the docstring changed.
-    """
-    import difflib
-
-    before_kernel = Kernel(None, number - 1)
-    before = getattr(before_kernel, name).__func__ if before_kernel.has(name) else None
-    after = PATCHES[number - 1].functions.get(name)
-    a = _code_lines(before) if before else []
-    b = _code_lines(after) if after else []
-    return "\n".join(difflib.unified_diff(a, b, f"{name} before {number:02d}", f"{name} after {number:02d}",
-                                          lineterm=""))
-
-
-def _wrap(text, indent=""):
-    """``text`` wrapped to 100 columns, continuation lines indented by ``indent``."""
-    import textwrap
-
-    return textwrap.fill(text, 100, subsequent_indent=indent, break_long_words=False,
-                         break_on_hyphens=False)
-
-
-def _function_text(number, name):
-    patch = PATCHES[number - 1]
-    if name in patch.removed:
-        return _wrap(f"{name}() is removed by this patch. {patch.removed[name]}")
-    return code_diff(number, name) or f"{name}(): the model's code is the same before and after this patch."
-
-
-def patch_text(number, diff=True):
-    """Patch ``number``'s card (wrapped to 100 columns), the kernel functions it replaces and
-    removes, and with ``diff`` the model's code diff of each: the text twin of
-    :class:`PatchDiff`, and what ``python -m thplab patch N --diff`` prints."""
-    from .lessons.foundations import patch_card_text
-
-    replaced, removed = kernel_functions(number)
-    lines = [patch_card_text(number),
-             _wrap("  replaces: " + (", ".join(f"{n}()" for n in replaced) or "-"), " " * 12),
-             _wrap("  removes:  " + (", ".join(f"{n}()" for n in removed) or "-"), " " * 12)]
-    if diff:
-        lines += ["\n" + _function_text(number, name) for name in replaced + removed]
-    return "\n".join(lines)
-
-
 class PatchDiff(_View):
     """Pick a kernel function a patch changes; see the model's diff of it (code only).
 
@@ -477,7 +397,7 @@ class PatchDiff(_View):
         self.refresh()
 
     def refresh(self):
-        self.output.value = _pre(_function_text(self.number, self.function.value))
+        self.output.value = _pre(function_text(self.number, self.function.value))
 
     def text(self):
         """The text twin: :func:`patch_text` of this patch."""

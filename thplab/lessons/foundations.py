@@ -17,6 +17,7 @@ from ..machine import Machine
 from ..page_flags import PageHead, PageTail, compound_head, flag_names
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE
 from ..problems import check_number
+from ..series.text import patch_card_text  # noqa: F401  (lessons 03-05 call fnd.patch_card_text)
 
 __all__ = [
     "Lesson", "LESSONS", "lesson", "lesson_heading", "lesson_link", "lesson_map",
@@ -780,29 +781,6 @@ class OldSplitTailQuestion(_Question):
 
 # ===================================================================== 03-05: patch cards
 
-def patch_card_text(number, width=100):
-    """:func:`thplab.series.patch_card` wrapped to ``width`` columns (continuation lines indented)."""
-    import re
-    import textwrap
-
-    from ..series import patch_card
-
-    out = []
-    for line in patch_card(number).splitlines():
-        if len(line) <= width:
-            out.append(line)
-            continue
-        prefix = re.match(r"\s*\S+:\s+|\s*", line)[0]
-        hang = " " * len(prefix)
-        parts = textwrap.wrap(line[len(prefix):], width - len(prefix), break_long_words=False,
-                              break_on_hyphens=False)
-        for i, part in enumerate(parts):
-            lead = prefix if i == 0 else hang
-            if len(lead) + len(part) <= width:
-                out.append(lead + part)
-            else:  # a link longer than the hanging indent allows: its own line, indented 2
-                out += ([prefix.rstrip()] if i == 0 else []) + ["  " + part]
-    return "\n".join(out)
 
 
 def _titled(diagram, title):

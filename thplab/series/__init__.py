@@ -5,7 +5,7 @@ kernel at level k is ``Kernel(machine, k)``: the base with patches 1..k,
 applied in order -- the way a series is bisected.
 """
 
-from ._kernel import Kernel, Patch, function_diff
+from ._kernel import Kernel, Patch
 from .p00_base import BASE
 from .p01_drop_foll_split import P01
 from .p02_pageanon import P02
@@ -47,5 +47,5 @@ def changed_functions(number):
     return sorted(n for n in p.functions), sorted(p.removed)
 
 
-__all__ = ["BASE", "PATCHES", "LEVEL0", "Kernel", "Patch", "function_diff", "patch_card", "changed_functions",
+__all__ = ["BASE", "PATCHES", "LEVEL0", "Kernel", "Patch", "patch_card", "changed_functions",
            "OLD_DOC", "NEW_DOC"]

@@ -6,8 +6,6 @@ a series is bisected, and answers ``kernel.<name>`` from the newest definition.
 Shared code calls ``k.get_page(...)``; it never asks which level it runs at.
 """
 
-import difflib
-import inspect
 import types
 from dataclasses import dataclass, field
 
@@ -145,22 +143,3 @@ class Kernel:
         tracer = self.machine.tracer
         if tracer is not None:
             tracer.point(name, detail)
-
-
-def function_diff(patch, name):
-    """Unified diff of ``name`` before and after ``patch``, from the model's sources."""
-    from . import BASE, PATCHES
-
-    before = None
-    for p in [BASE] + PATCHES:
-        if p is patch:
-            break
-        if name in p.functions:
-            before = p.functions[name]
-        if name in p.removed:
-            before = None
-    after = patch.functions.get(name)
-    a = inspect.getsource(before).splitlines() if before else []
-    b = inspect.getsource(after).splitlines() if after else []
-    return "\n".join(difflib.unified_diff(a, b, f"{name} before {patch.number:02d}",
-                                          f"{name} after {patch.number:02d}", lineterm=""))
