@@ -26,9 +26,8 @@ from ..page_alloc import dump_page
 from ..page_flags import PageCompound, compound_head
 from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
-from .p00_base import (LRU_LOCK, _pages, compound_locked, head_stops_being_compound, rmap_walk_vmas,
-                       tails_become_pages)
-from .p00_base import _release
+from .p00_base import (LRU_LOCK, _pages, _release, compound_locked, head_stops_being_compound,
+                       rmap_walk_vmas, tails_become_pages)
 from .p04_pmd_split import _drop_heads
 
 P06 = Patch(
