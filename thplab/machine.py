@@ -353,18 +353,9 @@ class Machine:
         write = self._flag(write, "touch: write")
         start, end = self._range("touch", addr, length)
         self._covered("touch", mm, start, end, need=VM_WRITE if write else VM_READ, errno=EFAULT)
-        # One walk per 2 MiB region, then one more after each fault in it: a THP
-        # fault resolves the whole region at once, a 4 KiB fault one page.
-        for base in range(start & HPAGE_PMD_MASK, end, HPAGE_PMD_SIZE):
-            pages = np.arange(max(base, start), min(base + HPAGE_PMD_SIZE, end), PAGE_SIZE, dtype=np.uint64)
-            first = 0
-            while True:
-                w = mem.walk(self.kernel, mm, pages[first:])
-                missing = np.flatnonzero((w["level"] == 0) | (~w["writable"] if write else False))
-                if not len(missing):
-                    break
-                first += int(missing[0])
-                self.fault(pid, int(pages[first]), write)
+        for vma in mm.vmas_in(start, end):
+            mem.populate_range(self.kernel, mm, vma, max(start, vma.vm_start), min(end, vma.vm_end),
+                               write, lambda a: self.fault(pid, a, write))
 
     def page_walk(self, pid, address):
         """The four levels of the walk for one address, as rows a learner can read.

@@ -13,7 +13,7 @@ from . import pgtable as pt
 from .errors import VMBug
 from .page_flags import PG, PAGE_MAPPING_ANON, Use
 from .params import (HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE,
-                     PGDIR_SHIFT, PUD_SHIFT, VM_EXEC, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ,
+                     PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT, VM_EXEC, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ,
                      VM_WRITE)
 
 VM_FAULT_OOM = 0x0001
@@ -69,6 +69,30 @@ def pte_free(k, mm, pfn):
     k.machine.vmstat.count("nr_page_table_pages", -1)
 
 
+def pte_alloc_many(k, mm, nr):
+    """``nr`` calls of :func:`pte_alloc_one` in one: the same pages, in the same order.
+
+    Raises :class:`~thplab.errors.OutOfMemory` and changes nothing unless all can be had.
+    """
+    m = k.machine
+    pfns = m.allocator.alloc_pages_bulk(0, nr, Use.pgtable)
+    m.pgtables.add_many(pfns, _LEVEL_PTE)
+    m.vmstat.count("nr_page_table_pages", nr)
+    return pfns
+
+
+def pte_free_many(k, mm, pfns):
+    """:func:`pte_free` for an array of PTE-table pages, handed back in one batch."""
+    m = k.machine
+    pfns = np.asarray(pfns, dtype=np.int64)
+    if not len(pfns):
+        return
+    m.pgtables.remove_many(pfns)
+    m.mem_map["_count"][pfns] -= 1
+    m.allocator.free_pages(pfns)
+    m.vmstat.count("nr_page_table_pages", -len(pfns))
+
+
 def entry(k, slot):
     """The value of a page-table slot ``(table_pfn, index)``."""
     tpfn, idx = slot
@@ -107,25 +131,6 @@ def pmd_offset(k, mm, address, alloc=False):
     return (pmd_t, int(pt.pmd_index(address)))
 
 
-def pmd_offset_or_skip(k, mm, address):
-    """The PMD slot of ``address`` and where a range walk goes next.
-
-    ``(pmdp, next)``: with a PMD table, ``next`` is the next 2 MiB boundary.
-    Without one, ``pmdp`` is None and ``next`` is the end of the empty PGD
-    or PUD entry's span (512 GiB or 1 GiB), as the kernel's range walks
-    skip a ``pgd_none_or_clear_bad()``/``pud_none_or_clear_bad()`` entry:
-    a walk costs one step per populated table, not per 2 MiB of the range.
-    """
-    pgd = entry(k, (mm.pgd, int(pt.pgd_index(address))))
-    if pgd == 0:
-        return None, ((address >> PGDIR_SHIFT) + 1) << PGDIR_SHIFT
-    pud = entry(k, (int(pt.pte_pfn(pgd)), int(pt.pud_index(address))))
-    if pud == 0:
-        return None, ((address >> PUD_SHIFT) + 1) << PUD_SHIFT
-    return (int(pt.pte_pfn(pud)), int(pt.pmd_index(address))), \
-        (address & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE
-
-
 def pte_table_of(k, pmd_value):
     """The PTE-table page a non-huge, present PMD points to."""
     return int(pt.pte_pfn(pmd_value))
@@ -151,19 +156,36 @@ def __pte_alloc(k, mm, pmdp):
 
 
 def pgtable_trans_huge_deposit(k, mm, pmdp, pgtable):
-    """Mirrors ``pgtable_trans_huge_deposit()``: park a PTE table beside a huge PMD."""
-    mm.pmd_huge_pte.setdefault(pmdp[0], []).append(pgtable)
+    """Mirrors ``pgtable_trans_huge_deposit()``: park a PTE table beside a huge PMD.
+
+    Batched: with an array of tables (for PMDs of the same PMD table) all are
+    parked, in order.
+    """
+    deposited = mm.pmd_huge_pte.setdefault(pmdp[0], [])
+    if np.ndim(pgtable):
+        deposited.extend(np.asarray(pgtable, dtype=np.int64).tolist())
+    else:
+        deposited.append(int(pgtable))
 
 
 def pgtable_trans_huge_withdraw(k, mm, pmdp):
-    """Mirrors ``pgtable_trans_huge_withdraw()``: take back the newest deposited table."""
+    """Mirrors ``pgtable_trans_huge_withdraw()``: take back the newest deposited table.
+
+    Batched: when ``pmdp``'s index is an array, one table per PMD, the newest
+    first (what as many single withdrawals give), as an array.
+    """
     deposited = mm.pmd_huge_pte.get(pmdp[0])
-    if not deposited:
+    nr = len(pmdp[1]) if np.ndim(pmdp[1]) else 1
+    if not deposited or len(deposited) < nr:
         raise VMBug(f"pgtable_trans_huge_withdraw: nothing deposited for PMD table {pmdp[0]:#x}")
-    pgtable = deposited.pop()
+    if np.ndim(pmdp[1]):
+        taken = np.array(deposited[len(deposited) - nr:][::-1], dtype=np.int64)
+        del deposited[len(deposited) - nr:]
+    else:
+        taken = deposited.pop()
     if not deposited:
         del mm.pmd_huge_pte[pmdp[0]]
-    return pgtable
+    return taken
 
 
 # ---------------------------------------------------------------- rmap
@@ -211,7 +233,11 @@ def rmap_walk_vmas(k, page):
 
 def page_dup_rmap(k, pages):
     """Mirrors ``page_dup_rmap()`` (fork): one more mapping of each page."""
-    np.add.at(k.mem_map["_mapcount"], np.asarray(pages), 1)
+    pages = np.asarray(pages)
+    if pages.ndim:
+        np.add.at(k.mem_map["_mapcount"], pages, 1)
+    else:
+        k.mem_map["_mapcount"][pages] += 1
 
 
 # ---------------------------------------------------------------- faults
@@ -222,15 +248,30 @@ def do_anonymous_page(k, mm, vma, address, ptep, write):
     SIMPLIFICATION: no zero page.  v3.14 maps the shared zero page on a read
     fault and allocates on the first write; thplab allocates at once, as the
     kernel does when the zero page is not used.
+
+    Batched (thplab, for :func:`populate_range`): ``address`` may be an array
+    of addresses whose PTEs are none in one PTE table, ``ptep`` =
+    ``(table, their indices)``: the pages one fault per address would get, in
+    that order.  When memory runs out part-way, the pages before stay mapped
+    and :class:`~thplab.errors.OutOfMemory` is raised, as at that fault.
     """
     anon_vma_prepare(k, vma)
-    page = k.machine.allocator.alloc_pages(0, Use.anon)
-    e = pt.mk_pte(page, vm_get_page_prot(vma.vm_flags))
+    alloc = k.machine.allocator
+    if not np.ndim(address):
+        pages = alloc.alloc_pages(0, Use.anon)
+    else:
+        nr = min(len(address), alloc.nr_free_pages)
+        if nr < len(address):
+            if nr:
+                do_anonymous_page(k, mm, vma, address[:nr], (ptep[0], ptep[1][:nr]), write)
+            alloc.alloc_pages(0, Use.anon)  # raises OutOfMemory
+        pages = alloc.alloc_pages_bulk(0, len(address), Use.anon)
+    e = pt.mk_pte(pages, vm_get_page_prot(vma.vm_flags))
     if vma.vm_flags & VM_WRITE:
         e = pt.set_bits(e, pt._PAGE_RW | pt._PAGE_DIRTY)
-    mm.anon_rss += 1
-    page_add_new_anon_rmap(k, page, vma, address)
-    set_entry(k, ptep, e)
+    mm.anon_rss += int(np.size(pages))
+    page_add_new_anon_rmap(k, pages, vma, address)
+    k.machine.pgtables.table(ptep[0])[ptep[1]] = e
     return 0
 
 
@@ -275,6 +316,63 @@ def handle_pte_fault(k, mm, vma, address, pmdp, write):
     return 0
 
 
+def populate_range(k, mm, vma, start, end, write, fault):
+    """Access every 4 KiB page of ``[start, end)`` (inside ``vma``) in order, faulting what misses.
+
+    ``fault(address)`` takes one fault the way the machine does.  Where the
+    outcome of a run of faults is known before they are taken, they are taken
+    as a batch with the same result: a PTE table's none PTEs all go to one
+    :func:`do_anonymous_page`, and -- with no tracer attached, so that a
+    step-through still sees every fault -- consecutive empty, THP-sized PMDs
+    of a THP-enabled VMA go to one ``k.do_huge_pmd_anonymous_page``.
+    """
+    bases = np.arange(start & HPAGE_PMD_MASK, end, HPAGE_PMD_SIZE, dtype=np.int64)
+    empty = np.zeros(len(bases), bool)
+    if k.machine.tracer is None and transparent_hugepage_enabled(k, vma):
+        empty = ((bases >= vma.vm_start) & (bases + HPAGE_PMD_SIZE <= vma.vm_end)
+                 & (walk(k, mm, bases)["pmd"] == 0))
+    i = 0
+    while i < len(bases):
+        if empty[i]:
+            j = i + 1  # the run of empty PMDs within this PMD table (1 GiB)
+            while j < len(bases) and empty[j] and bases[j] >> PUD_SHIFT == bases[i] >> PUD_SHIFT:
+                j += 1
+            pmd_table = pmd_offset(k, mm, int(bases[i]), alloc=True)[0]
+            idx = (bases[i:j] >> PMD_SHIFT) & (HPAGE_PMD_NR - 1)
+            done = len(k.do_huge_pmd_anonymous_page(mm, vma, bases[i:j], (pmd_table, idx), write))
+            i += done
+            if i == j:
+                continue
+        # the first region the batch could not map is faulted alone (which falls back)
+        _populate_pmd(k, mm, vma, max(int(bases[i]), start),
+                      min(int(bases[i]) + HPAGE_PMD_SIZE, end), write, fault)
+        i += 1
+
+
+def _populate_pmd(k, mm, vma, lo, hi, write, fault):
+    """Fault in what misses in ``[lo, hi)`` of one 2 MiB region, in address order."""
+    pages = np.arange(lo, hi, PAGE_SIZE, dtype=np.int64)
+    first = 0
+    while True:
+        w = walk(k, mm, pages[first:])
+        missing = (w["level"] == 0) | (~w["writable"] if write else False)
+        todo = np.flatnonzero(missing)
+        if not len(todo):
+            return
+        pmd = int(w["pmd"][todo[0]])
+        if pmd and not pt.pmd_trans_huge(pmd) and w["pte"][todo[0]] == 0:
+            # A PTE table: every fault up to the next missing page with a PTE
+            # (a write to a read-only one) is do_anonymous_page() on a none PTE.
+            none = w["pte"][todo] == 0
+            run = todo[:len(todo) if none.all() else int(np.argmin(none))]
+            addrs = pages[first + run]
+            do_anonymous_page(k, mm, vma, addrs,
+                              (pte_table_of(k, pmd), (addrs >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1)), write)
+        else:
+            fault(int(pages[first + todo[0]]))
+        first += int(todo[0])
+
+
 # ---------------------------------------------------------------- zap
 
 def zap_pte_range(k, mm, vma, pte_table, start, end):
@@ -297,30 +395,78 @@ def zap_pte_range(k, mm, vma, pte_table, start, end):
     k.put_page(pages)
 
 
-def _pmd_range(k, mm, vma, start, end, huge_fn, pte_fn):
-    """Walk ``[start, end)`` a PMD at a time, as ``zap_pmd_range()``/``change_pmd_range()`` do.
+def pmd_tables(k, mm, start, end):
+    """The populated PMD tables under ``[start, end)``, in address order.
 
-    A huge PMD wholly inside the range goes to ``huge_fn(vma, pmdp, addr)``
-    (which returns 0 if it found the PMD no longer huge); one the range only
-    covers in part is split first (``k.split_pmd``).  PTE tables go to
-    ``pte_fn(pte_table, addr, next)``.
+    A list of ``(pmd_table_pfn, i0, i1, base)``: slots ``i0 .. i1 - 1`` of
+    the table hold the range, ``base`` is the address slot 0 maps.  None PGD
+    and PUD entries are skipped, as the kernel's range walks skip a
+    ``pgd_none_or_clear_bad()``/``pud_none_or_clear_bad()`` entry, so a walk
+    costs one step per populated table, not per 2 MiB of the range.
     """
-    addr = start
-    while addr < end:
-        pmdp, nxt = pmd_offset_or_skip(k, mm, addr)
-        nxt = min(nxt, end)
-        if pmdp is not None:
-            e = entry(k, pmdp)
-            if pt.pmd_trans_huge(e):
-                if nxt - addr != HPAGE_PMD_SIZE:
-                    k.split_pmd(vma, pmdp, addr)
-                elif huge_fn(vma, pmdp, addr):
-                    addr = nxt
-                    continue
-                e = entry(k, pmdp)
-            if e and not pt.pmd_trans_huge(e):
-                pte_fn(pte_table_of(k, e), addr, nxt)
-        addr = nxt
+    tables = k.machine.pgtables
+    last = end - 1
+    pgd = tables.table(mm.pgd)
+    out = []
+    g0 = start >> PGDIR_SHIFT
+    for g in (g0 + np.flatnonzero(pgd[g0:(last >> PGDIR_SHIFT) + 1])).tolist():
+        gbase = g << PGDIR_SHIFT
+        pud = tables.table(int(pt.pte_pfn(pgd[g])))
+        u0 = (max(start, gbase) >> PUD_SHIFT) & 511
+        u1 = (min(last, gbase + (1 << PGDIR_SHIFT) - 1) >> PUD_SHIFT) & 511
+        for u in (u0 + np.flatnonzero(pud[u0:u1 + 1])).tolist():
+            ubase = gbase | (u << PUD_SHIFT)
+            i0 = (max(start, ubase) >> PMD_SHIFT) & 511
+            i1 = ((min(last, ubase + (1 << PUD_SHIFT) - 1) >> PMD_SHIFT) & 511) + 1
+            out.append((int(pt.pte_pfn(pud[u])), i0, i1, ubase))
+    return out
+
+
+def _populated_pmds(k, table_pfn, i0, i1, base, start, end):
+    """Slots of one PMD table holding something, with their addresses clipped to the range."""
+    e = k.machine.pgtables.table(table_pfn)[i0:i1]
+    idx = i0 + np.flatnonzero(e)
+    addr = base + (idx << PMD_SHIFT)
+    return idx, addr, np.maximum(addr, start), np.minimum(addr + HPAGE_PMD_SIZE, end)
+
+
+def _stable_huge(pmds):
+    """Huge PMDs a batch may take: not being split (``_PAGE_SPLITTING``, levels 0-7)."""
+    return pt.pmd_trans_huge(pmds) & ~pt.pmd_trans_splitting(pmds)
+
+
+def _pmd_range(k, mm, vma, start, end, huge_fn, pte_fn):
+    """Walk ``[start, end)`` a PMD table at a time, as ``zap_pmd_range()``/``change_pmd_range()`` do.
+
+    A huge PMD the range only covers in part is split first (``k.split_pmd``).
+    The huge PMDs wholly inside the range go, all of one PMD table at once,
+    to ``huge_fn(vma, (table, indices), addresses)`` (a PMD being split goes
+    alone); what is a PTE table afterwards -- also a huge PMD ``huge_fn``
+    found no longer huge -- goes to ``pte_fn(pte_table, lo, hi)``.  The
+    kernel visits the PMDs one by one in address order; nothing these walks
+    do to one PMD changes another, so the batch ends in the same state.
+    """
+    tables = k.machine.pgtables
+    for tpfn, i0, i1, base in pmd_tables(k, mm, start, end):
+        idx, addr, lo, hi = _populated_pmds(k, tpfn, i0, i1, base, start, end)
+        if not len(idx):
+            continue
+        table = tables.table(tpfn)
+        huge = pt.pmd_trans_huge(table[idx])
+        whole = (hi - lo) == HPAGE_PMD_SIZE
+        for i, a in zip(idx[huge & ~whole].tolist(), lo[huge & ~whole].tolist()):
+            k.split_pmd(vma, (tpfn, i), a)
+        sel = huge & whole
+        if sel.any():
+            batch = _stable_huge(table[idx[sel]])
+            for i, a in zip(idx[sel][~batch].tolist(), addr[sel][~batch].tolist()):
+                huge_fn(vma, (tpfn, np.array([i])), np.array([a]))
+            if batch.any():
+                huge_fn(vma, (tpfn, idx[sel][batch]), addr[sel][batch])
+        e = table[idx]
+        ptes = (e != 0) & ~pt.pmd_trans_huge(e)
+        for t, a, b in zip(pt.pte_pfn(e[ptes]).tolist(), lo[ptes].tolist(), hi[ptes].tolist()):
+            pte_fn(t, a, b)
 
 
 def zap_pmd_range(k, mm, vma, start, end):
@@ -329,45 +475,51 @@ def zap_pmd_range(k, mm, vma, start, end):
                lambda table, lo, hi: zap_pte_range(k, mm, vma, table, lo, hi))
 
 
+def _unused(mm, starts, size):
+    """Per start address: does ``[start, start + size)`` miss every VMA of ``mm``?"""
+    starts = np.asarray(starts, dtype=np.int64)
+    if not mm.vmas:
+        return np.ones(len(starts), bool)
+    vm_start = np.array([v.vm_start for v in mm.vmas], dtype=np.int64)
+    vm_end = np.array([v.vm_end for v in mm.vmas], dtype=np.int64)
+    # VMAs are sorted and disjoint: the first VMA ending after `start` is the only candidate.
+    i = np.searchsorted(vm_end, starts, side="right")
+    hit = i < len(vm_end)
+    hit[hit] = vm_start[i[hit]] < starts[hit] + size
+    return ~hit
+
+
 def free_pgtables(k, mm, start, end):
     """Mirrors ``free_pgtables()``: free tables under ``[start, end)`` that no VMA needs.
 
     SIMPLIFICATION: the kernel frees between the neighbouring VMAs' floor
     and ceiling; thplab frees every PTE, PMD and PUD table whose whole span is
-    outside all VMAs, which is the same set of tables.
+    outside all VMAs, which is the same set of tables.  The PTE tables of one
+    PMD table are freed in one batch.
     """
-    def unused(lo, size):
-        return not mm.vmas_in(lo, lo + size)
-
     m = k.machine
-    lo = start & ~((1 << PGDIR_SHIFT) - 1)
-    for g in range(lo, end, 1 << PGDIR_SHIFT):
-        pgd_slot = (mm.pgd, int(pt.pgd_index(g)))
-        pud_t = entry(k, pgd_slot)
-        if not pud_t:
-            continue
-        pud_t = int(pt.pte_pfn(pud_t))
-        for u in range(max(g, start & ~((1 << PUD_SHIFT) - 1)), min(g + (1 << PGDIR_SHIFT), end), 1 << PUD_SHIFT):
-            pud_slot = (pud_t, int(pt.pud_index(u)))
-            pmd_t = entry(k, pud_slot)
-            if not pmd_t:
-                continue
-            pmd_t = int(pt.pte_pfn(pmd_t))
-            table = m.pgtables.table(pmd_t)
-            first = max(u, start & HPAGE_PMD_MASK)
-            last = min(u + (1 << PUD_SHIFT), end)
-            for a in range(first, last, HPAGE_PMD_SIZE):
-                i = int(pt.pmd_index(a))
-                e = int(table[i])
-                if e and not pt.pmd_trans_huge(e) and unused(a, HPAGE_PMD_SIZE):
-                    table[i] = 0
-                    pte_free(k, mm, int(pt.pte_pfn(e)))
-                    mm.nr_ptes -= 1
-            if not table.any() and unused(u, 1 << PUD_SHIFT) and pmd_t not in mm.pmd_huge_pte:
-                set_entry(k, pud_slot, 0)
-                _table_page_free(k, pmd_t)
-        if not m.pgtables.table(pud_t).any() and unused(g, 1 << PGDIR_SHIFT):
-            set_entry(k, pgd_slot, 0)
+    tables = m.pgtables
+    pgd = tables.table(mm.pgd)
+    for tpfn, i0, i1, ubase in pmd_tables(k, mm, start, end):
+        table = tables.table(tpfn)
+        idx = i0 + np.flatnonzero(table[i0:i1])
+        e = table[idx]
+        ptes = ~pt.pmd_trans_huge(e)
+        ptes[ptes] = _unused(mm, ubase + (idx[ptes] << PMD_SHIFT), HPAGE_PMD_SIZE)
+        if ptes.any():
+            table[idx[ptes]] = 0
+            pte_free_many(k, mm, pt.pte_pfn(e[ptes]))
+            mm.nr_ptes -= int(ptes.sum())
+        if not table.any() and _unused(mm, [ubase], 1 << PUD_SHIFT)[0] and tpfn not in mm.pmd_huge_pte:
+            gbase = ubase & ~((1 << PGDIR_SHIFT) - 1)
+            pud_t = int(pt.pte_pfn(pgd[gbase >> PGDIR_SHIFT]))
+            set_entry(k, (pud_t, int(pt.pud_index(ubase))), 0)
+            _table_page_free(k, tpfn)
+    lo = start >> PGDIR_SHIFT
+    for g in (lo + np.flatnonzero(pgd[lo:((end - 1) >> PGDIR_SHIFT) + 1])).tolist():
+        pud_t = int(pt.pte_pfn(pgd[g]))
+        if not tables.table(pud_t).any() and _unused(mm, [g << PGDIR_SHIFT], 1 << PGDIR_SHIFT)[0]:
+            set_entry(k, (mm.pgd, g), 0)
             _table_page_free(k, pud_t)
 
 
@@ -392,8 +544,7 @@ def free_all_pgtables(k, mm):
     mm.nr_ptes -= len(pte_t)
     m.vmstat.count("nr_page_table_pages", -len(pte_t))
     every = np.concatenate([pte_t, pmd_t, pud_t, [mm.pgd]]).astype(np.int64)
-    for pfn in every.tolist():
-        tables.remove(pfn)
+    tables.remove_many(every)
     m.mem_map["_count"][every] -= 1
     m.allocator.free_pages(every)
 
@@ -425,21 +576,36 @@ def copy_pte_range(k, dst_mm, src_mm, dst_pmdp, src_pte_table, vma, start, end):
 
 
 def copy_page_range(k, dst_mm, src_mm, vma):
-    """Mirrors ``copy_page_range()``/``copy_pmd_range()`` for one VMA."""
-    addr, end = vma.vm_start, vma.vm_end
-    while addr < end:
-        src_pmdp, nxt = pmd_offset_or_skip(k, src_mm, addr)
-        nxt = min(nxt, end)
-        if src_pmdp is not None and entry(k, src_pmdp):
-            dst_pmdp = pmd_offset(k, dst_mm, addr, alloc=True)
-            if pt.pmd_trans_huge(entry(k, src_pmdp)):
-                if k.copy_huge_pmd(dst_mm, src_mm, dst_pmdp, src_pmdp, addr, vma) == 0:
-                    addr = nxt
-                    continue
-            src_e = entry(k, src_pmdp)
-            if src_e and not pt.pmd_trans_huge(src_e):
-                copy_pte_range(k, dst_mm, src_mm, dst_pmdp, pte_table_of(k, src_e), vma, addr, nxt)
-        addr = nxt
+    """Mirrors ``copy_page_range()``/``copy_pmd_range()`` for one VMA.
+
+    Address order is kept where it decides which page a table gets: each
+    populated source PMD table gets its child PMD table first, then runs of
+    stable huge PMDs go to one batched ``k.copy_huge_pmd``, and every other
+    PMD (a PTE table, or a PMD being split) is copied alone, in between.
+    """
+    tables = k.machine.pgtables
+    for tpfn, i0, i1, base in pmd_tables(k, src_mm, vma.vm_start, vma.vm_end):
+        idx, addr, lo, hi = _populated_pmds(k, tpfn, i0, i1, base, vma.vm_start, vma.vm_end)
+        if not len(idx):
+            continue
+        src = tables.table(tpfn)
+        dst_t = pmd_offset(k, dst_mm, int(addr[0]), alloc=True)[0]
+        batch = _stable_huge(src[idx])
+        # run boundaries: where `batch` changes, and around every single PMD
+        cuts = np.flatnonzero(np.diff(batch.astype(np.int8)) != 0) + 1
+        singles = np.flatnonzero(~batch)
+        edges = np.unique(np.concatenate([[0, len(idx)], cuts, singles, singles + 1]))
+        for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            if pt.pmd_trans_huge(src[idx[a]]):
+                ret = k.copy_huge_pmd(dst_mm, src_mm, (dst_t, idx[a:b]), (tpfn, idx[a:b]), addr[a:b], vma)
+                again = a + np.flatnonzero(np.asarray(ret) != 0)
+            else:
+                again = [a]
+            for j in np.asarray(again).tolist():
+                src_e = int(src[idx[j]])
+                if src_e and not pt.pmd_trans_huge(src_e):
+                    copy_pte_range(k, dst_mm, src_mm, (dst_t, int(idx[j])), pte_table_of(k, src_e),
+                                   vma, int(lo[j]), int(hi[j]))
 
 
 # ---------------------------------------------------------------- mprotect

@@ -10,7 +10,7 @@ import heapq
 import numpy as np
 
 from .errors import BadPage, OutOfMemory, VMBug, as_int
-from .page_flags import MEM_MAP_DTYPE, PG, Use
+from .page_flags import PG, MemMap, Use
 from .params import HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_ORDER, PAGE_BUDDY_MAPCOUNT_VALUE
 
 
@@ -42,7 +42,7 @@ class PageAllocator:
         if nr_pages <= 0 or nr_pages % HPAGE_PMD_NR:
             raise ValueError(f"nr_pages must be a positive multiple of {HPAGE_PMD_NR}, "
                              f"got {nr_pages}")
-        self.mem_map = np.zeros(nr_pages, dtype=MEM_MAP_DTYPE)
+        self.mem_map = MemMap(nr_pages)
         self.mem_map["_mapcount"] = -1
         self.mem_map["first_page"] = -1
         heads = np.arange(0, nr_pages, 1 << MAX_ORDER)
@@ -104,8 +104,13 @@ class PageAllocator:
                 return pfn
         return None
 
-    def _alloc_block(self, order, within=None):
-        """Take a free block of ``order`` (splitting a larger one), or None; no ``mem_map`` prep."""
+    def take_block(self, order, within=None):
+        """Take the block :meth:`alloc_pages` would hand out next, or None; ``mem_map`` not yet prepared.
+
+        For a batch whose allocations of several orders interleave (a run of
+        THP faults: a table, then a THP, for each): :meth:`prep_blocks` then
+        prepares each order's blocks in one array operation.
+        """
         for o in range(order, MAX_ORDER + 1):
             if self._free[o]:
                 pfn = self._pop(o, within)
@@ -127,15 +132,34 @@ class PageAllocator:
         """``prep_new_page()`` for blocks of ``order`` at ``pfns``: ``_count`` 1, flags clear."""
         mm = self.mem_map
         pfns = np.asarray(pfns, dtype=np.int64)
-        every = (pfns[:, None] + np.arange(1 << order)).ravel() if order else pfns
-        mm["flags"][every] = 0
-        mm["_mapcount"][every] = -1
-        mm["mapping"][every] = 0
-        mm["index"][every] = 0
-        mm["use"][every] = use
-        mm["_count"][pfns] = 1  # set_page_refcounted()
         if order:
+            rows = self._thp_rows(pfns, order)
+            for field, value in (("flags", 0), ("_mapcount", -1), ("mapping", 0), ("index", 0), ("use", use)):
+                self._field(field)[rows] = value
+            self._field("_count")[rows, 0] = 1  # set_page_refcounted()
             self.prep_compound_page(pfns, order)
+            return
+        for field, value in (("flags", 0), ("_mapcount", -1), ("mapping", 0), ("index", 0), ("use", use)):
+            mm[field][pfns] = value
+        mm["_count"][pfns] = 1  # set_page_refcounted()
+
+    def _field(self, name):
+        """One field of ``mem_map`` seen as rows of 512 pages (a view: one row per 2 MiB)."""
+        return self.mem_map[name].reshape(-1, HPAGE_PMD_NR)
+
+    def _thp_rows(self, heads, order):
+        """The :meth:`_field` rows of the THPs at ``heads``.
+
+        SIMPLIFICATION: thplab's only compound pages are THPs (order 9, one
+        aligned 2 MiB block), so a compound page is one row of 512 struct
+        pages; the kernel also has smaller compound orders.  Working a field
+        at a time over whole rows keeps a batch of THPs to a few array
+        operations.
+        """
+        heads = np.asarray(heads, dtype=np.int64)
+        if order != HPAGE_PMD_ORDER or (heads % HPAGE_PMD_NR).any():
+            raise VMBug(f"compound pages are THPs here: order {order} at pfn {int(heads[0]):#x}")
+        return heads >> HPAGE_PMD_ORDER
 
     def alloc_pages(self, order, use, within=None):
         """Mirrors ``alloc_pages()`` + ``prep_new_page()``: ``_count`` 1, flags clear.
@@ -144,7 +168,7 @@ class PageAllocator:
         ``within`` = ``(lo, hi)`` restricts the block to those pfns (a NUMA node).
         Raises :class:`OutOfMemory` and changes nothing when no block is free.
         """
-        pfn = self._alloc_block(order, within)
+        pfn = self.take_block(order, within)
         if pfn is None:
             raise OutOfMemory(f"no free block of order {order} "
                               f"({self.nr_free_pages} free 4 KiB pages, fragmented or exhausted)")
@@ -160,66 +184,60 @@ class PageAllocator:
         faults); the ``mem_map`` writes are one array operation.  Raises
         :class:`OutOfMemory` and changes nothing unless all ``nr`` can be had.
         """
-        return self.alloc_sequence([order] * nr, use)
-
-    def alloc_sequence(self, orders, use):
-        """Blocks of the given ``orders``, taken in that order; an int64 array of their pfns.
-
-        The result is what one :meth:`alloc_pages` per entry would give (the
-        smallest fitting order first, lowest pfn first), with the ``mem_map``
-        preparation done once per order.  Raises :class:`OutOfMemory` and
-        changes nothing unless every block can be had.
-        """
-        orders = list(orders)
         pfns = []
-        for order in orders:
-            pfn = self._alloc_block(order)
+        for _ in range(nr):
+            pfn = self.take_block(order)
             if pfn is None:
                 # Give back what was taken: merging restores the very same free lists.
-                for p, o in zip(pfns, orders):
-                    self._free_block(p, o)
+                for p in pfns:
+                    self._free_block(p, order)
                 self._flush_marks()
                 raise OutOfMemory(f"no free block of order {order} for block {len(pfns) + 1} of "
-                                  f"{len(orders)} ({self.nr_free_pages} free 4 KiB pages)")
+                                  f"{nr} ({self.nr_free_pages} free 4 KiB pages)")
             pfns.append(pfn)
+        return self.prep_blocks(pfns, order, use)
+
+    def prep_blocks(self, pfns, order, use):
+        """``prep_new_page()`` (and compound prep) for blocks taken with :meth:`take_block`."""
         self._flush_marks()
-        pfns = np.array(pfns, dtype=np.int64)
-        orders = np.array(orders, dtype=np.int64)
-        for order in np.unique(orders).tolist():
-            self._prep_new(pfns[orders == order], order, use)
+        pfns = np.asarray(pfns, dtype=np.int64)
+        if len(pfns):
+            self._prep_new(pfns, order, use)
         return pfns
 
     def prep_compound_page(self, page, order):
         """Mirrors ``prep_compound_page()`` (v3.14): head flag, order in page[1], tails -> head.
 
-        ``page`` may be an array of heads (one operation for all of them).
+        ``page`` may be an array of heads (one operation per field for all of them).
         """
-        mm = self.mem_map
         heads = np.atleast_1d(np.asarray(page, dtype=np.int64))
-        owner = np.repeat(heads, (1 << order) - 1)
-        tails = (heads[:, None] + np.arange(1, 1 << order)).ravel()
-        mm["compound_order"][heads + 1] = order
-        mm["flags"][heads] |= np.uint32(1 << PG.head)
-        mm["_count"][tails] = 0
-        mm["first_page"][tails] = owner
-        mm["flags"][tails] |= np.uint32(1 << PG.tail)
+        rows = self._thp_rows(heads, order)
+        self._field("compound_order")[rows, 1] = order
+        self._field("flags")[rows, 0] |= np.uint32(1 << PG.head)
+        self._field("_count")[rows, 1:] = 0
+        self._field("first_page")[rows, 1:] = heads[:, None]
+        self._field("flags")[rows, 1:] |= np.uint32(1 << PG.tail)
 
     def destroy_compound_page(self, page, order):
         """Mirrors ``destroy_compound_page()``: undo ``prep_compound_page()`` and check it.
 
         ``page`` may be an array of heads of the same order.
         """
-        mm = self.mem_map
         heads = np.atleast_1d(np.asarray(page, dtype=np.int64))
-        owner = np.repeat(heads, (1 << order) - 1)
-        tails = (heads[:, None] + np.arange(1, 1 << order)).ravel()
-        bad = (mm["first_page"][tails] != owner) | ((mm["flags"][tails] & np.uint32(1 << PG.tail)) == 0)
+        self._bad_tails(heads, self._thp_rows(heads, order))
+        rows = self._thp_rows(heads, order)
+        self._field("flags")[rows, 0] &= ~np.uint32(1 << PG.head)
+        self._field("flags")[rows, 1:] &= ~np.uint32(1 << PG.tail)
+        self._field("first_page")[rows, 1:] = -1
+        self._field("compound_order")[rows, 1] = 0
+
+    def _bad_tails(self, heads, rows):
+        """``destroy_compound_page()``'s check: every tail points to its head and is PageTail."""
+        bad = (self._field("first_page")[rows, 1:] != heads[:, None]) | \
+              ((self._field("flags")[rows, 1:] & np.uint32(1 << PG.tail)) == 0)
         if bad.any():
-            raise VMBug(dump_page(mm, int(tails[bad][0]), "destroy_compound_page: bad tail"))
-        mm["flags"][heads] &= ~np.uint32(1 << PG.head)
-        mm["flags"][tails] &= ~np.uint32(1 << PG.tail)
-        mm["first_page"][tails] = -1
-        mm["compound_order"][heads + 1] = 0
+            r, c = np.argwhere(bad)[0]
+            raise VMBug(dump_page(self.mem_map, int(heads[r] + 1 + c), "destroy_compound_page: bad tail"))
 
     def free_pages(self, pfns):
         """Mirrors ``__free_pages_ok()``/``free_hot_cold_page()`` for a batch of pages.
@@ -241,27 +259,35 @@ class PageAllocator:
         if not len(pfns):
             return
         is_head = (mm["flags"][pfns] & np.uint32(1 << PG.head)) != 0
-        heads = pfns[is_head]
+        heads, singles = pfns[is_head], pfns[~is_head]
+        # Every page is checked before any is changed: a bad page stops the
+        # whole batch with mem_map as it was.
+        rows = self._thp_rows(heads, HPAGE_PMD_ORDER)
         if len(heads):
-            if (mm["compound_order"][heads + 1] != HPAGE_PMD_ORDER).any():
-                bad = int(heads[mm["compound_order"][heads + 1] != HPAGE_PMD_ORDER][0])
+            if (self._field("compound_order")[rows, 1] != HPAGE_PMD_ORDER).any():
+                bad = int(heads[self._field("compound_order")[rows, 1] != HPAGE_PMD_ORDER][0])
                 raise VMBug(dump_page(mm, bad, "free_pages: compound page not of THP order"))
-            self.destroy_compound_page(heads, HPAGE_PMD_ORDER)
+            self._bad_tails(heads, rows)  # destroy_compound_page()
+            flags = self._field("flags")[rows] & ~np.uint32((1 << PG.head) | (1 << PG.tail))
+            self._free_pages_check(heads[:, None] + np.arange(HPAGE_PMD_NR), flags,
+                                   *(self._field(f)[rows] for f in ("_count", "_mapcount", "use")))
+        self._free_pages_check(singles, *(mm[f][singles] for f in ("flags", "_count", "_mapcount", "use")))
+        for field, value in (("flags", 0), ("mapping", 0), ("index", 0), ("use", Use.free)):
+            mm[field][singles] = value
+            self._field(field)[rows] = value
+        self._field("first_page")[rows, 1:] = -1
+        self._field("compound_order")[rows, 1] = 0
         orders = np.where(is_head, HPAGE_PMD_ORDER, 0)
-        sizes = 1 << orders
-        every = np.repeat(pfns, sizes) + (np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-        bad = (mm["_count"][every] != 0) | (mm["_mapcount"][every] != -1) | \
-              ((mm["flags"][every] & np.uint32((1 << PG.head) | (1 << PG.tail))) != 0) | \
-              (mm["use"][every] == Use.free)
-        if bad.any():
-            raise VMBug(dump_page(mm, int(every[bad][0]), "free_pages_check: bad page state"))
-        mm["flags"][every] = 0
-        mm["mapping"][every] = 0
-        mm["index"][every] = 0
-        mm["use"][every] = Use.free
         for pfn, order in zip(pfns.tolist(), orders.tolist()):
             self._free_block(pfn, order)
         self._flush_marks()
+
+    def _free_pages_check(self, pfns, flags, count, mapcount, use):
+        """Mirrors ``free_pages_check()`` on the fields of the pages at ``pfns``."""
+        bad = (count != 0) | (mapcount != -1) | (use == Use.free) | \
+              ((flags & np.uint32((1 << PG.head) | (1 << PG.tail))) != 0)
+        if bad.any():
+            raise VMBug(dump_page(self.mem_map, int(pfns[bad][0]), "free_pages_check: bad page state"))
 
     def _free_block(self, pfn, order):
         """Give back one block, merging it with its free buddy while there is one."""

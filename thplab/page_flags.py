@@ -77,6 +77,66 @@ MEM_MAP_DTYPE = np.dtype([
 PAGE_MAPPING_ANON = 1
 
 
+class MemMap:
+    """``mem_map``: one ``struct page`` per 4 KiB frame, kept a field per array.
+
+    ``mem_map["_count"]`` is that field of every page, a numpy array to index
+    and assign (``mem_map["_count"][pfn] += 1``).  ``mem_map[pfn]`` (or a
+    slice, or an array of pfns) gives those pages as rows of
+    :data:`MEM_MAP_DTYPE`, a copy, for reading a page whole.
+
+    Stored as a struct of arrays rather than numpy's array of structs: an
+    operation over many pages reads or writes one field's bytes, not 38
+    bytes per page, which is what makes a batch over thousands of THPs
+    cheap.  The kernel's ``struct page`` is an array of structs.
+    """
+
+    dtype = MEM_MAP_DTYPE
+
+    def __init__(self, nr_pages=0, fields=None):
+        if fields is None:
+            # Written out at boot, as memmap_init_zone() writes every struct page:
+            # np.zeros would leave the host pages to be faulted in by the first
+            # operation that touches them.
+            fields = {name: np.full(nr_pages, 0, MEM_MAP_DTYPE[name]) for name in MEM_MAP_DTYPE.names}
+        self._fields = fields
+
+    def __len__(self):
+        return len(self._fields["flags"])
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in self._fields.values())
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self._fields[key]
+        if isinstance(key, list) and key and all(isinstance(k, str) for k in key):
+            out = np.empty(len(self), dtype=[(k, MEM_MAP_DTYPE[k]) for k in key])
+            for k in key:
+                out[k] = self._fields[k]
+            return out
+        shape = np.shape(self._fields["flags"][key])
+        out = np.empty(shape, dtype=MEM_MAP_DTYPE)
+        for name, a in self._fields.items():
+            out[name] = a[key]
+        return out[()] if not shape else out
+
+    def __setitem__(self, key, value):
+        if isinstance(key, str):
+            self._fields[key][...] = value
+            return
+        for name, a in self._fields.items():
+            a[key] = value[name]
+
+    def copy(self):
+        return MemMap(fields={name: a.copy() for name, a in self._fields.items()})
+
+    def tobytes(self):
+        """Every field's bytes, one field after the other (for comparing two states)."""
+        return b"".join(a.tobytes() for a in self._fields.values())
+
+
 def _flag(mem_map, page, bit):
     return (mem_map["flags"][page] & np.uint32(1 << bit)) != 0
 

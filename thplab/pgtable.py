@@ -238,6 +238,30 @@ class PageTables:
         self.level[row] = level
         return row
 
+    def add_many(self, pfns, level):
+        """:meth:`add` for an array of pages, in order (the rows :meth:`add` would give)."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        while len(self._free_rows) < len(pfns):
+            self._grow()
+        rows = np.array([self._free_rows.pop() for _ in range(len(pfns))], dtype=np.int64)
+        self.entries[rows] = 0
+        self.row_of[pfns] = rows
+        self.pfn_of[rows] = pfns
+        self.level[rows] = level
+        return rows
+
+    def remove_many(self, pfns):
+        """:meth:`remove` for an array of table pages (rows freed in that order)."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        rows = self.row_of[pfns]
+        if (rows < 0).any():
+            raise VMBug(f"pfn {int(pfns[rows < 0][0]):#x} is not a page table")
+        self.row_of[pfns] = -1
+        self.pfn_of[rows] = -1
+        self.level[rows] = 0
+        self.entries[rows] = 0
+        self._free_rows.extend(rows.tolist())
+
     def remove(self, pfn):
         """Stop using page ``pfn`` as a table."""
         row = self.row_of[pfn]

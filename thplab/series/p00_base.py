@@ -220,7 +220,16 @@ def do_huge_pmd_anonymous_page(k, mm, vma, address, pmdp, write):
 
     SIMPLIFICATION: no huge zero page (as with ``use_zero_page`` = 0): a read
     fault allocates a THP too.
+
+    Batched (thplab, for :func:`thplab.memory.populate_range`): ``address``
+    an array of THP-aligned addresses inside the VMA whose PMDs, ``pmdp`` =
+    ``(PMD table, indices)``, are none.  Each gets the THP (and deposited
+    table) its own fault would get, in order, while the check that precedes
+    each allocation passes; it stops before the first that would fall back,
+    which the caller then faults alone.  Returns one 0 per THP mapped.
     """
+    if np.ndim(address):
+        return _huge_pmd_anonymous_pages(k, mm, vma, address, pmdp)
     haddr = address & HPAGE_PMD_MASK
     if haddr < vma.vm_start or haddr + HPAGE_PMD_SIZE > vma.vm_end:
         return mem.VM_FAULT_FALLBACK
@@ -242,17 +251,45 @@ def do_huge_pmd_anonymous_page(k, mm, vma, address, pmdp, write):
         mem.pte_free(k, mm, pgtable)
         k.count_vm_event("thp_fault_fallback")
         return 0
-    e = pt.set_bits(pt.mk_huge_pmd(page, mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
-    if vma.vm_flags & VM_WRITE:
-        e = pt.set_bits(e, pt._PAGE_RW)
-    mem.page_add_new_anon_rmap(k, page, vma, haddr)
-    mem.pgtable_trans_huge_deposit(k, mm, pmdp, pgtable)
-    mem.set_entry(k, pmdp, e)
-    mm.anon_rss += HPAGE_PMD_NR
-    mm.nr_ptes += 1
+    _map_new_thps(k, mm, vma, np.array([haddr]), (pmdp[0], np.array([pmdp[1]])),
+                  np.array([pgtable]), np.array([page]))
     k.machine.smp.unlock(k, ptl)
     k.count_vm_event("thp_fault_alloc")
     return 0
+
+
+def _huge_pmd_anonymous_pages(k, mm, vma, addresses, pmdp):
+    """The batch of :func:`do_huge_pmd_anonymous_page`: same checks, same pages, one pass."""
+    alloc = k.machine.allocator
+    order = HPAGE_PMD_NR.bit_length() - 1
+    pgtables, pages = [], []
+    while (len(pages) < len(addresses) and alloc.can_alloc(order)
+           and alloc.nr_free_pages >= HPAGE_PMD_NR + 1):
+        pgtables.append(alloc.take_block(0))  # pte_alloc_one()
+        pages.append(alloc.take_block(order))
+    if not pages:
+        return np.zeros(0, dtype=np.int64)
+    nr = len(pages)
+    mem.anon_vma_prepare(k, vma)
+    pgtables = alloc.prep_blocks(pgtables, 0, Use.pgtable)
+    pages = alloc.prep_blocks(pages, order, Use.anon)
+    k.machine.pgtables.add_many(pgtables, mem._LEVEL_PTE)
+    k.machine.vmstat.count("nr_page_table_pages", nr)
+    _map_new_thps(k, mm, vma, addresses[:nr], (pmdp[0], pmdp[1][:nr]), pgtables, pages)
+    k.count_vm_event("thp_fault_alloc", nr)
+    return np.zeros(nr, dtype=np.int64)
+
+
+def _map_new_thps(k, mm, vma, haddrs, pmdp, pgtables, pages):
+    """Install new THPs behind none PMDs: rmap, deposited tables, the PMD leaves, counters."""
+    e = pt.set_bits(pt.mk_huge_pmd(pages, mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
+    if vma.vm_flags & VM_WRITE:
+        e = pt.set_bits(e, pt._PAGE_RW)
+    mem.page_add_new_anon_rmap(k, pages, vma, haddrs)
+    mem.pgtable_trans_huge_deposit(k, mm, pmdp, pgtables)
+    k.machine.pgtables.table(pmdp[0])[pmdp[1]] = e
+    mm.anon_rss += HPAGE_PMD_NR * len(pages)
+    mm.nr_ptes += len(pages)
 
 
 @replaces
@@ -327,71 +364,132 @@ def do_huge_pmd_wp_page_fallback(k, vma, address, pmdp, page):
     return 0
 
 
+def one_by_one(fn, pmdps, addr):
+    """Run a batched PMD function on each PMD alone, in order; the results side by side.
+
+    ``pmdps`` is a list of ``(PMD table, indices)`` with the same indices.
+    For a batch that meets a PMD it cannot take with the others (one being
+    split, or not huge any more), so that every PMD sees exactly what it
+    would have seen had the kernel's loop reached it alone.
+    """
+    idx = pmdps[0][1]
+    return np.concatenate([fn(*[(t, i[j:j + 1]) for t, i in pmdps], addr[j:j + 1])
+                           for j in range(len(idx))])
+
+
 @replaces
 def copy_huge_pmd(k, dst_mm, src_mm, dst_pmdp, src_pmdp, addr, vma):
     """Mirrors ``copy_huge_pmd()`` (fork): share the THP, write-protect both PMDs.
 
     A PMD being split makes fork wait for the split and copy at PTE level
     (``-EAGAIN``).
+
+    Batched (thplab): ``src_pmdp``/``dst_pmdp`` are ``(PMD table, indices)``
+    for a run of PMDs of one table, ``addr`` their addresses; the result is
+    0 or ``-EAGAIN`` per PMD.  The kernel calls it once per PMD, taking a
+    table to deposit each time (``pte_alloc_one()``); a run takes its tables
+    in one go, the same pages in the same order.
     """
-    pgtable = mem.pte_alloc_one(k, dst_mm)
-    pmd = mem.entry(k, src_pmdp)
-    if not pt.pmd_trans_huge(pmd):
-        mem.pte_free(k, dst_mm, pgtable)
-        return -EAGAIN
-    if pt.pmd_trans_splitting(pmd):
-        mem.pte_free(k, dst_mm, pgtable)
-        k.wait_split_huge_page(vma.anon_vma, src_pmdp)
-        return -EAGAIN
-    page = int(pt.pmd_pfn(pmd))
-    k.get_page(page)
-    mem.page_dup_rmap(k, page)
-    dst_mm.anon_rss += HPAGE_PMD_NR
-    pmd = pt.clear_bits(pmd, pt._PAGE_RW)
-    mem.set_entry(k, src_pmdp, pmd)
-    mem.pgtable_trans_huge_deposit(k, dst_mm, dst_pmdp, pgtable)
-    mem.set_entry(k, dst_pmdp, pt.clear_bits(pmd, pt._PAGE_ACCESSED))
-    dst_mm.nr_ptes += 1
-    return 0
+    src_t, idx = src_pmdp
+    src = k.machine.pgtables.table(src_t)
+    pmds = src[idx]
+    if len(idx) > 1 and not (pt.pmd_trans_huge(pmds) & ~pt.pmd_trans_splitting(pmds)).all():
+        return one_by_one(lambda d, s, a: k.copy_huge_pmd(dst_mm, src_mm, d, s, a, vma),
+                          [dst_pmdp, src_pmdp], addr)
+    if len(idx) == 1 and not pt.pmd_trans_huge(pmds[0]):
+        mem.pte_free(k, dst_mm, mem.pte_alloc_one(k, dst_mm))
+        return np.array([-EAGAIN])
+    if len(idx) == 1 and pt.pmd_trans_splitting(pmds[0]):
+        mem.pte_free(k, dst_mm, mem.pte_alloc_one(k, dst_mm))
+        k.wait_split_huge_page(vma.anon_vma, (src_t, int(idx[0])))
+        return np.array([-EAGAIN])
+    return copy_stable_huge_pmds(k, dst_mm, dst_pmdp, src_pmdp)
+
+
+def copy_stable_huge_pmds(k, dst_mm, dst_pmdp, src_pmdp):
+    """The copying part of ``copy_huge_pmd()`` for PMDs known to be huge and stable.
+
+    ``get_page()`` and ``page_dup_rmap()`` on each head, both PMDs
+    write-protected, the child's made old, a table deposited for each.
+    Out of memory for a table after some were copied: those stay copied and
+    :class:`~thplab.errors.OutOfMemory` is raised, as the kernel's loop stops there.
+    """
+    src_t, idx = src_pmdp
+    dst_t = dst_pmdp[0]
+    tables = k.machine.pgtables
+    nr = min(len(idx), k.machine.allocator.nr_free_pages)
+    if nr < len(idx):
+        copy_stable_huge_pmds(k, dst_mm, (dst_t, idx[:nr]), (src_t, idx[:nr]))
+        mem.pte_alloc_one(k, dst_mm)  # raises OutOfMemory
+    pgtables = mem.pte_alloc_many(k, dst_mm, len(idx))
+    src = tables.table(src_t)
+    pmds = src[idx]
+    pages = pt.pmd_pfn(pmds)
+    k.get_page(pages)
+    mem.page_dup_rmap(k, pages)
+    dst_mm.anon_rss += HPAGE_PMD_NR * len(idx)
+    pmds = pt.clear_bits(pmds, pt._PAGE_RW)
+    src[idx] = pmds
+    mem.pgtable_trans_huge_deposit(k, dst_mm, (dst_t, idx), pgtables)
+    tables.table(dst_t)[idx] = pt.clear_bits(pmds, pt._PAGE_ACCESSED)
+    dst_mm.nr_ptes += len(idx)
+    return np.zeros(len(idx), dtype=np.int64)
 
 
 @replaces
 def pmd_trans_huge_lock(k, pmdp, vma):
-    """Mirrors ``__pmd_trans_huge_lock()`` (v3.14): 1 if a stable huge PMD, -1 after waiting for a split."""
-    pmd = mem.entry(k, pmdp)
-    if not pt.pmd_trans_huge(pmd):
-        return 0
-    if k.pmd_trans_splitting(pmd):
-        k.wait_split_huge_page(vma.anon_vma, pmdp)
-        return -1
-    return 1
+    """Mirrors ``__pmd_trans_huge_lock()`` (v3.14): 1 if a stable huge PMD, -1 after waiting for a split.
+
+    Batched (thplab): ``pmdp`` is ``(PMD table, indices)``; one result per PMD.
+    """
+    tbl, idx = pmdp
+    pmds = k.machine.pgtables.table(tbl)[idx]
+    ret = np.where(pt.pmd_trans_huge(pmds), 1, 0)
+    for j in np.flatnonzero((ret == 1) & k.pmd_trans_splitting(pmds)).tolist():
+        k.wait_split_huge_page(vma.anon_vma, (tbl, int(idx[j])))
+        ret[j] = -1
+    return ret
 
 
 @replaces
 def zap_huge_pmd(k, vma, pmdp, addr):
-    """Mirrors ``zap_huge_pmd()``: unmap a whole THP mapping; free the deposited table."""
-    if k.pmd_trans_huge_lock(pmdp, vma) != 1:
-        return 0
-    mm = vma.mm
-    orig = mem.entry(k, pmdp)
-    mem.set_entry(k, pmdp, 0)
-    pgtable = mem.pgtable_trans_huge_withdraw(k, mm, pmdp)
-    page = int(pt.pmd_pfn(orig))
-    k.page_remove_rmap(page, compound=True)
-    mm.anon_rss -= HPAGE_PMD_NR
-    mem.pte_free(k, mm, pgtable)
-    mm.nr_ptes -= 1
-    k.put_page(page)
-    return 1
+    """Mirrors ``zap_huge_pmd()``: unmap a whole THP mapping; free the deposited table.
+
+    Batched (thplab): ``pmdp`` is ``(PMD table, indices)``, ``addr`` the
+    addresses; returns 1 per PMD zapped, 0 where it was no longer a stable
+    huge PMD.  The rmap, table frees and ``put_page()`` of the batch are each
+    one array operation.
+    """
+    tbl, idx = pmdp
+    done = k.pmd_trans_huge_lock(pmdp, vma) == 1
+    idx = idx[done]
+    if len(idx):
+        mm = vma.mm
+        table = k.machine.pgtables.table(tbl)
+        orig = table[idx]
+        table[idx] = 0
+        pgtables = mem.pgtable_trans_huge_withdraw(k, mm, (tbl, idx))
+        pages = pt.pmd_pfn(orig)
+        k.page_remove_rmap(pages, compound=True)
+        mm.anon_rss -= HPAGE_PMD_NR * len(idx)
+        mem.pte_free_many(k, mm, pgtables)
+        mm.nr_ptes -= len(idx)
+        k.put_page(pages)
+    return done.astype(np.int64)
 
 
 @replaces
 def change_huge_pmd(k, vma, pmdp, addr, newprot):
-    """Mirrors ``change_huge_pmd()``: mprotect() of a whole aligned THP rewrites the PMD."""
-    if k.pmd_trans_huge_lock(pmdp, vma) != 1:
-        return 0
-    mem.set_entry(k, pmdp, pt.pte_modify(mem.entry(k, pmdp), newprot))
-    return 1
+    """Mirrors ``change_huge_pmd()``: mprotect() of a whole aligned THP rewrites the PMD.
+
+    Batched (thplab): every PMD at ``pmdp = (PMD table, indices)`` in one
+    array operation; returns 1 per PMD changed.
+    """
+    tbl, idx = pmdp
+    done = k.pmd_trans_huge_lock(pmdp, vma) == 1
+    table = k.machine.pgtables.table(tbl)
+    table[idx[done]] = pt.pte_modify(table[idx[done]], newprot)
+    return done.astype(np.int64)
 
 
 @replaces
@@ -549,8 +647,8 @@ def _gup_pte_range(k, pmd, addr, nr, write):
 
 @replaces
 def pmd_trans_splitting(k, pmd):
-    """Mirrors x86 ``pmd_trans_splitting()``: is ``_PAGE_SPLITTING`` set?"""
-    return bool(pt.pmd_trans_splitting(pmd))
+    """Mirrors x86 ``pmd_trans_splitting()``: is ``_PAGE_SPLITTING`` set? (Per entry for an array.)"""
+    return pt.pmd_trans_splitting(pmd) if np.ndim(pmd) else bool(pt.pmd_trans_splitting(pmd))
 
 
 @replaces

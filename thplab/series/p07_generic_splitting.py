@@ -8,12 +8,13 @@ fork's ``-EAGAIN``, ``follow_page()``'s wait) is dead and goes.  Its users
 take the PMD lock and re-check ``pmd_trans_huge()`` instead.
 """
 
+import numpy as np
 
 from .. import memory as mem
 from .. import pgtable as pt
-from ..params import EAGAIN, HPAGE_PMD_NR
+from ..params import EAGAIN
 from ._kernel import Patch
-from .p00_base import _follow_pte_range
+from .p00_base import _follow_pte_range, copy_stable_huge_pmds, one_by_one
 
 P07 = Patch(
     number=7,
@@ -33,8 +34,9 @@ P07.removes("wait_split_huge_page",
 
 @P07.replaces
 def pmd_trans_huge_lock(k, pmdp, vma):
-    """``pmd_lock()`` + ``pmd_trans_huge()`` re-check: 1 if huge, else 0."""
-    return 1 if pt.pmd_trans_huge(mem.entry(k, pmdp)) else 0
+    """``pmd_lock()`` + ``pmd_trans_huge()`` re-check: 1 if huge, else 0 (per PMD of a batch)."""
+    tbl, idx = pmdp
+    return np.where(pt.pmd_trans_huge(k.machine.pgtables.table(tbl)[idx]), 1, 0)
 
 
 @P07.replaces
@@ -50,22 +52,16 @@ def follow_page_mask(k, vma, address, flags, nr):
 
 @P07.replaces
 def copy_huge_pmd(k, dst_mm, src_mm, dst_pmdp, src_pmdp, addr, vma):
-    """``copy_huge_pmd()`` after patch 07: no splitting PMD to wait for."""
-    pgtable = mem.pte_alloc_one(k, dst_mm)
-    pmd = mem.entry(k, src_pmdp)
-    if not pt.pmd_trans_huge(pmd):
-        mem.pte_free(k, dst_mm, pgtable)
-        return -EAGAIN
-    page = int(pt.pmd_pfn(pmd))
-    k.get_page(page)
-    mem.page_dup_rmap(k, page)
-    dst_mm.anon_rss += HPAGE_PMD_NR
-    pmd = pt.clear_bits(pmd, pt._PAGE_RW)
-    mem.set_entry(k, src_pmdp, pmd)
-    mem.pgtable_trans_huge_deposit(k, dst_mm, dst_pmdp, pgtable)
-    mem.set_entry(k, dst_pmdp, pt.clear_bits(pmd, pt._PAGE_ACCESSED))
-    dst_mm.nr_ptes += 1
-    return 0
+    """``copy_huge_pmd()`` after patch 07: no splitting PMD to wait for (batched as level 0's)."""
+    src_t, idx = src_pmdp
+    pmds = k.machine.pgtables.table(src_t)[idx]
+    if len(idx) > 1 and not pt.pmd_trans_huge(pmds).all():
+        return one_by_one(lambda d, s, a: k.copy_huge_pmd(dst_mm, src_mm, d, s, a, vma),
+                          [dst_pmdp, src_pmdp], addr)
+    if len(idx) == 1 and not pt.pmd_trans_huge(pmds[0]):
+        mem.pte_free(k, dst_mm, mem.pte_alloc_one(k, dst_mm))
+        return np.array([-EAGAIN])
+    return copy_stable_huge_pmds(k, dst_mm, dst_pmdp, src_pmdp)
 
 
 @P07.replaces
