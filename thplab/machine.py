@@ -30,7 +30,7 @@ from .errors import BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault, a
 from .gup import get_user_pages, get_user_pages_fast
 from .mm_types import AnonVma, MmStruct
 from .page_alloc import PageAllocator
-from .page_flags import PAGE_MAPPING_ANON, PageCompound, PageHead, PageTail, Use, compound_head
+from .page_flags import PAGE_MAPPING_ANON, PG, PageCompound, PageTail, Use, compound_head
 from .params import (EFAULT, EINVAL, ENOMEM, HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE,
                      MMAP_BASE, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_READ,
                      PROT_WRITE, TASK_SIZE, VERIFY_READ, VERIFY_WRITE, VM_EXEC, VM_HUGEPAGE, VM_READ,
@@ -565,8 +565,12 @@ class Machine:
         return self.kernel.page_mapcount(self._pfns(pages, "page_mapcount"))
 
     def thp_heads(self):
-        """pfns of every compound (THP) head page."""
-        return np.flatnonzero(PageHead(self.mem_map, np.arange(self.nr_pages)))
+        """pfns of every compound (THP) head page, in order.
+
+        A THP is an order-9 block, so its head sits on a 2 MiB boundary: only
+        one ``struct page`` in 512 is read (8,192 at 16 GiB), not all of them.
+        """
+        return np.flatnonzero(self.mem_map["flags"][::HPAGE_PMD_NR] & np.uint32(1 << PG.head)) * HPAGE_PMD_NR
 
     def anon_rss(self, pid):
         """``MM_ANONPAGES`` of a process, in 4 KiB pages."""

@@ -79,10 +79,17 @@ class PageAllocator:
         """Write the PageBuddy() markers of every block this call took or gave back."""
         if not self._marks:
             return
+        mm = self.mem_map
+        if len(self._marks) < 8:  # a single alloc or free: scalar writes are cheaper
+            count, private = mm["_mapcount"], mm["private"]
+            for pfn, order in self._marks.items():
+                count[pfn] = -1 if order is None else PAGE_BUDDY_MAPCOUNT_VALUE
+                private[pfn] = 0 if order is None else order
+            self._marks = {}
+            return
         pfns = np.fromiter(self._marks, dtype=np.int64, count=len(self._marks))
         orders = np.array([-1 if o is None else o for o in self._marks.values()], dtype=np.int64)
         free = orders >= 0
-        mm = self.mem_map
         mm["_mapcount"][pfns] = np.where(free, PAGE_BUDDY_MAPCOUNT_VALUE, -1)
         mm["private"][pfns] = np.where(free, orders, 0)
         self._marks = {}
@@ -262,8 +269,8 @@ class PageAllocator:
         heads, singles = pfns[is_head], pfns[~is_head]
         # Every page is checked before any is changed: a bad page stops the
         # whole batch with mem_map as it was.
-        rows = self._thp_rows(heads, HPAGE_PMD_ORDER)
         if len(heads):
+            rows = self._thp_rows(heads, HPAGE_PMD_ORDER)
             if (self._field("compound_order")[rows, 1] != HPAGE_PMD_ORDER).any():
                 bad = int(heads[self._field("compound_order")[rows, 1] != HPAGE_PMD_ORDER][0])
                 raise VMBug(dump_page(mm, bad, "free_pages: compound page not of THP order"))
@@ -271,12 +278,16 @@ class PageAllocator:
             flags = self._field("flags")[rows] & ~np.uint32((1 << PG.head) | (1 << PG.tail))
             self._free_pages_check(heads[:, None] + np.arange(HPAGE_PMD_NR), flags,
                                    *(self._field(f)[rows] for f in ("_count", "_mapcount", "use")))
-        self._free_pages_check(singles, *(mm[f][singles] for f in ("flags", "_count", "_mapcount", "use")))
+        if len(singles):
+            self._free_pages_check(singles, *(mm[f][singles] for f in ("flags", "_count", "_mapcount", "use")))
         for field, value in (("flags", 0), ("mapping", 0), ("index", 0), ("use", Use.free)):
-            mm[field][singles] = value
-            self._field(field)[rows] = value
-        self._field("first_page")[rows, 1:] = -1
-        self._field("compound_order")[rows, 1] = 0
+            if len(singles):
+                mm[field][singles] = value
+            if len(heads):
+                self._field(field)[rows] = value
+        if len(heads):
+            self._field("first_page")[rows, 1:] = -1
+            self._field("compound_order")[rows, 1] = 0
         orders = np.where(is_head, HPAGE_PMD_ORDER, 0)
         for pfn, order in zip(pfns.tolist(), orders.tolist()):
             self._free_block(pfn, order)
