@@ -329,8 +329,11 @@ def populate_range(k, mm, vma, start, end, write, fault):
     bases = np.arange(start & HPAGE_PMD_MASK, end, HPAGE_PMD_SIZE, dtype=np.int64)
     empty = np.zeros(len(bases), bool)
     if k.machine.tracer is None and transparent_hugepage_enabled(k, vma):
-        empty = ((bases >= vma.vm_start) & (bases + HPAGE_PMD_SIZE <= vma.vm_end)
-                 & (walk(k, mm, bases)["pmd"] == 0))
+        pmds = np.zeros(len(bases), dtype=np.uint64)
+        for tpfn, i0, i1, ubase in pmd_tables(k, mm, int(bases[0]), int(bases[-1]) + HPAGE_PMD_SIZE):
+            at = (ubase + (i0 << PMD_SHIFT) - int(bases[0])) >> PMD_SHIFT
+            pmds[at:at + i1 - i0] = k.machine.pgtables.table(tpfn)[i0:i1]
+        empty = (bases >= vma.vm_start) & (bases + HPAGE_PMD_SIZE <= vma.vm_end) & (pmds == 0)
     i = 0
     while i < len(bases):
         if empty[i]:
