@@ -322,3 +322,29 @@ def test_machine_repr_and_boot_validation():
             Machine.boot(**bad)
     with pytest.raises(ValueError):
         Machine.boot("4M", nr_pages=1024)
+
+
+@pytest.mark.parametrize("level", [0, 4, 10])
+def test_walk_of_a_few_addresses_reads_as_the_vector_walk(level):
+    """memory.walk() reads up to 4 addresses with scalar reads: the same answer as the arrays."""
+    import thplab.memory as mem
+
+    rng = np.random.default_rng(level)
+    m = Machine.boot("64M", patches=level)
+    p = m.spawn()
+    a = m.mmap(p, 16 << 20)
+    m.touch(p, a, 8 << 20)
+    b = m.mmap(p, 4 << 20, thp=False)
+    m.touch(p, b, 1 << 20, write=False)
+    c = m.fork(p)
+    if level >= 4:
+        m.split_huge_pmd(c, a)
+    m.mprotect(p, a + (2 << 20), 2 << 20, "none")
+    addrs = np.concatenate([rng.integers(a - (4 << 20), b + (8 << 20), 120) & ~4095, [0, 1 << 46]])
+    for pid in (p, c):
+        whole = mem.walk(m.kernel, m.processes[pid], addrs)
+        assert (whole["level"] == 2).any() and (whole["level"] == 1).any() and (whole["level"] == 0).any()
+        for i in range(0, len(addrs), 3):
+            few = mem.walk(m.kernel, m.processes[pid], addrs[i:i + 3])
+            for key, values in whole.items():
+                assert (values[i:i + 3] == few[key]).all(), (key, addrs[i:i + 3])

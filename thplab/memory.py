@@ -671,6 +671,10 @@ def walk(k, mm, addresses):
     out = {"pfn": np.full(n, -1, np.int64), "level": np.zeros(n, np.int8),
            "pmd": np.zeros(n, np.uint64), "pte": np.zeros(n, np.uint64),
            "writable": np.zeros(n, bool)}
+    if n <= 4:  # a fault's or a lesson's few addresses: four scalar reads each
+        for j, address in enumerate(a.tolist()):
+            _walk_one(tables, mm.pgd, address, out, j)
+        return out
 
     def step(table_pfns, index, ok):
         rows = np.where(ok, tables.row_of[np.where(ok, table_pfns, 0)], -1)
@@ -696,6 +700,31 @@ def walk(k, mm, addresses):
     out["level"][okp] = 1
     out["writable"][okp] = pt.pte_write(e[okp])
     return out
+
+
+def _walk_one(tables, pgd, address, out, j):
+    """:func:`walk` of one address, into row ``j`` of ``out``."""
+    table = pgd
+    for shift in (PGDIR_SHIFT, PUD_SHIFT, PMD_SHIFT, PAGE_SHIFT):
+        row = tables.row_of[table]
+        if row < 0:
+            return
+        e = int(tables.entries[row, (address >> shift) & 511])
+        if shift == PMD_SHIFT:
+            out["pmd"][j] = e
+            if e and e & pt._PAGE_PSE:
+                out["pfn"][j] = (int(pt.pmd_pfn(e))) + ((address >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1))
+                out["level"][j], out["writable"][j] = 2, bool(e & pt._PAGE_RW)
+                return
+        elif shift == PAGE_SHIFT:
+            out["pte"][j] = e
+            if e & (pt._PAGE_PRESENT | pt._PAGE_PROTNONE):
+                out["pfn"][j] = int(pt.pte_pfn(e))
+                out["level"][j], out["writable"][j] = 1, bool(e & pt._PAGE_RW)
+            return
+        if not e:
+            return
+        table = (e & pt.PTE_PFN_MASK) >> PAGE_SHIFT
 
 
 def vm_flags_for(prot):
