@@ -591,21 +591,21 @@ def copy_page_range(k, dst_mm, src_mm, vma):
         idx, addr, lo, hi = _populated_pmds(k, tpfn, i0, i1, base, vma.vm_start, vma.vm_end)
         if not len(idx):
             continue
-        src = tables.table(tpfn)
         dst_t = pmd_offset(k, dst_mm, int(addr[0]), alloc=True)[0]
-        batch = _stable_huge(src[idx])
+        batch = _stable_huge(tables.table(tpfn)[idx])
         # run boundaries: where `batch` changes, and around every single PMD
         cuts = np.flatnonzero(np.diff(batch.astype(np.int8)) != 0) + 1
         singles = np.flatnonzero(~batch)
         edges = np.unique(np.concatenate([[0, len(idx)], cuts, singles, singles + 1]))
         for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
-            if pt.pmd_trans_huge(src[idx[a]]):
+            # Read the table afresh: a copy allocates tables, and the pool may have grown.
+            if pt.pmd_trans_huge(tables.table(tpfn)[idx[a]]):
                 ret = k.copy_huge_pmd(dst_mm, src_mm, (dst_t, idx[a:b]), (tpfn, idx[a:b]), addr[a:b], vma)
                 again = a + np.flatnonzero(np.asarray(ret) != 0)
             else:
                 again = [a]
             for j in np.asarray(again).tolist():
-                src_e = int(src[idx[j]])
+                src_e = int(tables.table(tpfn)[idx[j]])
                 if src_e and not pt.pmd_trans_huge(src_e):
                     copy_pte_range(k, dst_mm, src_mm, (dst_t, int(idx[j])), pte_table_of(k, src_e),
                                    vma, int(lo[j]), int(hi[j]))

@@ -221,8 +221,12 @@ class PageTables:
         self._free_rows = list(range(capacity - 1, -1, -1))
 
     def _grow(self):
+        """Double the pool.  Views from :meth:`table` taken before still show the old pool."""
         old = len(self.pfn_of)
-        self.entries = np.concatenate([self.entries, np.zeros_like(self.entries)])
+        # np.zeros leaves the new rows to the host's zero pages until first written.
+        entries = np.zeros((2 * old, PTRS_PER_PTE), dtype=np.uint64)
+        entries[:old] = self.entries
+        self.entries = entries
         self.pfn_of = np.concatenate([self.pfn_of, np.full(old, -1, dtype=np.int64)])
         self.level = np.concatenate([self.level, np.zeros(old, dtype=np.int8)])
         self._free_rows = list(range(2 * old - 1, old - 1, -1)) + self._free_rows
