@@ -7,9 +7,9 @@ mm/mprotect.c, mm/memory.c), checked with ``m.check()`` after each step.
 import numpy as np
 import pytest
 
-from conftest import all_free, raw
+from conftest import all_free, diff_snapshots, raw
 from thplab import Machine
-from thplab.errors import Segfault
+from thplab.errors import OutOfMemory, Segfault
 from thplab.params import (HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE, VM_EXEC,
                            VM_HUGEPAGE, VM_MAYREAD, VM_READ, VM_WRITE)
 
@@ -348,3 +348,49 @@ def test_walk_of_a_few_addresses_reads_as_the_vector_walk(level):
             few = mem.walk(m.kernel, m.processes[pid], addrs[i:i + 3])
             for key, values in whole.items():
                 assert (values[i:i + 3] == few[key]).all(), (key, addrs[i:i + 3])
+
+
+def _page_by_page(m, pid, start, length, write):
+    """What touch() promises: one fault per page that misses, in address order."""
+    for a in range(start, start + length, PAGE_SIZE):
+        w = m.walk(pid, [a])
+        if not w["level"][0] or (write and not w["writable"][0]):
+            m.fault(pid, a, write)
+
+
+@pytest.mark.parametrize("level", [0, 4, 10])
+@pytest.mark.parametrize("case", ["thp-run", "4k-run", "cow-after-fork", "out-of-memory"])
+def test_touch_batches_end_where_one_fault_per_page_ends(level, case):
+    """touch() takes runs of faults as batches; the state is byte for byte the one of single faults."""
+    from conftest import snapshot
+
+    def build():
+        m = Machine.boot("8M" if case == "out-of-memory" else "32M", patches=level)
+        pid = m.spawn()
+        thp = case in ("thp-run", "cow-after-fork", "out-of-memory")
+        a = m.mmap(pid, 12 << 20, thp=thp)
+        m.touch(pid, a + (6 << 20), 8192)           # something already there in the range
+        if case == "cow-after-fork":
+            m.touch(pid, a, 8 << 20)
+            m.fork(pid)
+            m.mprotect(pid, a + (3 << 20), 4096, "r")   # a 4 KiB VMA boundary, PTE-mapped part
+            m.mprotect(pid, a + (3 << 20), 4096, "rw")
+        return m, pid, a
+
+    results = []
+    for touch in (lambda m, p, a: m.touch(p, a + 4096, 10 << 20),
+                  lambda m, p, a: _page_by_page(m, p, a + 4096, 10 << 20, True)):
+        m, pid, a = build()
+        try:
+            touch(m, pid, a)
+            raised = None
+        except OutOfMemory as e:
+            raised = type(e)
+        state = snapshot(m)
+        del state["anon_vmas"]   # object ids
+        results.append((raised, state))
+        m.check()
+    assert results[0][0] == results[1][0]
+    assert results[0][1] == results[1][1], diff_snapshots(results[0][1], results[1][1])
+    if case == "out-of-memory":
+        assert results[0][0] is OutOfMemory
