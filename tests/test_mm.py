@@ -394,3 +394,26 @@ def test_touch_batches_end_where_one_fault_per_page_ends(level, case):
     assert results[0][1] == results[1][1], diff_snapshots(results[0][1], results[1][1])
     if case == "out-of-memory":
         assert results[0][0] is OutOfMemory
+
+
+@pytest.mark.parametrize("level", [0, 10])
+def test_fork_with_no_page_left_for_the_first_deposit_fails_cleanly(level):
+    """fork() of PMD-mapped THPs with no page left for a deposit: OutOfMemory, child torn down.
+
+    copy_huge_pmd()'s batch takes as many tables as there are pages; with none at all it
+    copies nothing and must leave no trace (an empty deposit list once did).
+    """
+    m = Machine.boot("8M", patches=level)
+    pid = m.spawn()
+    a = m.mmap(pid, 4 << 20)
+    m.touch(pid, a, 4 << 20)
+    b = m.mmap(pid, 8 << 20, thp=False)
+    with pytest.raises(OutOfMemory):
+        m.touch(pid, b, 8 << 20)
+    m.munmap(pid, b, 3 * PAGE_SIZE)     # three pages: the child's PGD, PUD and PMD tables
+    assert m.allocator.nr_free_pages == 3
+    before = sorted(m.processes)
+    with pytest.raises(OutOfMemory):
+        m.fork(pid)
+    assert sorted(m.processes) == before
+    m.check()

@@ -161,11 +161,9 @@ def pgtable_trans_huge_deposit(k, mm, pmdp, pgtable):
     Batched: with an array of tables (for PMDs of the same PMD table) all are
     parked, in order.
     """
-    deposited = mm.pmd_huge_pte.setdefault(pmdp[0], [])
-    if np.ndim(pgtable):
-        deposited.extend(np.asarray(pgtable, dtype=np.int64).tolist())
-    else:
-        deposited.append(int(pgtable))
+    tables = np.asarray(pgtable, dtype=np.int64).tolist() if np.ndim(pgtable) else [int(pgtable)]
+    if tables:  # an empty batch deposits nothing (and leaves no empty list behind)
+        mm.pmd_huge_pte.setdefault(pmdp[0], []).extend(tables)
 
 
 def pgtable_trans_huge_withdraw(k, mm, pmdp):

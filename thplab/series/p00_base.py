@@ -419,7 +419,8 @@ def copy_stable_huge_pmds(k, dst_mm, dst_pmdp, src_pmdp):
     tables = k.machine.pgtables
     nr = min(len(idx), k.machine.allocator.nr_free_pages)
     if nr < len(idx):
-        copy_stable_huge_pmds(k, dst_mm, (dst_t, idx[:nr]), (src_t, idx[:nr]))
+        if nr:
+            copy_stable_huge_pmds(k, dst_mm, (dst_t, idx[:nr]), (src_t, idx[:nr]))
         mem.pte_alloc_one(k, dst_mm)  # raises OutOfMemory
     pgtables = mem.pte_alloc_many(k, dst_mm, len(idx))
     src = tables.table(src_t)
