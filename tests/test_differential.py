@@ -4,8 +4,13 @@ Both run the same seeded random workload (fault/touch, fork, COW, pins via the s
 and fast path, put, partial munmap, mprotect, split_huge_page, split_huge_pmd,
 exit).  After every operation every page's ``_count``, raw ``_mapcount``, use and
 compound linkage, the vmstat counters, the pins, every process's VMAs, rss,
-``nr_ptes`` and translations must agree.
+``nr_ptes`` and translations must agree.  The scalar model alone chooses the
+operations, so it runs once per seed and set of switches (:data:`SCALAR_LEVEL`) and
+the vectorized model of each level replays that run.
 """
+
+import copy
+import functools
 
 import numpy as np
 import pytest
@@ -19,12 +24,32 @@ from thplab.page_flags import PageHead, PageTail
 MEM = "16M"
 
 
-def compare(m, s, where=""):
+def expected_state(s):
+    """What :func:`compare` checks, read off scalar model ``s`` now (copies: later operations
+    cannot change it)."""
+    pages = np.array([(p._count, p._mapcount, p.use, p.order > 0, -1 if p.head is None else p.head)
+                      for p in s.pages], dtype=np.int32)
+    procs = {}
+    for pid, proc in s.procs.items():
+        maps = s.mappings(pid)
+        vas = np.array(sorted(maps), dtype=np.uint64)
+        pfn_w = np.array([maps[v] for v in vas.tolist()], dtype=np.int64).reshape(-1, 2)
+        procs[pid] = {
+            "vmas": [(v.start, v.end, v.flags, v.pgoff) for v in proc.vmas],
+            "rss": (proc.anon_rss, proc.nr_ptes, proc.pgd), "nr_maps": len(maps), "vas": vas,
+            "pfn": pfn_w[:, 0], "writable": pfn_w[:, 1],
+            "huge": np.isin(vas >> np.uint64(sm.PMD_SHIFT), np.array(list(proc.huge), dtype=np.uint64)),
+        }
+    return {"count": pages[:, 0], "mapcount": pages[:, 1], "use": pages[:, 2], "head": pages[:, 3] == 1,
+            "first_page": pages[:, 4], "vmstat": dict(s.vmstat), "nr_free": s.nr_free,
+            "pins": dict(s.pins), "procs": procs}
+
+
+def compare(m, want, where=""):
+    """Machine ``m`` against :func:`expected_state` of the scalar model."""
     mm = m.mem_map
     n = m.nr_pages
-    sc = np.array([p._count for p in s.pages], dtype=np.int64)
-    smc = np.array([p._mapcount for p in s.pages], dtype=np.int64)
-    suse = np.array([p.use for p in s.pages], dtype=np.int64)
+    sc, smc, suse = want["count"], want["mapcount"], want["use"]
     bad = np.flatnonzero((mm["_count"] != sc) | (mm["_mapcount"] != smc) | (mm["use"] != suse))
     if len(bad):
         p = int(bad[0])
@@ -32,76 +57,102 @@ def compare(m, s, where=""):
             f"{where}: pfn {p:#x} model (_count {mm['_count'][p]}, raw _mapcount "
             f"{mm['_mapcount'][p]}, use {mm['use'][p]}) != scalar ({sc[p]}, {smc[p]}, {suse[p]}); "
             f"{len(bad)} pages differ")
-    heads = np.array([p.order > 0 for p in s.pages])
-    assert (PageHead(mm, np.arange(n)) == heads).all(), f"{where}: THP heads differ"
-    tails = np.array([p.head if p.head is not None else -1 for p in s.pages])
+    assert (PageHead(mm, np.arange(n)) == want["head"]).all(), f"{where}: THP heads differ"
+    tails = want["first_page"]
     is_tail = PageTail(mm, np.arange(n))
     assert (is_tail == (tails >= 0)).all(), f"{where}: tail pages differ"
     assert (mm["first_page"][is_tail] == tails[is_tail]).all(), f"{where}: first_page differs"
-    model_vmstat = {k: m.vmstat[k] for k in s.vmstat}
-    assert model_vmstat == s.vmstat, f"{where}: vmstat {model_vmstat} != scalar {s.vmstat}"
-    assert set(m.vmstat) - {"nr_free_pages"} - set(s.vmstat) <= {
+    model_vmstat = {k: m.vmstat[k] for k in want["vmstat"]}
+    assert model_vmstat == want["vmstat"], f"{where}: vmstat {model_vmstat} != scalar {want['vmstat']}"
+    assert set(m.vmstat) - {"nr_free_pages"} - set(want["vmstat"]) <= {
         "thp_collapse_alloc", "thp_collapse_alloc_failed", "thp_zero_page_alloc",
         "thp_zero_page_alloc_failed"}
-    assert m.allocator.nr_free_pages == s.nr_free, f"{where}: nr_free_pages"
+    assert m.allocator.nr_free_pages == want["nr_free"], f"{where}: nr_free_pages"
     pins = {int(p): int(c) for p, c in zip(np.flatnonzero(m.pins), m.pins[m.pins != 0])}
-    assert pins == s.pins, f"{where}: pins differ"
-    assert sorted(m.processes) == sorted(s.procs), f"{where}: processes differ"
+    assert pins == want["pins"], f"{where}: pins differ"
+    assert sorted(m.processes) == sorted(want["procs"]), f"{where}: processes differ"
     for pid, mm_ in m.processes.items():
-        proc = s.procs[pid]
-        assert [(v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff) for v in mm_.vmas] == \
-            [(v.start, v.end, v.flags, v.pgoff) for v in proc.vmas], f"{where}: pid {pid} VMAs"
-        assert (mm_.anon_rss, mm_.nr_ptes, mm_.pgd) == (proc.anon_rss, proc.nr_ptes, proc.pgd), \
-            f"{where}: pid {pid} rss/nr_ptes/pgd"
-        maps = s.mappings(pid)
-        assert mm_.anon_rss == len(maps)
-        if maps:
-            vas = np.array(sorted(maps), dtype=np.uint64)
-            w = m.walk(pid, vas)
-            want_pfn = np.array([maps[int(v)][0] for v in vas])
-            want_w = np.array([maps[int(v)][1] for v in vas])
-            want_huge = np.array([(int(v) >> sm.PMD_SHIFT) in proc.huge for v in vas])
-            assert (w["pfn"] == want_pfn).all(), f"{where}: pid {pid} translations differ"
-            assert (w["writable"] == want_w).all(), f"{where}: pid {pid} writable bits differ"
-            assert (w["level"] == np.where(want_huge, 2, 1)).all(), f"{where}: pid {pid} PMD/PTE"
+        proc = want["procs"][pid]
+        assert [(v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff) for v in mm_.vmas] == proc["vmas"], \
+            f"{where}: pid {pid} VMAs"
+        assert (mm_.anon_rss, mm_.nr_ptes, mm_.pgd) == proc["rss"], f"{where}: pid {pid} rss/nr_ptes/pgd"
+        assert mm_.anon_rss == proc["nr_maps"]
+        if proc["nr_maps"]:
+            w = m.walk(pid, proc["vas"])
+            assert (w["pfn"] == proc["pfn"]).all(), f"{where}: pid {pid} translations differ"
+            assert (w["writable"] == proc["writable"]).all(), f"{where}: pid {pid} writable bits differ"
+            assert (w["level"] == np.where(proc["huge"], 2, 1)).all(), f"{where}: pid {pid} PMD/PTE"
 
 
-def run(level, seed, steps, mem=MEM, check_every=1):
+def _switches(level):
+    """What ``ScalarMachine(level=...)`` does differently: its switches (tail_pins, ...)."""
+    s = sm.ScalarMachine(sm.HPAGE_NR, level)
+    return tuple(sorted((k, v) for k, v in vars(s).items() if isinstance(v, bool))) + (s.thp,)
+
+
+#: Per level, the lowest level whose scalar model behaves the same (the same switches:
+#: levels 0-3 share one scalar model, 6-10 another; 4 and 5 have their own).
+SCALAR_LEVEL = {level: min(lv for lv in LEVELS if _switches(lv) == _switches(level)) for level in LEVELS}
+
+
+@functools.lru_cache(maxsize=2)   # 12-18 MB each
+def _scalar_run(scalar_level, seed, steps, nr_pages, check_every):
+    """The scalar model's side of :func:`run`: every operation it chose, its result, and
+    the state :func:`compare` expects where :func:`run` compares.
+
+    The scalar model alone chooses the operations (from its own state and ``seed``), so
+    its run is the same for every model level with the same :data:`SCALAR_LEVEL`: that
+    run is made once and kept (pytest runs a seed's levels one after the other).
+    """
     rng = np.random.default_rng(seed)
-    m = Machine.boot(mem, patches=level, seed=seed)
-    s = sm.ScalarMachine(m.nr_pages, level)
-    for op in [("spawn", ()), ("mmap", (1, 4 * sm.HPAGE, "rw", True))]:
-        assert sm.apply_machine(m, op) == sm.apply_scalar(s, op)
-    compare(m, s, "boot")
+    s = sm.ScalarMachine(nr_pages, scalar_level)
+    setup = [(op, sm.apply_scalar(s, op)) for op in [("spawn", ()), ("mmap", (1, 4 * sm.HPAGE, "rw", True))]]
+    boot = expected_state(s)
     done = []
     for i in range(steps):
         op = sm.choose_op(s, rng)
         if op is None:
             continue
+        try:
+            want, s_oom = copy.deepcopy(sm.apply_scalar(s, op)), False
+        except sm.ScalarOOM:
+            want, s_oom = None, True
+        done.append((i, op, s_oom, want, expected_state(s) if i % check_every == 0 else None))
+    teardown = []
+    for op in [("put", (sorted(p for p, n in s.pins.items() for _ in range(n)),))] * bool(s.pins) \
+            + [("exit", (pid,)) for pid in sorted(s.procs)]:
+        want = copy.deepcopy(sm.apply_scalar(s, op))
+        teardown.append((op, want, expected_state(s)))
+    return setup, boot, done, teardown, (s.nr_free, s.nr_pages)
+
+
+def run(level, seed, steps, mem=MEM, check_every=1):
+    m = Machine.boot(mem, patches=level, seed=seed)
+    setup, boot, ops, teardown, (nr_free, nr_pages) = _scalar_run(SCALAR_LEVEL[level], seed, steps,
+                                                                  m.nr_pages, check_every)
+    for op, want in setup:
+        assert sm.apply_machine(m, op) == want
+    compare(m, boot, "boot")
+    done = []
+    for i, op, s_oom, want, expected in ops:
         where = f"level {level} seed {seed} step {i} {op}"
         try:
             got = sm.apply_machine(m, op)
             m_oom = False
         except OutOfMemory:
             m_oom = True
-        try:
-            want = sm.apply_scalar(s, op)
-            s_oom = False
-        except sm.ScalarOOM:
-            s_oom = True
         assert m_oom == s_oom, f"{where}: OOM in model {m_oom}, in scalar {s_oom}"
         if not m_oom:
             assert got == want, f"{where}: model returned {got}, scalar {want}"
         done.append(op[0])
-        if i % check_every == 0:
-            compare(m, s, where)
+        if expected is not None:
+            compare(m, expected, where)
             m.check()
     # tear down in both
-    for op in [("put", (sorted(p for p, n in s.pins.items() for _ in range(n)),))] * bool(s.pins) \
-            + [("exit", (pid,)) for pid in sorted(s.procs)]:
-        assert sm.apply_machine(m, op) == sm.apply_scalar(s, op)
-        compare(m, s, f"teardown {op[0]}")
-    assert s.nr_free == s.nr_pages == m.allocator.nr_free_pages
+    for op, want, expected in teardown:
+        assert sm.apply_machine(m, op) == want
+        compare(m, expected, f"teardown {op[0]}")
+    assert nr_free == nr_pages == m.allocator.nr_free_pages
     return done
 
 

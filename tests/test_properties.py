@@ -38,11 +38,23 @@ OPS = ["touch", "fork", "gup_fast", "munmap", "split_huge_pmd", "mprotect", "put
 class HypothesisDraws:
     """The Driver's choices, drawn by hypothesis (shrinkable, derandomized in CI)."""
 
+    #: ``st.sampled_from`` per sequence drawn from, keyed by its values and their types (so
+    #: ``(0, 1)`` is not ``(False, True)``).  hypothesis caches ``integers()`` and
+    #: ``booleans()`` itself but not ``sampled_from()``, whose new strategy per draw is
+    #: validated and labelled again; a cached one draws exactly the same values.
+    _sampled = {}
+
     def __init__(self, data):
         self.data = data
 
     def choice(self, seq, label):
-        return self.data.draw(st.sampled_from(seq), label=label)
+        key = (tuple(seq), tuple(map(type, seq)))
+        strategy = self._sampled.get(key)
+        if strategy is None:
+            if len(self._sampled) >= 4096:      # lists of closures (op_invalid) never repeat
+                self._sampled.clear()
+            strategy = self._sampled[key] = st.sampled_from(key[0])
+        return self.data.draw(strategy, label=label)
 
     def integer(self, lo, hi, label):
         return self.data.draw(st.integers(lo, hi), label=label)
@@ -325,12 +337,22 @@ class Driver:
         assert_unchanged(before, m)
 
     def step(self):
+        """One drawn operation, then ``m.check()``.
+
+        Every operation that calls the machine logs a line (one cut short by
+        ``OutOfMemory`` at least "-> OutOfMemory").  One that found nothing to act on
+        returns having at most read the machine (a walk, ``thp_heads()``) and logs
+        nothing: the machine is the one the previous ``check()`` passed, so it is not
+        walked again.  ``op_invalid`` logs nothing and is checked all the same.
+        """
         op = self.d.choice(OPS, "op")
+        logged = len(self.log)
         try:
             getattr(self, "op_" + op)()
         except OutOfMemory:
             self.log.append("  -> OutOfMemory")
-        self.m.check()
+        if len(self.log) > logged or op == "invalid":
+            self.m.check()
 
     def teardown(self):
         m = self.m

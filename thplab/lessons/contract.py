@@ -8,14 +8,16 @@ new ``transhuge.txt`` against the model; :func:`split_huge_pmd_trials` and
 that maps the page".  Each ``*_text`` helper is the text twin a lesson prints in a checked cell.
 """
 
+import copy
 import difflib
+import functools
 import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import costs
-from ..errors import BadAddress
+from ..errors import BadAddress, as_int
 from ..invariants import mapping_counts
 from ..machine import Machine
 from ..page_flags import PageCompound, PageHead
@@ -377,17 +379,29 @@ def random_state(level, seed=0, nr_ops=6, max_thps=3):
     return state
 
 
-def huge_pmds(m):
-    """``[(pid, address)]`` of every huge PMD in every process of machine ``m``."""
+def _huge_pmds(m):
+    """``[(pid, address, head pfn)]`` of every huge PMD in every process of machine ``m``."""
     out = []
     for pid, mm in sorted(m.processes.items()):
         for vma in mm.vmas:
             start = -(-vma.vm_start // HPAGE_PMD_SIZE) * HPAGE_PMD_SIZE
             addrs = np.arange(start, vma.vm_end, HPAGE_PMD_SIZE, dtype=np.uint64)
             if len(addrs):
-                levels = m.walk(pid, addrs)["level"]
-                out += [(pid, int(a)) for a in addrs[levels == 2]]
+                w = m.walk(pid, addrs)
+                huge = w["level"] == 2
+                out += [(pid, int(a), int(pfn)) for a, pfn in zip(addrs[huge], w["pfn"][huge])]
     return out
+
+
+def huge_pmds(m):
+    """``[(pid, address)]`` of every huge PMD in every process of machine ``m``."""
+    return [(pid, addr) for pid, addr, _ in _huge_pmds(m)]
+
+
+def _trials_key(level, nr_states, seed):
+    """The trials' arguments as ints: the key of their cache (a list would be unhashable)."""
+    return (as_int(level, "level (the series level)"), as_int(nr_states, "nr_states"),
+            as_int(seed, "seed"))
 
 
 def split_huge_pmd_trials(level, nr_states=40, seed=0):
@@ -396,15 +410,22 @@ def split_huge_pmd_trials(level, nr_states=40, seed=0):
     A failure is anything but: no exception, the PMD now points to a PTE
     table, the machine consistent (``check()``), one ``thp_split_pmd`` where
     the kernel counts it. Returns counts and the failures' descriptions.
+    Run once per arguments (the model is deterministic; lesson 12 prints the
+    same trials in :func:`contract_table` and :func:`trials_text`), a fresh
+    copy each call.
     """
+    return copy.deepcopy(_split_huge_pmd_trials(*_trials_key(level, nr_states, seed)))
+
+
+@functools.lru_cache(maxsize=8)
+def _split_huge_pmd_trials(level, nr_states, seed):
     out = {"level": level, "states": nr_states, "pmds": 0, "compound_kept": 0, "failures": []}
     for s in range(seed, seed + nr_states):
         m = random_state(level, s).machine
         # Look again after every split: before patch 04 one split_huge_pmd()
         # splits the whole THP, and with it every other PMD mapping it.
-        while pmds := huge_pmds(m):
-            pid, addr = pmds[0]
-            head = int(m.walk(pid, [addr])["pfn"][0])
+        while pmds := _huge_pmds(m):
+            pid, addr, head = pmds[0]
             out["pmds"] += 1
             try:
                 _, delta = _observe(m, lambda: m.split_huge_pmd(pid, addr))
@@ -429,8 +450,13 @@ def split_huge_page_trials(level, nr_states=40, seed=0):
     page_count − 1``), and fails with ``-EBUSY`` otherwise.  In the kernel the
     extra reference may be a GUP pin, a per-CPU LRU pagevec's or a racing
     ``get_page()``'s; in these random states it can only be a pin, so the trials
-    count pinned THPs.
+    count pinned THPs.  Run once per arguments, like :func:`split_huge_pmd_trials`.
     """
+    return copy.deepcopy(_split_huge_page_trials(*_trials_key(level, nr_states, seed)))
+
+
+@functools.lru_cache(maxsize=8)
+def _split_huge_page_trials(level, nr_states, seed):
     out = {"level": level, "states": nr_states, "thps": 0, "pinned": 0, "ebusy_pinned": 0,
            "ok_unpinned": 0, "disagree": 0, "problems": []}
     for s in range(seed, seed + nr_states):
