@@ -7,10 +7,13 @@ The samples in tests/data/live were taken on Linux 6.18 (x86-64, THP
 THP at 0x200000000000, ``proc/4242/smaps`` right after the THP fault.
 """
 
+import ast
+import graphlib
 import gzip
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +22,10 @@ import pytest
 
 from thplab import live
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "live"
+LIVE_PACKAGE = ROOT / "thplab" / "live"
+LIVE_MODULES = sorted(path.stem for path in LIVE_PACKAGE.glob("*.py") if path.stem != "__init__")
 THP_START = 0x200000000000
 THP_SIZE = 2 << 20
 
@@ -27,8 +33,8 @@ THP_SIZE = 2 << 20
 @pytest.fixture
 def sample_paths(monkeypatch):
     """Point the probes at the sample /proc and /sys trees."""
-    monkeypatch.setattr(live, "PROC", str(DATA / "proc"))
-    monkeypatch.setattr(live, "SYS_THP", str(DATA / "sys-thp"))
+    monkeypatch.setattr(live.probes, "PROC", str(DATA / "proc"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(DATA / "sys-thp"))
 
 
 @pytest.fixture
@@ -36,8 +42,8 @@ def sys_thp(tmp_path, monkeypatch):
     """A writable copy of the sample THP sysfs tree, used by the probes."""
     root = tmp_path / "sys-thp"
     shutil.copytree(DATA / "sys-thp", root)
-    monkeypatch.setattr(live, "SYS_THP", str(root))
-    monkeypatch.setattr(live, "PROC", str(DATA / "proc"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(root))
+    monkeypatch.setattr(live.probes, "PROC", str(DATA / "proc"))
     return root
 
 
@@ -45,12 +51,52 @@ def sys_thp(tmp_path, monkeypatch):
 def fake_proc(tmp_path, monkeypatch):
     """An empty /proc stand-in that tests fill with synthetic files."""
     (tmp_path / "self").mkdir()
-    monkeypatch.setattr(live, "PROC", str(tmp_path))
+    monkeypatch.setattr(live.probes, "PROC", str(tmp_path))
     return tmp_path
 
 
 def u64(values):
     return np.asarray(values, dtype="<u8").tobytes()
+
+
+# --------------------------------------------------------------- the package's shape
+
+
+def _imported_modules(path):
+    """Full names of what a file of thplab/live imports: modules, and ``module.name`` for each name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "thplab.live" if node.level == 1 else "thplab" if node.level == 2 else ""
+            module = ".".join(filter(None, [base, node.module]))
+            if node.module is not None:
+                names.add(module)
+            # An imported name may be a submodule: `from thplab import live`.
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_live_modules_import_in_one_direction():
+    graph = {}
+    for name in LIVE_MODULES:
+        imported = _imported_modules(LIVE_PACKAGE / f"{name}.py")
+        assert "thplab.live" not in imported, f"thplab.live.{name} imports the package itself"
+        graph[name] = {module.split(".")[2] for module in imported
+                       if module.startswith("thplab.live.")}
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a cycle
+    assert order.index("formats") < order.index("probes") < order.index("experiments")
+
+
+@pytest.mark.parametrize("module", LIVE_MODULES)
+def test_live_module_imports_alone(module):
+    """Each module imports first thing in a fresh interpreter (no cycle, no import-order luck)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    child = subprocess.run([sys.executable, "-W", "error", "-c", f"import thplab.live.{module}"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert child.returncode == 0, child.stderr
 
 
 # --------------------------------------------------------------- parsers
@@ -204,7 +250,7 @@ def test_thp_disabled_is_reported(sys_thp, path, text, why):
 def test_process_thp_disable_is_reported(sys_thp, tmp_path, monkeypatch):
     (tmp_path / "self").mkdir()
     (tmp_path / "self" / "status").write_text("Name:\tx\nTHP_enabled:\t0\n")
-    monkeypatch.setattr(live, "PROC", str(tmp_path))
+    monkeypatch.setattr(live.probes, "PROC", str(tmp_path))
     settings = live.read_thp_settings()
     assert settings.process_thp_enabled is False
     assert "PR_SET_THP_DISABLE" in live.thp_unavailable_reason()
@@ -217,7 +263,7 @@ def test_per_size_control_is_optional(sys_thp):
 
 
 def test_missing_thp_sysfs(monkeypatch, tmp_path):
-    monkeypatch.setattr(live, "SYS_THP", str(tmp_path / "nothing"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(tmp_path / "nothing"))
     settings = live.read_thp_settings()
     assert not settings.available and "does not exist" in settings.reason
     assert "does not exist" in live.thp_unavailable_reason()
@@ -574,7 +620,7 @@ def test_main_json(capsys):
 
 
 def test_main_falls_back_to_recorded(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(live, "SYS_THP", str(tmp_path / "no-thp"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(tmp_path / "no-thp"))
     assert live.main(["--experiment", "fault"]) == 0
     captured = capsys.readouterr()
     assert "live probing unavailable" in captured.err and "does not exist" in captured.err
