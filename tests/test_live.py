@@ -13,8 +13,10 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -414,6 +416,109 @@ def test_save_and_load_round_trip(tmp_path):
     live.save_run(run, path)
     again = live.load_recorded(path)
     assert again.to_dict() == run.to_dict()
+
+
+# --------------------------------------------------------------- child processes
+
+#: A ``sitecustomize`` for the processes of these tests: the experiment child,
+#: once started, writes its pid to $THPLAB_TEST_HOLD and waits instead of
+#: experimenting, and the parent starts it whatever this machine's THP allows.
+HOLD_SITECUSTOMIZE = """
+import os
+if os.environ.get("THPLAB_TEST_HOLD"):
+    import time
+    from pathlib import Path
+    from thplab.live import experiments, probes
+
+    def hold(name):
+        ready = Path(os.environ["THPLAB_TEST_HOLD"])
+        ready.with_suffix(".tmp").write_text(str(os.getpid()))
+        ready.with_suffix(".tmp").rename(ready)
+        time.sleep(300)
+
+    probes.thp_unavailable_reason = lambda: ""
+    experiments.run = hold
+"""
+
+on_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (/proc)")
+
+
+def _alive(pid):
+    """Whether process `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _poll(condition, timeout):
+    """Wait until condition() holds, at most `timeout` seconds; return whether it did."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def held(tmp_path):
+    """``(env, start)``: ``start(command)`` runs `command` with the held experiment child and
+    returns ``(parent Popen, child pid)`` once that child waits."""
+    (tmp_path / "sitecustomize.py").write_text(HOLD_SITECUSTOMIZE)
+    ready = tmp_path / "child.pid"
+    env = {**os.environ, "THPLAB_TEST_HOLD": str(ready),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    started = []
+
+    def start(command, **popen):
+        parent = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  **popen)
+        started.append(parent)
+        assert _poll(lambda: ready.exists() or parent.poll() is not None, 120)
+        assert parent.poll() is None, parent.communicate()
+        child = int(ready.read_text())
+        started.append(child)
+        return parent, child
+
+    yield start
+    for process in started:
+        if isinstance(process, int):
+            if _alive(process):
+                os.kill(process, signal.SIGKILL)
+        elif process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@on_linux
+def test_experiment_child_dies_with_its_parent(held):
+    parent, child = held([sys.executable, "-c",
+                          "from thplab import live; live.run_experiment('fault', timeout=300)"])
+    assert _alive(child)
+    parent.kill()
+    parent.communicate()
+    assert _poll(lambda: not _alive(child), 30), f"experiment child {child} outlived its parent"
+
+
+@on_linux
+def test_die_with_parent_when_the_parent_is_gone_already():
+    # A process whose parent died before its prctl() has another parent by
+    # then: it must not wait for a signal that will never come.
+    code = ("import sys; from thplab.live.syscalls import die_with_parent; "
+            "die_with_parent(int(sys.argv[1])); print('alive')")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start(expected_parent):
+        return subprocess.run([sys.executable, "-c", code, str(expected_parent)], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    orphan = start(os.getpid() + 1)  # its parent is this process, not that one
+    assert orphan.returncode == -signal.SIGKILL and orphan.stdout == ""
+    kept = start(os.getpid())
+    assert kept.returncode == 0 and kept.stdout == "alive\n", kept.stderr
 
 
 # --------------------------------------------------------------- the real kernel

@@ -1,6 +1,6 @@
 """The experiments on the real kernel, as they run inside the child process.
 
-:func:`thplab.live.run_experiment` starts ``python -m thplab.live.child NAME``
+:func:`thplab.live.run_experiment` starts ``python -m thplab.live.child NAME PID``
 (:mod:`thplab.live.child`), which calls :func:`run` and prints its result as
 one JSON object, so that a crash or a hang here cannot hurt a notebook.
 

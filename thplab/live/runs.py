@@ -105,9 +105,10 @@ def _child_env():
 def run_experiment(name, timeout=10.0):
     """Run one experiment in a child process and return its result.
 
-    The child (``python -m thplab.live.child NAME``) maps 4 MiB, so a crash,
-    a hang (killed after `timeout` seconds) or a leak cannot hurt the caller,
-    typically a notebook kernel.
+    The child (``python -m thplab.live.child NAME PID``) maps 4 MiB, so a
+    crash, a hang (killed after `timeout` seconds) or a leak cannot hurt the
+    caller, typically a notebook kernel; and it is killed when the caller
+    dies (:mod:`thplab.live.child`).
 
     Returns
     -------
@@ -121,7 +122,7 @@ def run_experiment(name, timeout=10.0):
     header = {"name": name, "kernel": platform.release(), "date": utc_now()}
     if reason := probes.thp_unavailable_reason():
         return ExperimentResult(status="unavailable", reason=reason, **header)
-    command = [sys.executable, "-m", "thplab.live.child", name]
+    command = [sys.executable, "-m", "thplab.live.child", name, str(os.getpid())]
     try:
         child = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                                env=_child_env(), stdin=subprocess.DEVNULL)
