@@ -521,6 +521,16 @@ def test_die_with_parent_when_the_parent_is_gone_already():
     assert kept.returncode == 0 and kept.stdout == "alive\n", kept.stderr
 
 
+@on_linux
+def test_ctrl_c_ends_the_cli_with_one_line(held):
+    parent, child = held([sys.executable, "-m", "thplab", "live", "--experiment", "fault",
+                          "--timeout", "300"], start_new_session=True)
+    os.killpg(parent.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole foreground group
+    out, err = parent.communicate(timeout=120)
+    assert (parent.returncode, out, err) == (130, "", "thplab live: interrupted\n")
+    assert _poll(lambda: not _alive(child), 30), f"experiment child {child} outlived Ctrl-C"
+
+
 # --------------------------------------------------------------- the real kernel
 
 def _live_skip_reason():

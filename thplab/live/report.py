@@ -5,6 +5,7 @@
 
 import argparse
 import json
+import signal
 import sys
 import textwrap
 
@@ -84,8 +85,19 @@ def main(argv=None):
     """``python -m thplab live``: run the experiments and print them next to the model.
 
     Without live probing (not Linux, THP off, not root) it prints the
-    recorded run instead, labelled as such. Returns the exit status.
+    recorded run instead, labelled as such. Returns the exit status: 1 if
+    an experiment failed; 130 after Ctrl-C (128 + SIGINT, as a shell reports
+    an interrupted command), which ends the run with one line on stderr and
+    no traceback (the experiment child is killed on the way out).
     """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("thplab live: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _main(argv):
     parser = argparse.ArgumentParser(
         prog="python -m thplab live",
         description="Run THP experiments on this machine's kernel and compare them with the "
