@@ -8,6 +8,7 @@ THP at 0x200000000000, ``proc/4242/smaps`` right after the THP fault.
 """
 
 import ast
+import dataclasses
 import graphlib
 import gzip
 import json
@@ -390,6 +391,35 @@ def test_not_linux(monkeypatch):
         assert not probe.available and "not Linux" in probe.reason
     result = live.run_experiment("fault")
     assert result.status == "unavailable" and "not Linux" in result.reason
+
+
+def _unprobeable(how, monkeypatch, tmp_path):
+    """Make this machine one the lab cannot probe: not Linux, or no /proc and /sys to read."""
+    if how == "not Linux":
+        monkeypatch.setattr(sys, "platform", "darwin")
+        return "live probing unavailable: not Linux (sys.platform is 'darwin')"
+    monkeypatch.setattr(live.probes, "PROC", str(tmp_path / "proc"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(tmp_path / "sys-thp"))
+    return f"live probing unavailable: {tmp_path}/sys-thp/enabled does not exist on this kernel"
+
+
+@pytest.mark.parametrize("how", ["not Linux", "/proc unreadable"])
+def test_unprobeable_machine_gets_one_line_and_the_recorded_run(how, monkeypatch, tmp_path, capsys):
+    from thplab.lessons import live_lab
+
+    why = _unprobeable(how, monkeypatch, tmp_path)
+    assert live.main(["--experiment", "pin"]) == 0
+    out, err = capsys.readouterr()
+    assert err == why + "\n"
+    recorded = live.load_recorded()
+    pin = dataclasses.replace(recorded, experiments={"pin": recorded.experiments["pin"]})
+    assert out == live.format_run(pin) + "\n"
+    # The lesson's path: it says why, shows no live run, and the recorded run stands.
+    run, text = live_lab.live_report()
+    reason = why.removeprefix("live probing unavailable: ")
+    assert run is None and text.startswith(f"Live experiments cannot run here: {reason}.")
+    assert f"experiments: cannot run here ({reason})" in live_lab.live_status()
+    assert {result.status for result in live.run_all().experiments.values()} == {"unavailable"}
 
 
 def test_unknown_experiment():
