@@ -27,9 +27,6 @@ __all__ = [
 #: What the model levels the lab compares with stand for.
 LEVEL_NAMES = {0: "v3.16", 10: "RFC v1"}
 
-# The scenarios only call Machine's public methods, so that a renamed entry
-# point is a one-line change here.
-
 #: Subpages whose kpagecount is compared: head, first tail, and MIDDLE.
 KPAGECOUNT_SUBPAGES = (0, 1, MIDDLE)
 #: The compared quantities, in display order: the vmstat events first.
@@ -38,6 +35,10 @@ QUANTITIES = THP_EVENTS + (
     *(f"kpagecount[{i}]" for i in KPAGECOUNT_SUBPAGES),
     "child AnonHugePages kB", "child subpages mapping the THP",
 )
+
+
+# The scenarios only call Machine's public methods, so that a renamed entry
+# point is a one-line change here.
 
 
 def model_fault(m, procs, addr):

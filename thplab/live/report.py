@@ -17,7 +17,9 @@ from .runs import load_recorded, run_all, save_run
 
 __all__ = ["format_run", "main"]
 
+
 def _cell(value):
+    """One value in a table: ``-`` where that kernel has no such quantity, yes/no, or the number."""
     if value is None:
         return "-"
     if isinstance(value, bool):
