@@ -60,11 +60,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from thplab import Machine, live  # noqa: E402
-from thplab._live_experiments import (  # noqa: E402
-    HPAGE_PMD_SIZE, MADV_HUGEPAGE, PAGE_SIZE, PROT_READ, PROT_WRITE, Libc)
+from thplab.live.probes import HPAGE_PMD_SIZE, PAGE_SIZE  # noqa: E402
+from thplab.live.syscalls import (  # noqa: E402
+    MADV_HUGEPAGE, MADV_NOHUGEPAGE, PROT_READ, PROT_WRITE, Libc)
 
-# include/uapi/asm-generic/mman-common.h
-MADV_NOHUGEPAGE = 15
 MiB = 1 << 20
 TARGET_RATIO = 10.0
 #: Guide for one operation on a lesson machine (issue #12), seconds.
@@ -374,7 +373,7 @@ def check_kernel(sizes):
     reason = live.read_thp_settings().unusable_reason
     if reason:
         return (f"the kernel gives no THP here ({reason}); the kernel side needs THP in "
-                f"'madvise' or 'always' mode ({live.SYS_THP}/enabled)")
+                f"'madvise' or 'always' mode ({live.probes.SYS_THP}/enabled)")
     with open("/proc/meminfo") as f:
         available = int(f.read().split("MemAvailable:")[1].split()[0]) << 10
     need = max(sizes) * HPAGE_PMD_SIZE + 512 * MiB

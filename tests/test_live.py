@@ -1,17 +1,23 @@
-"""Tests of thplab.live: parsers on sample files, decoders on synthetic bytes,
-the unavailability paths, and (marked ``live``) the experiments on the kernel
-this runs on.
+"""Tests of thplab.live: the package's import order, parsers on sample files,
+decoders on synthetic bytes, the unavailability paths, the experiment child's
+lifetime (it dies with its parent; Ctrl-C ends the CLI cleanly), and (marked
+``live``) the experiments on the kernel this runs on.
 
 The samples in tests/data/live were taken on Linux 6.18 (x86-64, THP
 ``[madvise]``): ``proc/self/smaps`` after mprotect(PROT_READ) of 64 KiB in a
 THP at 0x200000000000, ``proc/4242/smaps`` right after the THP fault.
 """
 
+import ast
+import dataclasses
 import gzip
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,10 @@ import pytest
 
 from thplab import live
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "live"
+LIVE_PACKAGE = ROOT / "thplab" / "live"
+LIVE_MODULES = sorted(path.stem for path in LIVE_PACKAGE.glob("*.py") if path.stem != "__init__")
 THP_START = 0x200000000000
 THP_SIZE = 2 << 20
 
@@ -27,8 +36,8 @@ THP_SIZE = 2 << 20
 @pytest.fixture
 def sample_paths(monkeypatch):
     """Point the probes at the sample /proc and /sys trees."""
-    monkeypatch.setattr(live, "PROC", str(DATA / "proc"))
-    monkeypatch.setattr(live, "SYS_THP", str(DATA / "sys-thp"))
+    monkeypatch.setattr(live.probes, "PROC", str(DATA / "proc"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(DATA / "sys-thp"))
 
 
 @pytest.fixture
@@ -36,8 +45,8 @@ def sys_thp(tmp_path, monkeypatch):
     """A writable copy of the sample THP sysfs tree, used by the probes."""
     root = tmp_path / "sys-thp"
     shutil.copytree(DATA / "sys-thp", root)
-    monkeypatch.setattr(live, "SYS_THP", str(root))
-    monkeypatch.setattr(live, "PROC", str(DATA / "proc"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(root))
+    monkeypatch.setattr(live.probes, "PROC", str(DATA / "proc"))
     return root
 
 
@@ -45,12 +54,56 @@ def sys_thp(tmp_path, monkeypatch):
 def fake_proc(tmp_path, monkeypatch):
     """An empty /proc stand-in that tests fill with synthetic files."""
     (tmp_path / "self").mkdir()
-    monkeypatch.setattr(live, "PROC", str(tmp_path))
+    monkeypatch.setattr(live.probes, "PROC", str(tmp_path))
     return tmp_path
 
 
 def u64(values):
     return np.asarray(values, dtype="<u8").tobytes()
+
+
+# --------------------------------------------------------------- the package's shape
+
+
+def _imported_modules(path):
+    """Full names of what a file of thplab/live imports: modules, and ``module.name`` for each name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "thplab.live" if node.level == 1 else "thplab" if node.level == 2 else ""
+            module = ".".join(filter(None, [base, node.module]))
+            if node.module is not None:
+                names.add(module)
+            # An imported name may be a submodule: `from thplab import live`.
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+#: The modules of thplab/live in the order of the package docstring: each may
+#: import only those before it (so there is no cycle), never the package.
+LIVE_LAYERS = ("formats", "probes", "syscalls", "experiments", "runs", "comparison", "report",
+               "child")
+
+
+def test_live_modules_import_in_one_direction():
+    assert sorted(LIVE_LAYERS) == LIVE_MODULES
+    for i, name in enumerate(LIVE_LAYERS):
+        imported = _imported_modules(LIVE_PACKAGE / f"{name}.py")
+        assert "thplab.live" not in imported, f"thplab.live.{name} imports the package itself"
+        siblings = {module.split(".")[2] for module in imported if module.startswith("thplab.live.")}
+        assert siblings <= set(LIVE_LAYERS[:i]), f"thplab.live.{name} imports {siblings}"
+
+
+@pytest.mark.parametrize("module", LIVE_MODULES)
+def test_live_module_imports_alone(module):
+    """Each module imports first thing in a fresh interpreter (no cycle, no import-order luck)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    child = subprocess.run([sys.executable, "-W", "error", "-c", f"import thplab.live.{module}"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert child.returncode == 0, child.stderr
 
 
 # --------------------------------------------------------------- parsers
@@ -204,7 +257,7 @@ def test_thp_disabled_is_reported(sys_thp, path, text, why):
 def test_process_thp_disable_is_reported(sys_thp, tmp_path, monkeypatch):
     (tmp_path / "self").mkdir()
     (tmp_path / "self" / "status").write_text("Name:\tx\nTHP_enabled:\t0\n")
-    monkeypatch.setattr(live, "PROC", str(tmp_path))
+    monkeypatch.setattr(live.probes, "PROC", str(tmp_path))
     settings = live.read_thp_settings()
     assert settings.process_thp_enabled is False
     assert "PR_SET_THP_DISABLE" in live.thp_unavailable_reason()
@@ -217,7 +270,7 @@ def test_per_size_control_is_optional(sys_thp):
 
 
 def test_missing_thp_sysfs(monkeypatch, tmp_path):
-    monkeypatch.setattr(live, "SYS_THP", str(tmp_path / "nothing"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(tmp_path / "nothing"))
     settings = live.read_thp_settings()
     assert not settings.available and "does not exist" in settings.reason
     assert "does not exist" in live.thp_unavailable_reason()
@@ -344,6 +397,35 @@ def test_not_linux(monkeypatch):
     assert result.status == "unavailable" and "not Linux" in result.reason
 
 
+def _unprobeable(how, monkeypatch, tmp_path):
+    """Make this machine one the lab cannot probe: not Linux, or no /proc and /sys to read."""
+    if how == "not Linux":
+        monkeypatch.setattr(sys, "platform", "darwin")
+        return "live probing unavailable: not Linux (sys.platform is 'darwin')"
+    monkeypatch.setattr(live.probes, "PROC", str(tmp_path / "proc"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(tmp_path / "sys-thp"))
+    return f"live probing unavailable: {tmp_path}/sys-thp/enabled does not exist on this kernel"
+
+
+@pytest.mark.parametrize("how", ["not Linux", "/proc unreadable"])
+def test_unprobeable_machine_gets_one_line_and_the_recorded_run(how, monkeypatch, tmp_path, capsys):
+    from thplab.lessons import live_lab
+
+    why = _unprobeable(how, monkeypatch, tmp_path)
+    assert live.main(["--experiment", "pin"]) == 0
+    out, err = capsys.readouterr()
+    assert err == why + "\n"
+    recorded = live.load_recorded()
+    pin = dataclasses.replace(recorded, experiments={"pin": recorded.experiments["pin"]})
+    assert out == live.format_run(pin) + "\n"
+    # The lesson's path: it says why, shows no live run, and the recorded run stands.
+    run, text = live_lab.live_report()
+    reason = why.removeprefix("live probing unavailable: ")
+    assert run is None and text.startswith(f"Live experiments cannot run here: {reason}.")
+    assert f"experiments: cannot run here ({reason})" in live_lab.live_status()
+    assert {result.status for result in live.run_all().experiments.values()} == {"unavailable"}
+
+
 def test_unknown_experiment():
     with pytest.raises(ValueError, match="unknown experiment"):
         live.run_experiment("swapout")
@@ -368,6 +450,119 @@ def test_save_and_load_round_trip(tmp_path):
     live.save_run(run, path)
     again = live.load_recorded(path)
     assert again.to_dict() == run.to_dict()
+
+
+# --------------------------------------------------------------- child processes
+
+#: A ``sitecustomize`` for the processes of these tests: the experiment child,
+#: once started, writes its pid to $THPLAB_TEST_HOLD and waits instead of
+#: experimenting, and the parent starts it whatever this machine's THP allows.
+HOLD_SITECUSTOMIZE = """
+import os
+if os.environ.get("THPLAB_TEST_HOLD"):
+    import time
+    from pathlib import Path
+    from thplab.live import experiments, probes
+
+    def hold(name):
+        ready = Path(os.environ["THPLAB_TEST_HOLD"])
+        ready.with_suffix(".tmp").write_text(str(os.getpid()))
+        ready.with_suffix(".tmp").rename(ready)
+        time.sleep(300)
+
+    probes.thp_unavailable_reason = lambda: ""
+    experiments.run = hold
+"""
+
+on_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (/proc)")
+
+
+def _alive(pid):
+    """Whether process `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _poll(condition, timeout):
+    """Wait until condition() holds, at most `timeout` seconds; return whether it did."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def held(tmp_path):
+    """``(env, start)``: ``start(command)`` runs `command` with the held experiment child and
+    returns ``(parent Popen, child pid)`` once that child waits."""
+    (tmp_path / "sitecustomize.py").write_text(HOLD_SITECUSTOMIZE)
+    ready = tmp_path / "child.pid"
+    env = {**os.environ, "THPLAB_TEST_HOLD": str(ready),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    started = []
+
+    def start(command, **popen):
+        parent = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  **popen)
+        started.append(parent)
+        assert _poll(lambda: ready.exists() or parent.poll() is not None, 120)
+        assert parent.poll() is None, parent.communicate()
+        child = int(ready.read_text())
+        started.append(child)
+        return parent, child
+
+    yield start
+    for process in started:
+        if isinstance(process, int):
+            if _alive(process):
+                os.kill(process, signal.SIGKILL)
+        elif process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@on_linux
+def test_experiment_child_dies_with_its_parent(held):
+    parent, child = held([sys.executable, "-c",
+                          "from thplab import live; live.run_experiment('fault', timeout=300)"])
+    assert _alive(child)
+    parent.kill()
+    parent.communicate()
+    assert _poll(lambda: not _alive(child), 30), f"experiment child {child} outlived its parent"
+
+
+@on_linux
+def test_die_with_parent_when_the_parent_is_gone_already():
+    # A process whose parent died before its prctl() has another parent by
+    # then: it must not wait for a signal that will never come.
+    code = ("import sys; from thplab.live.syscalls import die_with_parent; "
+            "die_with_parent(int(sys.argv[1])); print('alive')")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start(expected_parent):
+        return subprocess.run([sys.executable, "-c", code, str(expected_parent)], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    orphan = start(os.getpid() + 1)  # its parent is this process, not that one
+    assert orphan.returncode == -signal.SIGKILL and orphan.stdout == ""
+    kept = start(os.getpid())
+    assert kept.returncode == 0 and kept.stdout == "alive\n", kept.stderr
+
+
+@on_linux
+def test_ctrl_c_ends_the_cli_with_one_line(held):
+    parent, child = held([sys.executable, "-m", "thplab", "live", "--experiment", "fault",
+                          "--timeout", "300"], start_new_session=True)
+    os.killpg(parent.pid, signal.SIGINT)  # Ctrl-C signals the terminal's whole foreground group
+    out, err = parent.communicate(timeout=120)
+    assert (parent.returncode, out, err) == (130, "", "thplab live: interrupted\n")
+    assert _poll(lambda: not _alive(child), 30), f"experiment child {child} outlived Ctrl-C"
 
 
 # --------------------------------------------------------------- the real kernel
@@ -574,7 +769,7 @@ def test_main_json(capsys):
 
 
 def test_main_falls_back_to_recorded(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(live, "SYS_THP", str(tmp_path / "no-thp"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(tmp_path / "no-thp"))
     assert live.main(["--experiment", "fault"]) == 0
     captured = capsys.readouterr()
     assert "live probing unavailable" in captured.err and "does not exist" in captured.err

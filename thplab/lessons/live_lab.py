@@ -127,7 +127,7 @@ def differences(run, name, levels=(0, 10), all_rows=False):
 
 def live_vs_recorded(live_run, recorded):
     """Where a live run saw something else than the recorded run: one line per differing quantity."""
-    from .._live_experiments import observed_quantities
+    from ..live.comparison import observed_quantities
 
     lines = [f"LIVE Linux {live_run.kernel} vs RECORDED Linux {recorded.kernel}: quantities that differ"]
     for name, result in live_run.experiments.items():
@@ -250,7 +250,8 @@ def real_frames(run, name, step):
 
 def _model_machine(name, step, level):
     """The model's Machine, process ids, address and THP head pfn right after ``step`` of ``name``."""
-    from .._live_experiments import MAPPING_SIZE, MODEL_STEPS
+    from ..live.comparison import MODEL_STEPS
+    from ..live.experiments import MAPPING_SIZE
     from ..machine import Machine
 
     m = Machine.boot(nr_pages=4096, patches=level, seed=0)

@@ -1,9 +1,8 @@
-"""THP experiments on the real kernel, and the same experiments on the model.
+"""The experiments on the real kernel, as they run inside the child process.
 
-``python -m thplab._live_experiments NAME`` runs one experiment of
-:data:`thplab.live.EXPERIMENTS` and prints its result as one JSON object;
-:func:`thplab.live.run_experiment` starts it with a timeout, so that a crash
-or a hang here cannot hurt a notebook.
+:func:`thplab.live.run_experiment` starts ``python -m thplab.live.child NAME PID``
+(:mod:`thplab.live.child`), which calls :func:`run` and prints its result as
+one JSON object, so that a crash or a hang here cannot hurt a notebook.
 
 Every experiment maps 4 MiB of anonymous private memory, marks the 2 MiB-aligned
 2 MiB inside it ``MADV_HUGEPAGE`` and writes one byte per 4 KiB subpage: the
@@ -16,36 +15,37 @@ The physical view follows the THP's 512 page frames (found at the fault)
 whatever maps them, so a subpage that was unmapped but not freed is still
 seen as part of the compound page.
 
-:func:`model_steps` runs the same steps on a thplab ``Machine``; both sides
-are reduced to the :data:`QUANTITIES` that :func:`thplab.live.compare` puts
-next to each other.
+The geometry constants (:data:`MIDDLE`, :data:`PIN_SUBPAGE`, ...) are shared
+with the model's side of each experiment, :mod:`thplab.live.comparison`.
 """
 
 import ctypes
-import ctypes.util
-import json
+import datetime
 import os
 import platform
-import sys
 
 import numpy as np
 
-from thplab import live
-from thplab.machine import Machine
-from thplab.page_flags import PageCompound, PageHead
+from . import formats, probes
+from .probes import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
+from .syscalls import MADV_COLD, MADV_HUGEPAGE, PROT_READ, PROT_WRITE, Libc
 
-# include/uapi/asm-generic/mman-common.h, mman.h
-PROT_READ, PROT_WRITE = 0x1, 0x2
-MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
-MADV_HUGEPAGE = 14
-#: Deactivates the range (v5.4+). On a range covering only part of a THP it
-#: calls ``split_folio()`` (``madvise_cold_or_pageout_pte_range()``): the one
-#: way to ask for ``split_huge_page()`` without writing to /proc or /sys.
-MADV_COLD = 20
+__all__ = [
+    "EXPERIMENTS", "MAPPING_SIZE", "MAPPING_HINT", "MIDDLE", "MPROTECT_NR", "PIN_SUBPAGE",
+    "SAMPLE_SUBPAGES", "PATTERN", "COW_BYTE", "NOTES", "ExperimentError", "ThpArea",
+    "observe", "ForkedChild", "EXPERIMENT_STEPS", "run", "utc_now",
+]
 
-PAGE_SIZE = live.PAGE_SIZE
-HPAGE_PMD_NR = live.HPAGE_PMD_NR
-HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE
+#: Experiment name -> one-line description.
+EXPERIMENTS = {
+    "fault": "write fault on a MADV_HUGEPAGE range allocates a THP",
+    "partial_munmap": "munmap() one 4 KiB subpage in the middle of a THP",
+    "mprotect": "mprotect(PROT_READ) 64 KiB in the middle of a THP",
+    "fork": "fork() shares the THP; the child's write breaks COW",
+    "pin": "a vmsplice() page reference blocks split_huge_page()",
+    "full_munmap": "munmap() the whole THP",
+}
+
 #: Twice the THP size, so that a 2 MiB-aligned 2 MiB always fits inside.
 MAPPING_SIZE = 2 * HPAGE_PMD_SIZE
 #: Where the mapping is asked to go (a hint, not MAP_FIXED). mmap() searches
@@ -110,48 +110,6 @@ NOTES = {
 
 class ExperimentError(RuntimeError):
     """The kernel did not behave as an experiment needs (e.g. no THP was faulted in)."""
-
-
-class Libc:
-    """The libc calls the experiments use; each raises ``OSError`` on failure."""
-
-    def __init__(self):
-        self._libc = libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                              ctypes.c_int, ctypes.c_long]
-        for function, argtypes in ((libc.munmap, []), (libc.mprotect, [ctypes.c_int]),
-                                   (libc.madvise, [ctypes.c_int])):
-            function.restype = ctypes.c_int
-            function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, *argtypes]
-        libc.vmsplice.restype = ctypes.c_ssize_t
-        libc.vmsplice.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
-
-    @staticmethod
-    def _check(name, ret, failed=-1):
-        if ret == failed:
-            error = ctypes.get_errno()
-            raise OSError(error, f"{name}: {os.strerror(error)}")
-        return ret
-
-    def mmap(self, hint, length, prot):
-        """Anonymous private mapping, at `hint` if that is free; returns its address."""
-        ret = self._libc.mmap(hint, length, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        return self._check("mmap", ret, failed=ctypes.c_void_p(-1).value)
-
-    def munmap(self, addr, length):
-        return self._check("munmap", self._libc.munmap(addr, length))
-
-    def mprotect(self, addr, length, prot):
-        return self._check("mprotect", self._libc.mprotect(addr, length, prot))
-
-    def madvise(self, addr, length, advice):
-        return self._check("madvise", self._libc.madvise(addr, length, advice))
-
-    def vmsplice(self, fd, addr, length):
-        """``vmsplice(fd, {addr, length}, 1, 0)``; returns the bytes spliced."""
-        iovec = (ctypes.c_size_t * 2)(addr, length)
-        return self._check("vmsplice", self._libc.vmsplice(fd, ctypes.addressof(iovec), 1, 0))
 
 
 class ThpArea:
@@ -228,8 +186,8 @@ def observe(area, pid="self", check_content=True):
     ``kpagecount`` histogram; ``samples`` for :data:`SAMPLE_SUBPAGES`; and
     ``content_ok`` for this process (None for another one).
     """
-    smaps = live.read_smaps(area.addr, HPAGE_PMD_SIZE, pid)
-    pagemap = live.read_pagemap(area.addr, HPAGE_PMD_SIZE, pid)
+    smaps = probes.read_smaps(area.addr, HPAGE_PMD_SIZE, pid)
+    pagemap = probes.read_pagemap(area.addr, HPAGE_PMD_SIZE, pid)
     if not pagemap.available:
         raise ExperimentError(pagemap.reason)
     present = pagemap.present & ~area.unmapped
@@ -251,15 +209,15 @@ def observe(area, pid="self", check_content=True):
 def _observe_frames(area, pfn, present, view):
     """Add what kpageflags and kpagecount say of the THP's 512 page frames to `view`."""
     frames = area.thp_pfn + np.arange(HPAGE_PMD_NR)
-    flags, counts = live.read_kpageflags(frames), live.read_kpagecount(frames)
+    flags, counts = probes.read_kpageflags(frames), probes.read_kpagecount(frames)
     mapping_thp = present & (pfn == frames)
     view["mapping_thp"] = int(mapping_thp.sum())
     view["physical"] = flags.reason or counts.reason
     if view["physical"]:
         return
-    head = live.kpf_test(flags.values, live.KPF_COMPOUND_HEAD)
-    tail = live.kpf_test(flags.values, live.KPF_COMPOUND_TAIL)
-    thp = live.kpf_test(flags.values, live.KPF_THP)
+    head = formats.kpf_test(flags.values, formats.KPF_COMPOUND_HEAD)
+    tail = formats.kpf_test(flags.values, formats.KPF_COMPOUND_TAIL)
+    thp = formats.kpf_test(flags.values, formats.KPF_THP)
     values, nr = np.unique(counts.values, return_counts=True)
     view.update({
         "compound": int((head | tail).sum()),
@@ -270,7 +228,7 @@ def _observe_frames(area, pfn, present, view):
         i = sample["index"]
         sample.update({
             "mapping_thp": bool(mapping_thp[i]),
-            "flags": live.kpageflags_names(flags.values[i]),
+            "flags": formats.kpageflags_names(flags.values[i]),
             "compound_head": bool(head[i]),
             "compound_tail": bool(tail[i]),
             "thp": bool(thp[i]),
@@ -339,14 +297,14 @@ class ForkedChild:
 
 def _step(name, op, operation, area, child=None):
     """Run `operation`, with vmstat read right around it, then observe."""
-    before = live.read_vmstat().counters
+    before = probes.read_vmstat().counters
     try:
         ret = operation() or 0
     except OSError as exc:
         ret = -exc.errno
-    after = live.read_vmstat().counters
+    after = probes.read_vmstat().counters
     if area.thp_pfn < 0:
-        head = live.read_pagemap(area.addr, PAGE_SIZE)
+        head = probes.read_pagemap(area.addr, PAGE_SIZE)
         if head.pfns_visible and head.present[0]:
             area.thp_pfn = int(head.pfn[0])
     views = {"self": observe(area)}
@@ -354,7 +312,7 @@ def _step(name, op, operation, area, child=None):
         views["child"] = observe(area, child.pid, check_content=False)
         views["child"]["content_ok"] = child.content_ok
     return {"name": name, "op": op, "ret": ret,
-            "vmstat_delta": live.vmstat_delta(before, after), "views": views}
+            "vmstat_delta": formats.vmstat_delta(before, after), "views": views}
 
 
 def _fault(area):
@@ -444,150 +402,10 @@ EXPERIMENT_STEPS = {
 }
 
 
-# --------------------------------------------------------------------------
-# The model's side: each experiment again, as a scenario on a thplab Machine
-# with the same step names, and the quantities both sides are compared on.
-# The scenarios only call Machine's public methods, so that a renamed entry
-# point is a one-line change here.
-
-#: Subpages whose kpagecount is compared: head, first tail, and MIDDLE.
-KPAGECOUNT_SUBPAGES = (0, 1, MIDDLE)
-#: The compared quantities, in display order: the vmstat events first.
-QUANTITIES = live.THP_EVENTS + (
-    "AnonHugePages kB", "VMAs", "subpages mapped", "page compound",
-    *(f"kpagecount[{i}]" for i in KPAGECOUNT_SUBPAGES),
-    "child AnonHugePages kB", "child subpages mapping the THP",
-)
-
-
-def model_fault(m, procs, addr):
-    return [("fault", lambda: m.touch(procs["self"], addr, HPAGE_PMD_SIZE, write=True))]
-
-
-def model_partial_munmap(m, procs, addr):
-    return model_fault(m, procs, addr) + [
-        ("munmap", lambda: m.munmap(procs["self"], addr + MIDDLE * PAGE_SIZE, PAGE_SIZE))]
-
-
-def model_mprotect(m, procs, addr):
-    return model_fault(m, procs, addr) + [
-        ("mprotect", lambda: m.mprotect(procs["self"], addr + MIDDLE * PAGE_SIZE,
-                                        MPROTECT_NR * PAGE_SIZE, "r"))]
-
-
-def model_fork(m, procs, addr):
-    def fork():
-        procs["child"] = m.fork(procs["self"])
-
-    return model_fault(m, procs, addr) + [
-        ("fork", fork),
-        ("child_write", lambda: m.touch(procs["child"], addr + MIDDLE * PAGE_SIZE, PAGE_SIZE)),
-        ("child_exit", lambda: m.exit(procs.pop("child"))),
-    ]
-
-
-def model_pin(m, procs, addr):
-    pins = []
-
-    def split():
-        # The real kernel splits on madvise(MADV_COLD) (split_folio()); the
-        # model calls split_huge_page() as such a caller does. The old kernel
-        # split the page at munmap already: then there is no THP left to split.
-        head = int(m.walk(procs["self"], [addr])["pfn"][0])
-        if PageCompound(m.mem_map, head):
-            m.split_huge_page(head)
-
-    return model_fault(m, procs, addr) + [
-        ("pin", lambda: pins.extend(m.get_user_pages_fast(procs["self"],
-                                                          addr + PIN_SUBPAGE * PAGE_SIZE))),
-        ("munmap", lambda: m.munmap(procs["self"], addr + MIDDLE * PAGE_SIZE, PAGE_SIZE)),
-        ("split_pinned", split),
-        ("unpin", lambda: m.put_page(pins)),
-        ("split_unpinned", split),
-    ]
-
-
-def model_full_munmap(m, procs, addr):
-    return model_fault(m, procs, addr) + [
-        ("munmap", lambda: m.munmap(procs["self"], addr, HPAGE_PMD_SIZE))]
-
-
-#: Experiment name -> function(machine, procs, addr) returning its
-#: ``[(step name, operation)]`` on the model.
-MODEL_STEPS = {
-    "fault": model_fault,
-    "partial_munmap": model_partial_munmap,
-    "mprotect": model_mprotect,
-    "fork": model_fork,
-    "pin": model_pin,
-    "full_munmap": model_full_munmap,
-}
-
-
-def model_quantities(m, procs, addr, thp_pfn, before, after):
-    """The compared quantities of the model after one step (see :data:`QUANTITIES`)."""
-    q = {name: after[name] - before[name] for name in live.THP_EVENTS if name in after}
-    pid = procs["self"]
-    subpages = addr + np.arange(HPAGE_PMD_NR, dtype=np.uint64) * PAGE_SIZE
-    mapped = m.walk(pid, subpages)["pfn"] >= 0
-    q["AnonHugePages kB"] = m.smaps_anon_huge_kb(pid, addr, HPAGE_PMD_SIZE)
-    q["VMAs"] = len(m.processes[pid].vmas_in(addr, addr + HPAGE_PMD_SIZE))
-    q["subpages mapped"] = int(mapped.sum())
-    if mapped[0]:
-        q["page compound"] = bool(PageHead(m.mem_map, thp_pfn))
-        for i in KPAGECOUNT_SUBPAGES:
-            if mapped[i]:
-                q[f"kpagecount[{i}]"] = int(m.page_mapcount(thp_pfn + i))
-    if "child" in procs:
-        child = m.walk(procs["child"], subpages)["pfn"]
-        q["child AnonHugePages kB"] = m.smaps_anon_huge_kb(procs["child"], addr, HPAGE_PMD_SIZE)
-        own = thp_pfn + np.arange(HPAGE_PMD_NR)
-        q["child subpages mapping the THP"] = int((child == own).sum())
-    return q
-
-
-def model_steps(name, level):
-    """Run experiment `name` on the model at series `level`; see :func:`thplab.live.predict`."""
-    m = Machine.boot(nr_pages=4096, patches=level, seed=0)
-    procs = {"self": m.spawn()}
-    addr = m.mmap(procs["self"], MAPPING_SIZE, prot="rw", thp=True)
-    steps, thp_pfn = {}, -1
-    for step, operation in MODEL_STEPS[name](m, procs, addr):
-        before = m.vmstat.as_dict()
-        operation()
-        after = m.vmstat.as_dict()
-        if thp_pfn < 0:
-            thp_pfn = int(m.walk(procs["self"], [addr])["pfn"][0])
-        steps[step] = model_quantities(m, procs, addr, thp_pfn, before, after)
-    return steps
-
-
-def observed_quantities(step):
-    """The compared quantities of the real kernel after one step of a result."""
-    q = {name: value for name, value in step["vmstat_delta"].items() if name in live.THP_EVENTS}
-    view = step["views"]["self"]
-    samples = {sample["index"]: sample for sample in view["samples"]}
-    if view["smaps"] is not None:
-        q["AnonHugePages kB"] = view["smaps"]["AnonHugePages"]
-        q["VMAs"] = view["smaps"]["nr_vmas"]
-    q["subpages mapped"] = view["mapped"]
-    # Once the head is unmapped the THP may be freed and its frames reused:
-    # they no longer say anything about it.
-    if samples[0]["mapped"] and not view["physical"]:
-        q["page compound"] = samples[0]["compound_head"]
-        for i in KPAGECOUNT_SUBPAGES:
-            if samples[i]["mapped"]:
-                q[f"kpagecount[{i}]"] = samples[i]["kpagecount"]
-    if child := step["views"].get("child"):
-        q["child AnonHugePages kB"] = child["smaps"]["AnonHugePages"]
-        q["child subpages mapping the THP"] = child.get("mapping_thp")
-    return q
-
-
 def _common_notes():
     notes = ["/proc/vmstat counters are system-wide: each delta is taken right around one "
              "operation, but other processes can add to it."]
-    config = live.read_kernel_config()
+    config = probes.read_kernel_config()
     if config.options.get("CONFIG_NO_PAGE_MAPCOUNT") == "y":
         notes.append("kpagecount is the folio's average mapcount here (CONFIG_NO_PAGE_MAPCOUNT).")
     elif config.options.get("CONFIG_PAGE_MAPCOUNT") == "y":
@@ -598,9 +416,9 @@ def _common_notes():
 
 def run(name):
     """Run experiment `name` in this process; return its JSON-ready result dict."""
-    result = {"name": name, "kernel": platform.release(), "date": live._now(),
+    result = {"name": name, "kernel": platform.release(), "date": utc_now(),
               "status": "ok", "reason": "", "steps": [], "notes": []}
-    if reason := live.thp_unavailable_reason():
+    if reason := probes.thp_unavailable_reason():
         return {**result, "status": "unavailable", "reason": reason}
     try:
         with ThpArea(Libc()) as area:
@@ -611,5 +429,6 @@ def run(name):
     return result
 
 
-if __name__ == "__main__":
-    json.dump(run(sys.argv[1]), sys.stdout)
+def utc_now():
+    """The time of a run: UTC, ISO 8601, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
