@@ -77,10 +77,12 @@ class PfnCounts:
         i = np.minimum(np.searchsorted(self.pfn, pfns), len(self.pfn) - 1)
         return np.where(self.pfn[i] == pfns, self.nr[i], 0)
 
-    def rows(self, rows):
+    def rows(self, rows, a, b):
         """The counts of the pages of 2 MiB blocks ``rows`` (sorted block numbers), a block per
-        row; None when there is none."""
-        a, b = np.searchsorted(self.pfn, (rows[0] * HPAGE_PMD_NR, (rows[-1] + 1) * HPAGE_PMD_NR))
+        row; None when there is none.  ``pfn[a:b]`` are the pfns from the first block's to the
+        last one's."""
+        if a == b:
+            return None
         block, col = np.divmod(self.pfn[a:b], HPAGE_PMD_NR)
         row = np.searchsorted(rows, block)
         inside = rows[row] == block
@@ -296,47 +298,57 @@ class _Scan:
     """
 
     def __init__(self, m, pmd, pte, pins, note):
-        self.pmd, self.pte, self.pins, self.note = pmd, pte, pins, note
+        self.pte, self.pins, self.note = pte, pins, note
         self.fields = {f: m.mem_map[f].reshape(-1, HPAGE_PMD_NR)   # views, a 2 MiB block per row
                        for f in ("flags", "use", "_count", "_mapcount", "first_page")}
         first = m.mem_map[::HPAGE_PMD_NR]
         thp = _kind(first["flags"], first["use"]) == _HEAD_KIND
         self.thp_rows, self.small_rows = np.flatnonzero(thp), np.flatnonzero(~thp)
         self.heads, self.pgtables, self.nr_free = self.thp_rows * HPAGE_PMD_NR, [], 0
+        self.pmd_maps = pmd.at(self.heads)          # huge PMDs mapping each THP
         self.nothing = np.zeros((CHUNK // HPAGE_PMD_NR, HPAGE_PMD_NR), np.int32)
         self.nothing.flags.writeable = False
 
     def _batches(self, rows, *fields):
-        """Blocks ``rows``, :data:`CHUNK` pages at a time: the block numbers, a contiguous copy
-        of each of ``fields`` and the PTEs and pins of each page (None where there is none)."""
-        for i in range(0, len(rows), CHUNK // HPAGE_PMD_NR):
-            batch = rows[i:i + CHUNK // HPAGE_PMD_NR]
-            yield (batch, *(self.fields[f][batch] for f in fields), self.pte.rows(batch),
-                   self.pins.rows(batch))
+        """Blocks ``rows``, :data:`CHUNK` pages at a time: which of ``rows`` (a slice), their
+        block numbers, a contiguous copy of each of ``fields`` and the PTEs and pins of each
+        page (None where there is none)."""
+        step = CHUNK // HPAGE_PMD_NR
+        first = np.arange(0, len(rows), step)
+        last = rows[np.minimum(first + step, len(rows)) - 1]
+        edges = (rows[first] * HPAGE_PMD_NR, (last + 1) * HPAGE_PMD_NR)   # each batch's pfns
+        cuts = [[np.searchsorted(c.pfn, e).tolist() for e in edges] for c in (self.pte, self.pins)]
+        for n, i in enumerate(first.tolist()):
+            at = slice(i, i + step)
+            batch = rows[at]
+            yield (at, batch, *(self.fields[f][batch] for f in fields),
+                   *(c.rows(batch, lo[n], hi[n]) for c, (lo, hi) in zip((self.pte, self.pins), cuts)))
 
     def thps(self):
         """Check the shape of every THP; yield them, a stretch at a time."""
-        for rows, flags, use, count, mapcount, first_page, pte, pins in self._batches(
+        for at, rows, flags, use, count, mapcount, first_page, pte, pins in self._batches(
                 self.thp_rows, "flags", "use", "_count", "_mapcount", "first_page"):
-            heads = rows * HPAGE_PMD_NR
-            # Row minima and maxima, one pass each: every tail is an anon PG_tail page whose
-            # first_page is the head.
-            kind = _kind(flags[:, 1:], use[:, 1:])
-            bad = (kind.min(axis=1) != _TAIL_KIND) | (kind.max(axis=1) != _TAIL_KIND)
-            if bad.any():
+            heads = self.heads[at]
+            # Every tail is an anon PG_tail page whose first_page is the head (reductions, one
+            # pass each: PG_tail in the AND of the tails' flags, PG_head not in their OR).
+            tail_flags, tail_use = flags[:, 1:], use[:, 1:]
+            if (not np.bitwise_and.reduce(tail_flags, axis=None) & _TAIL
+                    or np.bitwise_or.reduce(tail_flags, axis=None) & _HEAD
+                    or tail_use.min() != _ANON or tail_use.max() != _ANON):
+                bad = (_kind(tail_flags, tail_use) != _TAIL_KIND).any(axis=1)
                 self.note("tail kind", f"THP {heads[bad][0]:#x}: a page of its 2 MiB block is not "
                                        "an anon page with PG_tail and without PG_head")
             tails = first_page[:, 1:]
             if ((tails.min(axis=1) != heads) | (tails.max(axis=1) != heads)).any():
                 self.note("first_page", "a THP's tails do not all point at its head")
             nothing = self.nothing[:len(rows)]
-            yield ThpBlocks(heads, self.pmd.at(heads), count, mapcount, flags,
+            yield ThpBlocks(heads, self.pmd_maps[at], count, mapcount, flags,
                             nothing if pte is None else pte, nothing if pins is None else pins)
 
     def small_pages(self):
         """Check the free, page-table and 4 KiB anon pages: every page not in a THP."""
         pgtables = []
-        for rows, flags, use, count, mapcount, pte, pins in self._batches(
+        for _, rows, flags, use, count, mapcount, pte, pins in self._batches(
                 self.small_rows, "flags", "use", "_count", "_mapcount"):
             pgtables.append(self._small_batch(rows, flags.ravel(), use.ravel(), count.ravel(),
                                               mapcount.ravel(), pte, pins))
@@ -460,7 +472,7 @@ def problems(m):
     # THPs: no compound page is lost.
     heads = scan.heads
     used_blocks = _unique(pte.pfn // HPAGE_PMD_NR, pins.pfn // HPAGE_PMD_NR)
-    used = (pmd.at(heads) > 0) | _isin(heads // HPAGE_PMD_NR, used_blocks)
+    used = (scan.pmd_maps > 0) | _isin(heads // HPAGE_PMD_NR, used_blocks)
     if not used.all():
         note("thp leak", f"THP {int(heads[~used][0]):#x} is allocated but nothing maps or pins it (leak)")
     if (m.mem_map["flags"][heads] & _LOCK).any() and not m.smp.held:

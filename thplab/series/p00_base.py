@@ -901,7 +901,8 @@ def check_refcounts(k, thps):
             problems.setdefault("head", "head _mapcount + 1 != number of PMDs mapping it")
         if (t.mapcount[:, 1:] + 1 != t.pins[:, 1:]).any():
             problems.setdefault("tail", "tail _mapcount + 1 != pins on that tail")
-        wrong = t.count[:, 0] != t.pmd + t.pins.sum(axis=1)
+        # int32 sums wrap as the atomic_t _count does
+        wrong = t.count[:, 0] != t.pmd + t.pins.sum(axis=1, dtype=np.int32)
         if wrong.any():
             i = int(np.argmax(wrong))
             problems.setdefault("count", f"head {t.heads[i]:#x}: _count {t.count[i, 0]} != "

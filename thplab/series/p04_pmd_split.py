@@ -203,7 +203,9 @@ def check_refcounts(k, thps):
             problems.setdefault("head", "head _mapcount + 1 != PMD maps + PTE maps of subpage 0")
         if (t.mapcount[:, 1:] + 1 != t.pte[:, 1:]).any():
             problems.setdefault("tail", "tail _mapcount + 1 != PTEs mapping that tail")
-        want = t.mapcount.sum(axis=1) + HPAGE_PMD_NR + t.pins.sum(axis=1)
+        # int32 sums wrap as the atomic_t _count does
+        want = (t.mapcount.sum(axis=1, dtype=np.int32) + HPAGE_PMD_NR
+                + t.pins.sum(axis=1, dtype=np.int32))
         wrong = t.count[:, 0] != want
         if wrong.any():
             i = int(np.argmax(wrong))
