@@ -77,20 +77,13 @@ class PfnCounts:
         i = np.minimum(np.searchsorted(self.pfn, pfns), len(self.pfn) - 1)
         return np.where(self.pfn[i] == pfns, self.nr[i], 0)
 
-    def rows(self, rows, a, b):
-        """The counts of the pages of 2 MiB blocks ``rows`` (sorted block numbers), a block per
-        row; None when there is none.  ``pfn[a:b]`` are the pfns from the first block's to the
-        last one's."""
-        if a == b:
-            return None
-        block, col = np.divmod(self.pfn[a:b], HPAGE_PMD_NR)
-        row = np.searchsorted(rows, block)
-        inside = rows[row] == block
-        if not inside.any():
-            return None
-        out = np.zeros((len(rows), HPAGE_PMD_NR), np.int32)
-        out[row[inside], col[inside]] = self.nr[a:b][inside]
-        return out
+    def in_blocks(self, rows):
+        """The pfns inside the 2 MiB blocks ``rows`` (sorted block numbers, not empty): for
+        each, the index of its block in ``rows``, its place in the block and its count."""
+        block, col = np.divmod(self.pfn, HPAGE_PMD_NR)
+        at = np.minimum(np.searchsorted(rows, block), len(rows) - 1)
+        inside = rows[at] == block
+        return at[inside], col[inside], self.nr[inside]
 
 
 def _unique(*arrays):
@@ -313,16 +306,24 @@ class _Scan:
         """Blocks ``rows``, :data:`CHUNK` pages at a time: which of ``rows`` (a slice), their
         block numbers, a contiguous copy of each of ``fields`` and the PTEs and pins of each
         page (None where there is none)."""
+        if not len(rows):
+            return
         step = CHUNK // HPAGE_PMD_NR
         first = np.arange(0, len(rows), step)
-        last = rows[np.minimum(first + step, len(rows)) - 1]
-        edges = (rows[first] * HPAGE_PMD_NR, (last + 1) * HPAGE_PMD_NR)   # each batch's pfns
-        cuts = [[np.searchsorted(c.pfn, e).tolist() for e in edges] for c in (self.pte, self.pins)]
+        events = [c.in_blocks(rows) for c in (self.pte, self.pins)]
+        cuts = [np.searchsorted(at, np.r_[first, len(rows)]).tolist() for at, _, _ in events]
         for n, i in enumerate(first.tolist()):
             at = slice(i, i + step)
             batch = rows[at]
-            yield (at, batch, *(self.fields[f][batch] for f in fields),
-                   *(c.rows(batch, lo[n], hi[n]) for c, (lo, hi) in zip((self.pte, self.pins), cuts)))
+            per_page = []
+            for (block, col, nr), cut in zip(events, cuts):
+                a, b = cut[n], cut[n + 1]
+                if a == b:
+                    per_page.append(None)
+                else:
+                    per_page.append(np.zeros((len(batch), HPAGE_PMD_NR), np.int32))
+                    per_page[-1][block[a:b] - i, col[a:b]] = nr[a:b]
+            yield (at, batch, *(self.fields[f][batch] for f in fields), *per_page)
 
     def thps(self):
         """Check the shape of every THP; yield them, a stretch at a time."""
