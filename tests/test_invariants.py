@@ -213,6 +213,43 @@ def test_an_entry_beyond_memory_is_caught():
         problems(m)
 
 
+def test_a_thp_only_pinned_is_held_not_leaked():
+    m, pid, child, a, small, pins = busy(10)
+    m.exit(child)
+    m.munmap(pid, a, M2)          # the pinned THP: mapped by nobody now
+    assert problems(m) == []
+    m.put_page(pins)
+    assert problems(m) == []
+
+
+def test_a_pinned_page_table_is_caught():
+    m, *_ = busy(4)
+    table = int(np.flatnonzero(m.mem_map["use"] == Use.pgtable)[0])
+    m.pins[table] += 1
+    assert "a mapped or pinned page is not an allocated anon page" in problems(m)
+
+
+@pytest.mark.parametrize("where", ["THP head", "4 KiB page", "PTE-mapped tail"])
+def test_a_mapped_page_of_a_freed_anon_vma_is_caught(where):
+    m, pid, child, a, small, pins = busy(10)
+    p = {"THP head": thp_head_of(m, pid, a), "4 KiB page": int(m.walk(pid, [small])["pfn"][0]),
+         "PTE-mapped tail": int(m.walk(child, [a + M2 + 3 * K4])["pfn"][0])}[where]
+    dead = max(m.anon_vmas) + 7
+    m.mem_map["mapping"][p] = (dead << 2) | 1
+    assert f"a mapped page points at freed anon_vma {dead}" in problems(m)
+
+
+def test_a_page_mapped_twice_in_one_process_is_counted_twice():
+    m, pid, child, a, small, pins = busy(0)
+    p = int(m.walk(pid, [small])["pfn"][0])
+    pmdp = mem.pmd_offset(m.kernel, m.processes[pid], small)
+    ptes = m.pgtables.table(pt.pte_pfn(m.pgtables.table(pmdp[0])[pmdp[1]]))
+    i = int(pt.pte_index(small))
+    ptes[i + 100] = ptes[i]
+    maps = m.mem_map["_mapcount"][p] + 1          # the parent's and the child's
+    assert f"page {p:#x}: _mapcount {maps - 1} but {maps + 1} PTEs map it" in problems(m)
+
+
 @pytest.mark.parametrize("level", [0, 10])
 def test_every_page_is_checked(level):
     """A reference too many, or PG_tail toggled, on any page of a busy machine is caught.

@@ -6,14 +6,15 @@ the booted level (``kernel.check_refcounts``), and nothing may be lost:
 every allocated page is mapped, pinned, a live or deposited page table, or a
 knowingly held part of a compound page.
 
-Mappings and pins are few next to the pages of a large machine, so they are
-kept as sorted lists of pfns (:class:`PfnCounts`).  ``mem_map`` is read
-:data:`CHUNK` pages at a time, the THPs' 2 MiB blocks apart from the others,
-and every page is checked against those lists.  So a check costs a few MiB of
-temporaries whatever the size of the machine, and each stretch stays in the
-CPU cache while its fields are read one after another.
+``mem_map`` is read :data:`CHUNK` pages at a time, the THPs' 2 MiB blocks
+apart from the others, with the PTEs, pins and leaked references of the same
+pages; the huge PMDs, one per THP at most per process, are a sorted list.  So
+a check's temporaries are a few MiB whatever the size of the machine, plus one
+int32 count of PTEs per page, which is resident only where PTEs map pages; and
+each stretch stays in the CPU cache while its fields are read one after another.
 """
 
+import mmap
 from typing import NamedTuple
 
 import numpy as np
@@ -25,8 +26,8 @@ from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_BUDDY_MAPCOUNT_VALUE, PAG
 
 #: Pages :func:`problems` reads at a time: 32 whole 2 MiB blocks (600 KiB of ``mem_map``).
 CHUNK = 1 << 14
-#: PTE tables :func:`mappings` copies the entries of at a time (4 MiB).
-TABLE_BATCH = 1 << 10
+#: PTE tables :func:`mappings` reads the entries of at a time (1 MiB).
+TABLE_BATCH = 1 << 8
 
 _HEAD, _TAIL, _LOCK = (np.uint32(1 << bit) for bit in (PG.head, PG.tail, PG.compound_lock))
 _FREE, _ANON, _PGTABLE = int(Use.free), int(Use.anon), int(Use.pgtable)
@@ -57,38 +58,15 @@ class ThpBlocks(NamedTuple):
     pins: np.ndarray
 
 
-class PfnCounts:
-    """A count per pfn, kept only where it is not 0: sorted unique ``pfn`` and their ``nr``."""
+def _distinct(values):
+    """Sorted distinct ``values`` and how many times each occurs.
 
-    def __init__(self, pfn, nr):
-        self.pfn, self.nr = pfn, nr
-
-    @classmethod
-    def of(cls, pfns):
-        """How many times each pfn occurs in ``pfns``."""
-        pfns = np.sort(pfns, kind="stable")    # runs of ascending pfns: timsort merges them
-        starts = np.flatnonzero(np.r_[len(pfns) > 0, pfns[1:] != pfns[:-1]])
-        return cls(pfns[starts].astype(np.int64), np.diff(np.r_[starts, len(pfns)]).astype(np.int32))
-
-    def at(self, pfns):
-        """The counts of ``pfns`` (0 where there is none)."""
-        if not len(self.pfn):
-            return np.zeros(len(pfns), np.int32)
-        i = np.minimum(np.searchsorted(self.pfn, pfns), len(self.pfn) - 1)
-        return np.where(self.pfn[i] == pfns, self.nr[i], 0)
-
-    def in_blocks(self, rows):
-        """The pfns inside the 2 MiB blocks ``rows`` (sorted block numbers, not empty): for
-        each, the index of its block in ``rows``, its place in the block and its count."""
-        block, col = np.divmod(self.pfn, HPAGE_PMD_NR)
-        at = np.minimum(np.searchsorted(rows, block), len(rows) - 1)
-        inside = rows[at] == block
-        return at[inside], col[inside], self.nr[inside]
-
-
-def _unique(*arrays):
-    """Sorted distinct values of the arrays (``np.unique`` took 20x a sort here, numpy 2.4)."""
-    return PfnCounts.of(np.concatenate(arrays)).pfn
+    Not ``np.unique``, which took 20x a sort here (numpy 2.4); a stable sort is a
+    timsort, which merges the runs of ascending pfns a page-table walk yields.
+    """
+    values = np.sort(values, kind="stable")
+    starts = np.flatnonzero(np.r_[len(values) > 0, values[1:] != values[:-1]])
+    return values[starts], np.diff(np.r_[starts, len(values)])
 
 
 def _isin(values, sorted_set):
@@ -98,19 +76,22 @@ def _isin(values, sorted_set):
     return sorted_set[np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)] == values
 
 
-def pin_counts(m):
-    """Pins per pfn as :class:`PfnCounts`: ``Machine.pins`` + ``Machine.leaked``.
+def _count_at(values, counts):
+    """``counts`` (from :func:`_distinct`) of each of ``values``, 0 where it is not counted."""
+    distinct, nr = counts
+    if not len(distinct):
+        return np.zeros(len(values), np.int32)
+    i = np.minimum(np.searchsorted(distinct, values), len(distinct) - 1)
+    return np.where(distinct[i] == values, nr[i], 0).astype(np.int32)
 
-    A leaked reference (a posted bug run as posted) is held like a pin nobody can drop.
-    """
-    # Pins are few: find the 2 MiB blocks holding any (the largest value read as unsigned is
-    # not 0), then look at those blocks only.
-    busy = np.zeros(m.nr_pages // HPAGE_PMD_NR, bool)
-    for held in (m.pins, m.leaked):
-        busy |= held.view(np.uint32).reshape(-1, HPAGE_PMD_NR).max(axis=1) != 0
-    pfn = (np.flatnonzero(busy)[:, None] * HPAGE_PMD_NR + np.arange(HPAGE_PMD_NR)).ravel()
-    nr = m.pins[pfn] + m.leaked[pfn]
-    return PfnCounts(pfn[nr != 0], nr[nr != 0])
+
+def _lazy_zeros(n):
+    """``n`` int32 zeros in private anonymous memory: the OS zero-fills a page when it is
+    first written, so only the pages written become resident (``np.zeros`` may get memory
+    ``malloc`` has to clear, all of it resident; a shared mapping is resident once read)."""
+    if not hasattr(mmap, "MAP_PRIVATE"):          # Windows
+        return np.zeros(n, np.int32)
+    return np.frombuffer(mmap.mmap(-1, 4 * n, flags=mmap.MAP_PRIVATE), dtype=np.int32)
 
 
 def _in_memory(m, pfns):
@@ -128,14 +109,16 @@ def _rows(m, pfns):
     return m.pgtables.entries[rows]
 
 
-def mappings(m):
+def mappings(m, pte_maps=None):
     """Every mapping in every process's page tables, vectorized per level.
 
     Returns ``pmd`` (the head pfn of each huge PMD) and ``pte`` (the pfn of each
-    present PTE), unsorted with one element per mapping; ``tables`` (every table
-    pfn reachable from a PGD, deposited ones included) and per-pid ``rss``,
+    present PTE), one element per mapping; ``tables`` (every table pfn
+    reachable from a PGD, deposited ones included) and per-pid ``rss``,
     ``nr_ptes``, ``huge_per_table``, ``deposited`` and ``outside_vmas`` as the
-    tables say.
+    tables say.  With ``pte_maps`` (an int32 array, a count per pfn) the PTEs
+    are added to it instead and ``pte`` is empty: a list of every PTE would
+    take 4 bytes each.
     """
     pmd_heads, pte_pfns, tables = [], [], []
     per_mm = {}
@@ -155,12 +138,16 @@ def mappings(m):
         pte_t, table_va = pt.pte_pfn(dv[~huge]), va[~huge]
         outside = _outside(mm, va[huge], HPAGE_PMD_SIZE)
         nr_mapped = len(heads) * HPAGE_PMD_NR
-        # PTE tables a batch at a time: a copy of all their entries would be 8 bytes per PTE.
+        # PTE tables a batch at a time, so that the copies of their entries stay small.
         for i in range(0, len(pte_t), TABLE_BATCH):
             e = _rows(m, pte_t[i:i + TABLE_BATCH])
             r, c = np.nonzero(pt.pte_present(e))
-            # int32: a pfn of the largest machine (MAX_MEM, 2^28 pages) fits
-            pte_pfns.append(_in_memory(m, pt.pte_pfn(e[r, c])).astype(np.int32))
+            pfns = _in_memory(m, pt.pte_pfn(e[r, c]))
+            if pte_maps is None:
+                pte_pfns.append(pfns.astype(np.int32))    # a pfn of MAX_MEM (2^28 pages) fits
+            else:
+                pfns, nr = _distinct(pfns)    # no np.add.at: 180 ns a PTE here
+                pte_maps[pfns] += nr.astype(np.int32)
             outside += _outside(mm, table_va[i + r] + (c.astype(np.int64) << 12), PAGE_SIZE)
             nr_mapped += len(r)
         pmd_heads.append(heads)
@@ -221,7 +208,6 @@ def held_pages(m, counts=None):
     idle = (~used).sum(axis=1)
     return {int(h): int(i) for h, i in zip(heads, idle) if i}
 
-
 def vma_problems(m):
     """Each process's VMAs: page-aligned, non-empty, sorted, disjoint, inside user space."""
     out = []
@@ -240,11 +226,11 @@ def vma_problems(m):
     return out
 
 
-def anon_vma_problems(m, mapped):
+def anon_vma_problems(m):
     """The anon_vma registry: what VMAs link is live, nothing unreachable is kept.
 
-    ``mapped`` (pfns, or a mask over pfns) names the pages some page table maps: each must
-    point at a live anon_vma (the kernel's rmap walk starts there).
+    (That each mapped page points at a live anon_vma is checked by :func:`problems`
+    as it reads the pages: the kernel's rmap walk starts there.)
     """
     out = []
     live = m.anon_vmas
@@ -267,13 +253,6 @@ def anon_vma_problems(m, mapped):
                        "(1 while VMAs link it + 1 per anon_vma it is the root of)")
         if live.get(av.root.id) is not av.root:
             out.append(f"{av}: its root anon_vma {av.root.id} was freed")
-    mapping = m.mem_map["mapping"][mapped]
-    ids = mapping[(mapping & PAGE_MAPPING_ANON) != 0] >> 2
-    alive = np.zeros(max(live, default=0) + 2, bool)      # id -> live, one gather per page
-    alive[list(live)] = True
-    dangling = ids[~alive[np.minimum(ids, len(alive) - 1)]]
-    if len(dangling):
-        out.append(f"a mapped page points at freed anon_vma {int(dangling[0])}")
     return out
 
 
@@ -285,45 +264,50 @@ class _Scan:
     blocks are told apart by their first page: :meth:`thps` checks the shape
     of the THPs and yields them (:class:`ThpBlocks`) for the level's
     ``check_refcounts``; :meth:`small_pages` checks the free, page-table and
-    4 KiB anon pages of the other blocks.  Problems go to ``note(key, text)``
-    (the first of each key is kept); the pfns of THP heads and of page tables
-    and the number of free pages are gathered on the way.
+    4 KiB anon pages of the other blocks.  Both check that each mapped page
+    points at a live anon_vma.  Problems go to ``note(key, text)`` (the first
+    of each key is kept); the THPs something maps or pins, the pfns of page
+    tables and the number of free pages are gathered on the way.
     """
 
-    def __init__(self, m, pmd, pte, pins, note):
-        self.pte, self.pins, self.note = pte, pins, note
-        self.fields = {f: m.mem_map[f].reshape(-1, HPAGE_PMD_NR)   # views, a 2 MiB block per row
+    def __init__(self, m, pmd, pte_maps, note):
+        self.note = note
+        # Views, a 2 MiB block per row.
+        self.fields = {f: m.mem_map[f].reshape(-1, HPAGE_PMD_NR)
                        for f in ("flags", "use", "_count", "_mapcount", "first_page")}
+        self.pte, self.pins = pte_maps.reshape(-1, HPAGE_PMD_NR), m.pins.reshape(-1, HPAGE_PMD_NR)
+        # Leaked references are rare: none is the largest value, read as unsigned, being 0.
+        leaked = m.leaked.view(np.uint32).max() != 0
+        self.leaked = m.leaked.reshape(-1, HPAGE_PMD_NR) if leaked else None
+        self.mapping = m.mem_map["mapping"]
+        self.live = np.zeros(max(m.anon_vmas, default=0) + 2, bool)   # anon_vma id -> live
+        self.live[list(m.anon_vmas)] = True
         first = m.mem_map[::HPAGE_PMD_NR]
         thp = _kind(first["flags"], first["use"]) == _HEAD_KIND
         self.thp_rows, self.small_rows = np.flatnonzero(thp), np.flatnonzero(~thp)
-        self.heads, self.pgtables, self.nr_free = self.thp_rows * HPAGE_PMD_NR, [], 0
-        self.pmd_maps = pmd.at(self.heads)          # huge PMDs mapping each THP
-        self.nothing = np.zeros((CHUNK // HPAGE_PMD_NR, HPAGE_PMD_NR), np.int32)
-        self.nothing.flags.writeable = False
+        self.heads = self.thp_rows * HPAGE_PMD_NR
+        self.pmd_maps = _count_at(self.heads, pmd)
+        self.used = self.pmd_maps > 0          # THPs something maps or pins
+        self.pgtables, self.nr_free = [], 0
 
     def _batches(self, rows, *fields):
         """Blocks ``rows``, :data:`CHUNK` pages at a time: which of ``rows`` (a slice), their
-        block numbers, a contiguous copy of each of ``fields`` and the PTEs and pins of each
-        page (None where there is none)."""
-        if not len(rows):
-            return
+        block numbers, a contiguous copy of each of ``fields``, and the PTEs and pins of each
+        page."""
         step = CHUNK // HPAGE_PMD_NR
-        first = np.arange(0, len(rows), step)
-        events = [c.in_blocks(rows) for c in (self.pte, self.pins)]
-        cuts = [np.searchsorted(at, np.r_[first, len(rows)]).tolist() for at, _, _ in events]
-        for n, i in enumerate(first.tolist()):
+        for i in range(0, len(rows), step):
             at = slice(i, i + step)
             batch = rows[at]
-            per_page = []
-            for (block, col, nr), cut in zip(events, cuts):
-                a, b = cut[n], cut[n + 1]
-                if a == b:
-                    per_page.append(None)
-                else:
-                    per_page.append(np.zeros((len(batch), HPAGE_PMD_NR), np.int32))
-                    per_page[-1][block[a:b] - i, col[a:b]] = nr[a:b]
-            yield (at, batch, *(self.fields[f][batch] for f in fields), *per_page)
+            pins = self.pins[batch] if self.leaked is None else self.pins[batch] + self.leaked[batch]
+            yield (at, batch, *(self.fields[f][batch] for f in fields), self.pte[batch], pins)
+
+    def _anon_vmas(self, pfns):
+        """Mapped pages ``pfns`` point at live anon_vmas."""
+        mapping = self.mapping[pfns]
+        ids = mapping[(mapping & PAGE_MAPPING_ANON) != 0] >> 2
+        dead = ids[~self.live[np.minimum(ids, len(self.live) - 1)]]
+        if len(dead):
+            self.note("anon_vma", f"a mapped page points at freed anon_vma {int(dead[0])}")
 
     def thps(self):
         """Check the shape of every THP; yield them, a stretch at a time."""
@@ -342,18 +326,23 @@ class _Scan:
             tails = first_page[:, 1:]
             if ((tails.min(axis=1) != heads) | (tails.max(axis=1) != heads)).any():
                 self.note("first_page", "a THP's tails do not all point at its head")
-            nothing = self.nothing[:len(rows)]
-            yield ThpBlocks(heads, self.pmd_maps[at], count, mapcount, flags,
-                            nothing if pte is None else pte, nothing if pins is None else pins)
+            # Pages of THPs mapped by PTEs, pinned pages: few, found by their index in the batch.
+            mapped, pinned = np.flatnonzero(pte), np.flatnonzero(pins)
+            if len(mapped) or len(pinned):
+                used = self.used[at]
+                used[mapped // HPAGE_PMD_NR] = True
+                used[pinned // HPAGE_PMD_NR] = True
+                self._anon_vmas(rows[mapped // HPAGE_PMD_NR] * HPAGE_PMD_NR + mapped % HPAGE_PMD_NR)
+            yield ThpBlocks(heads, self.pmd_maps[at], count, mapcount, flags, pte, pins)
 
     def small_pages(self):
         """Check the free, page-table and 4 KiB anon pages: every page not in a THP."""
-        pgtables = []
+        pgtables = [np.zeros(0, np.int64)]
         for _, rows, flags, use, count, mapcount, pte, pins in self._batches(
                 self.small_rows, "flags", "use", "_count", "_mapcount"):
             pgtables.append(self._small_batch(rows, flags.ravel(), use.ravel(), count.ravel(),
-                                              mapcount.ravel(), pte, pins))
-        self.pgtables = np.concatenate(pgtables) if pgtables else np.zeros(0, np.int64)
+                                              mapcount.ravel(), pte.ravel(), pins.ravel()))
+        self.pgtables = np.concatenate(pgtables)
 
     def _small_batch(self, rows, flags, use, count, mapcount, pte, pins):
         """The pages of blocks ``rows``, one after the other; returns its page tables' pfns."""
@@ -366,10 +355,19 @@ class _Scan:
         if len(stray):
             note("compound", f"page {pfn(stray[0]):#x} is marked PG_head or PG_tail but is not in "
                              "an anon THP filling an aligned 2 MiB block")
+        # Mapped or pinned pages are allocated anon pages.
+        held = np.flatnonzero(pte | pins)
+        held_use = use[held]
+        if (held_use == _FREE).any():
+            note("free", f"free page {pfn(held[np.argmax(held_use == _FREE)]):#x} is referenced, "
+                         "mapped, pinned or flagged")
+        if (held_use != _ANON).any():
+            note("not anon", "a mapped or pinned page is not an allocated anon page")
+        self._anon_vmas(pfn(np.flatnonzero(pte)))
         free = np.flatnonzero(use == _FREE)
         self.nr_free += len(free)
         # Free pages: unreferenced, unflagged, _mapcount -1 or PAGE_BUDDY_MAPCOUNT_VALUE (the
-        # first page of a free buddy block).  Mapped or pinned: see _mapped_problems().
+        # first page of a free buddy block).
         mc = mapcount[free]
         dirty = ((count[free] != 0) | (flags[free] != 0)
                  | ((mc != -1) & (mc != PAGE_BUDDY_MAPCOUNT_VALUE)))
@@ -381,9 +379,7 @@ class _Scan:
             note("pgtable count", "a page-table page has _count != 1")
         single = np.flatnonzero(use == _ANON)
         if len(single):
-            s_count, s_mapcount = count[single], mapcount[single]
-            s_pte = pte.ravel()[single] if pte is not None else np.zeros(len(single), np.int32)
-            s_pins = pins.ravel()[single] if pins is not None else np.zeros(len(single), np.int32)
+            s_count, s_mapcount, s_pte, s_pins = count[single], mapcount[single], pte[single], pins[single]
             wrong = np.flatnonzero(s_mapcount + 1 != s_pte)
             if len(wrong):
                 i = wrong[0]
@@ -401,26 +397,28 @@ class _Scan:
         return pfn(pg)
 
 
-def _mapped_problems(m, pmd, mapped, pins, note):
-    """Mapped and pinned pages are allocated anon pages; a huge PMD maps a THP head."""
-    touched = _unique(mapped, pins.pfn)
-    use = m.mem_map["use"][touched]
-    if (use == _FREE).any():
-        note("free", f"free page {int(touched[np.argmax(use == _FREE)]):#x} is referenced, "
-                     "mapped, pinned or flagged")
-    if (use != _ANON).any():
-        note("not anon", "a mapped or pinned page is not an allocated anon page")
-    if ((m.mem_map["flags"][pmd.pfn] & _HEAD) == 0).any():
+def _pmd_problems(m, scan, pmd, note):
+    """A huge PMD maps the head of a THP, a live anon_vma's."""
+    pfns = pmd[0]
+    stray = pfns[~_isin(pfns, scan.heads)]
+    if len(stray):
         note("pmd", "a huge PMD maps a page that is not a THP head")
+        use = m.mem_map["use"][stray]
+        if (use == _FREE).any():
+            note("free", f"free page {int(stray[np.argmax(use == _FREE)]):#x} is referenced, "
+                         "mapped, pinned or flagged")
+        if (use != _ANON).any():
+            note("not anon", "a mapped or pinned page is not an allocated anon page")
+    scan._anon_vmas(pfns)
 
 
 def _table_problems(m, w, pgtables, note):
     """Page tables: reachable exactly once, marked as such, accounted."""
-    live = _unique(m.pgtables.pfn_of[m.pgtables.pfn_of >= 0])
+    live = _distinct(m.pgtables.pfn_of[m.pgtables.pfn_of >= 0])[0]
     tables = np.sort(w["tables"])
     if (tables[1:] == tables[:-1]).any():
         note("tables twice", "a page-table page is used twice")
-    if not np.array_equal(_unique(tables), live):
+    if not np.array_equal(_distinct(tables)[0], live):
         note("unreachable", f"page tables not reachable from any process: "
                             f"{live[~_isin(live, tables)][:5].tolist()}")
     if not np.array_equal(pgtables, live):
@@ -449,18 +447,18 @@ def problems(m):
     """Every violated invariant, as sentences; empty when the machine is consistent.
 
     Costs one pass over ``mem_map`` (see the module's docstring) plus work that
-    grows with the mappings, pins and page tables, not with the size of memory.
+    grows with the mappings and page tables.
     """
     found = {}
     note = found.setdefault
-    w = mappings(m)
-    pmd, pte, pins = PfnCounts.of(w["pmd"]), PfnCounts.of(w["pte"]), pin_counts(m)
-    mapped = _unique(pmd.pfn, pte.pfn)
-    out = vma_problems(m) + anon_vma_problems(m, mapped)
-    _mapped_problems(m, pmd, mapped, pins, note)
+    pte_maps = _lazy_zeros(m.nr_pages)
+    w = mappings(m, pte_maps)
+    pmd = _distinct(w["pmd"])
+    out = vma_problems(m) + anon_vma_problems(m)
 
     # Every page once: the pages outside THPs, then the THPs, checked by the level's identities.
-    scan = _Scan(m, pmd, pte, pins, note)
+    scan = _Scan(m, pmd, pte_maps, note)
+    _pmd_problems(m, scan, pmd, note)
     scan.small_pages()
     thps = scan.thps()
     level = m.kernel.check_refcounts(thps)
@@ -469,14 +467,10 @@ def problems(m):
     if scan.nr_free != m.allocator.nr_free_pages or m.vmstat["nr_free_pages"] != scan.nr_free:
         note("nr_free", "nr_free_pages disagrees with the pages marked free")
     _table_problems(m, w, scan.pgtables, note)
-
-    # THPs: no compound page is lost.
-    heads = scan.heads
-    used_blocks = _unique(pte.pfn // HPAGE_PMD_NR, pins.pfn // HPAGE_PMD_NR)
-    used = (scan.pmd_maps > 0) | _isin(heads // HPAGE_PMD_NR, used_blocks)
-    if not used.all():
-        note("thp leak", f"THP {int(heads[~used][0]):#x} is allocated but nothing maps or pins it (leak)")
-    if (m.mem_map["flags"][heads] & _LOCK).any() and not m.smp.held:
+    if not scan.used.all():
+        note("thp leak", f"THP {int(scan.heads[~scan.used][0]):#x} is allocated but nothing maps or "
+                         "pins it (leak)")
+    if (m.mem_map["flags"][scan.heads] & _LOCK).any() and not m.smp.held:
         note("compound_lock", "compound_lock left held")
     return out + list(found.values()) + level
 
