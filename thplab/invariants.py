@@ -276,7 +276,8 @@ class _Scan:
         self.fields = {f: m.mem_map[f].reshape(-1, HPAGE_PMD_NR)
                        for f in ("flags", "use", "_count", "_mapcount", "first_page")}
         self.pte, self.pins = pte_maps.reshape(-1, HPAGE_PMD_NR), m.pins.reshape(-1, HPAGE_PMD_NR)
-        # Leaked references are rare: none is the largest value, read as unsigned, being 0.
+        # Leaked references are rare: read them only if there is one (as unsigned, a
+        # negative count is not 0 either).
         leaked = m.leaked.view(np.uint32).max() != 0
         self.leaked = m.leaked.reshape(-1, HPAGE_PMD_NR) if leaked else None
         self.mapping = m.mem_map["mapping"]
@@ -288,7 +289,7 @@ class _Scan:
         self.heads = self.thp_rows * HPAGE_PMD_NR
         self.pmd_maps = _count_at(self.heads, pmd)
         self.used = self.pmd_maps > 0          # THPs something maps or pins
-        self.pgtables, self.nr_free = [], 0
+        self.pgtables, self.nr_free = np.zeros(0, np.int64), 0
 
     def _batches(self, rows, *fields):
         """Blocks ``rows``, :data:`CHUNK` pages at a time: which of ``rows`` (a slice), their
