@@ -5,32 +5,121 @@ for *pins*; ``struct page`` counters must agree with both, by the identity of
 the booted level (``kernel.check_refcounts``), and nothing may be lost:
 every allocated page is mapped, pinned, a live or deposited page table, or a
 knowingly held part of a compound page.
+
+``mem_map`` is read :data:`CHUNK` pages at a time, the THPs' 2 MiB blocks
+apart from the others, with the PTEs, pins and leaked references of the same
+pages; the huge PMDs, one per THP at most per process, are a sorted list.  So
+a check's temporaries are a few MiB whatever the size of the machine, plus one
+int32 count of PTEs per page, which is resident only where PTEs map pages; and
+each stretch stays in the CPU cache while its fields are read one after another.
 """
+
+import mmap
+from typing import NamedTuple
 
 import numpy as np
 
 from . import pgtable as pt
 from .errors import InvariantViolation
-from .page_flags import PAGE_MAPPING_ANON, PG, PageHead, Use, compound_head
-from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE, TASK_SIZE
+from .page_flags import PAGE_MAPPING_ANON, PG, PageHead, Use
+from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_BUDDY_MAPCOUNT_VALUE, PAGE_SIZE, TASK_SIZE
+
+#: Pages :func:`problems` reads at a time: 32 whole 2 MiB blocks (600 KiB of ``mem_map``).
+CHUNK = 1 << 14
+#: PTE tables :func:`mappings` reads the entries of at a time (1 MiB).
+TABLE_BATCH = 1 << 8
+
+_HEAD, _TAIL, _LOCK = (np.uint32(1 << bit) for bit in (PG.head, PG.tail, PG.compound_lock))
+_FREE, _ANON, _PGTABLE = int(Use.free), int(Use.anon), int(Use.pgtable)
+#: :func:`_kind` of a THP's head and of its tails.
+_HEAD_KIND, _TAIL_KIND = 4 | _ANON, 8 | _ANON
+
+
+def _kind(flags, use):
+    """``use`` + 4 with PG_head + 8 with PG_tail: one small number per page to compare."""
+    return ((flags & (_HEAD | _TAIL)) >> (PG.head - 2)) | use
+
+
+class ThpBlocks(NamedTuple):
+    """THPs as a level's ``check_refcounts`` reads them: one row per THP, one column per subpage.
+
+    ``heads`` are the head pfns and ``pmd`` the huge PMDs mapping each head;
+    ``count``, ``mapcount`` and ``flags`` are the ``struct page`` fields of the
+    512 subpages, ``pte`` the PTEs mapping each subpage and ``pins`` its pins
+    (``Machine.pins`` + ``Machine.leaked``).  Read-only.
+    """
+
+    heads: np.ndarray
+    pmd: np.ndarray
+    count: np.ndarray
+    mapcount: np.ndarray
+    flags: np.ndarray
+    pte: np.ndarray
+    pins: np.ndarray
+
+
+def _distinct(values):
+    """Sorted distinct ``values`` and how many times each occurs.
+
+    Not ``np.unique``, which took 20x a sort here (numpy 2.4); a stable sort is a
+    timsort, which merges the runs of ascending pfns a page-table walk yields.
+    """
+    values = np.sort(values, kind="stable")
+    starts = np.flatnonzero(np.r_[len(values) > 0, values[1:] != values[:-1]])
+    return values[starts], np.diff(np.r_[starts, len(values)])
+
+
+def _isin(values, sorted_set):
+    """Mask of ``values`` found in the sorted array ``sorted_set``."""
+    if not len(sorted_set):
+        return np.zeros(len(values), bool)
+    return sorted_set[np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)] == values
+
+
+def _count_at(values, counts):
+    """``counts`` (from :func:`_distinct`) of each of ``values``, 0 where it is not counted."""
+    distinct, nr = counts
+    if not len(distinct):
+        return np.zeros(len(values), np.int32)
+    i = np.minimum(np.searchsorted(distinct, values), len(distinct) - 1)
+    return np.where(distinct[i] == values, nr[i], 0).astype(np.int32)
+
+
+def _lazy_zeros(n):
+    """``n`` int32 zeros in private anonymous memory: the OS zero-fills a page when it is
+    first written, so only the pages written become resident (``np.zeros`` may get memory
+    ``malloc`` has to clear, all of it resident; a shared mapping is resident once read)."""
+    if not hasattr(mmap, "MAP_PRIVATE"):          # Windows
+        return np.zeros(n, np.int32)
+    return np.frombuffer(mmap.mmap(-1, 4 * n, flags=mmap.MAP_PRIVATE), dtype=np.int32)
+
+
+def _in_memory(m, pfns):
+    if len(pfns) and pfns.max() >= m.nr_pages:
+        raise InvariantViolation(f"an entry points at pfn {int(pfns.max()):#x}, beyond the last "
+                                 f"page ({m.nr_pages - 1:#x})")
+    return pfns
 
 
 def _rows(m, pfns):
-    rows = m.pgtables.row_of[pfns]
+    rows = m.pgtables.row_of[_in_memory(m, pfns)]
     if (rows < 0).any():
         raise InvariantViolation(f"an entry points at pfn {int(pfns[rows < 0][0]):#x}, "
                                  "which is not a page table")
     return m.pgtables.entries[rows]
 
 
-def mapping_counts(m):
-    """Count mappings by walking every process's page tables, vectorized per level.
+def mappings(m, pte_maps=None):
+    """Every mapping in every process's page tables, vectorized per level.
 
-    Returns ``pmd_maps`` and ``pte_maps`` (per pfn: huge PMDs whose head it
-    is, PTEs mapping it), ``tables`` (every table pfn reachable from a PGD)
-    and per-pid ``rss`` and ``nr_ptes`` as the tables say.
+    Returns ``pmd`` (the head pfn of each huge PMD) and ``pte`` (the pfn of each
+    present PTE), one element per mapping; ``tables`` (every table pfn
+    reachable from a PGD, deposited ones included) and per-pid ``rss``,
+    ``nr_ptes``, ``huge_per_table``, ``deposited`` and ``outside_vmas`` as the
+    tables say.  With ``pte_maps`` (an int32 array, a count per pfn) the PTEs
+    are added to it instead and ``pte`` is empty: a list of every PTE would
+    take 4 bytes each.
     """
-    n = m.nr_pages
     pmd_heads, pte_pfns, tables = [], [], []
     per_mm = {}
     for pid, mm in m.processes.items():
@@ -42,27 +131,49 @@ def mapping_counts(m):
         r, c = np.nonzero(u)
         pmd_t, va = pt.pte_pfn(u[r, c]), va[r] + (c.astype(np.int64) << 30)
         d = _rows(m, pmd_t)
+        huge_d = pt.pmd_trans_huge(d)
         r, c = np.nonzero(d)
-        dv, va = d[r, c], va[r] + (c.astype(np.int64) << 21)
-        huge = pt.pmd_trans_huge(dv)
-        heads, huge_va = pt.pmd_pfn(dv[huge]), va[huge]
+        dv, va, huge = d[r, c], va[r] + (c.astype(np.int64) << 21), huge_d[r, c]
+        heads = _in_memory(m, pt.pmd_pfn(dv[huge]))
         pte_t, table_va = pt.pte_pfn(dv[~huge]), va[~huge]
-        e = _rows(m, pte_t)
-        r, c = np.nonzero(pt.pte_present(e))
-        ptes, pte_va = pt.pte_pfn(e[r, c]), table_va[r] + (c.astype(np.int64) << 12)
+        outside = _outside(mm, va[huge], HPAGE_PMD_SIZE)
+        nr_mapped = len(heads) * HPAGE_PMD_NR
+        # PTE tables a batch at a time, so that the copies of their entries stay small.
+        for i in range(0, len(pte_t), TABLE_BATCH):
+            e = _rows(m, pte_t[i:i + TABLE_BATCH])
+            r, c = np.nonzero(pt.pte_present(e))
+            pfns = _in_memory(m, pt.pte_pfn(e[r, c]))
+            if pte_maps is None:
+                pte_pfns.append(pfns.astype(np.int32))    # a pfn of MAX_MEM (2^28 pages) fits
+            else:
+                pfns, nr = _distinct(pfns)    # no np.add.at: 180 ns a PTE here
+                pte_maps[pfns] += nr.astype(np.int32)
+            outside += _outside(mm, table_va[i + r] + (c.astype(np.int64) << 12), PAGE_SIZE)
+            nr_mapped += len(r)
         pmd_heads.append(heads)
-        pte_pfns.append(ptes)
         deposited = [p for lst in mm.pmd_huge_pte.values() for p in lst]
         tables.append(np.concatenate([[mm.pgd], pud_t, pmd_t, pte_t, np.asarray(deposited, np.int64)]))
-        per_mm[pid] = {"rss": len(heads) * HPAGE_PMD_NR + len(ptes),
+        per_mm[pid] = {"rss": nr_mapped,
                        "nr_ptes": len(pte_t) + len(deposited),
-                       "huge_per_table": _huge_per_table(m, pmd_t),
+                       "huge_per_table": {int(t): int(n) for t, n in zip(pmd_t, huge_d.sum(axis=1)) if n},
                        "deposited": {t: len(v) for t, v in mm.pmd_huge_pte.items()},
-                       "outside_vmas": _outside(mm, huge_va, HPAGE_PMD_SIZE) + _outside(mm, pte_va, PAGE_SIZE)}
-    cat = (lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64))
-    return {"pmd_maps": np.bincount(cat(pmd_heads), minlength=n),
-            "pte_maps": np.bincount(cat(pte_pfns), minlength=n),
-            "tables": cat(tables), "per_mm": per_mm}
+                       "outside_vmas": outside}
+    cat = (lambda xs, dtype: np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype))
+    return {"pmd": cat(pmd_heads, np.int64), "pte": cat(pte_pfns, np.int32),
+            "tables": cat(tables, np.int64), "per_mm": per_mm}
+
+
+def mapping_counts(m):
+    """Count mappings by walking every process's page tables (see :func:`mappings`).
+
+    Returns ``pmd_maps`` and ``pte_maps`` (per pfn: huge PMDs whose head it
+    is, PTEs mapping it), ``tables`` (every table pfn reachable from a PGD)
+    and per-pid ``rss`` and ``nr_ptes`` as the tables say.
+    """
+    w = mappings(m)
+    return {"pmd_maps": np.bincount(w["pmd"], minlength=m.nr_pages),
+            "pte_maps": np.bincount(w["pte"], minlength=m.nr_pages),
+            "tables": w["tables"], "per_mm": w["per_mm"]}
 
 
 def _outside(mm, starts, size):
@@ -76,15 +187,6 @@ def _outside(mm, starts, size):
     i = np.searchsorted(lo, starts, side="right") - 1
     inside = (i >= 0) & (starts + size <= hi[np.maximum(i, 0)])
     return int((~inside).sum())
-
-
-def _huge_per_table(m, pmd_tables):
-    out = {}
-    for t in pmd_tables.tolist():
-        nr = int(pt.pmd_trans_huge(m.pgtables.table(t)).sum())
-        if nr:
-            out[t] = nr
-    return out
 
 
 def held_pages(m, counts=None):
@@ -106,7 +208,6 @@ def held_pages(m, counts=None):
     idle = (~used).sum(axis=1)
     return {int(h): int(i) for h, i in zip(heads, idle) if i}
 
-
 def vma_problems(m):
     """Each process's VMAs: page-aligned, non-empty, sorted, disjoint, inside user space."""
     out = []
@@ -125,11 +226,11 @@ def vma_problems(m):
     return out
 
 
-def anon_vma_problems(m, mapped):
+def anon_vma_problems(m):
     """The anon_vma registry: what VMAs link is live, nothing unreachable is kept.
 
-    ``mapped`` (a mask over pfns) marks the pages some page table maps: each must point at a live
-    anon_vma (the kernel's rmap walk starts there).
+    (That each mapped page points at a live anon_vma is checked by :func:`problems`
+    as it reads the pages: the kernel's rmap walk starts there.)
     """
     out = []
     live = m.anon_vmas
@@ -152,123 +253,227 @@ def anon_vma_problems(m, mapped):
                        "(1 while VMAs link it + 1 per anon_vma it is the root of)")
         if live.get(av.root.id) is not av.root:
             out.append(f"{av}: its root anon_vma {av.root.id} was freed")
-    mapping = m.mem_map["mapping"][mapped]
-    ids = mapping[(mapping & PAGE_MAPPING_ANON) != 0] >> 2
-    alive = np.zeros(max(live, default=0) + 2, bool)      # id -> live, one gather per page
-    alive[list(live)] = True
-    dangling = ids[~alive[np.minimum(ids, len(alive) - 1)]]
-    if len(dangling):
-        out.append(f"a mapped page points at freed anon_vma {int(dangling[0])}")
     return out
+
+
+class _Scan:
+    """Every page of ``mem_map`` checked once, :data:`CHUNK` pages at a time.
+
+    A THP is an order-9 buddy block: it fills an aligned 2 MiB block, an anon
+    head and 511 anon tails, and no other page is compound.  So the 2 MiB
+    blocks are told apart by their first page: :meth:`thps` checks the shape
+    of the THPs and yields them (:class:`ThpBlocks`) for the level's
+    ``check_refcounts``; :meth:`small_pages` checks the free, page-table and
+    4 KiB anon pages of the other blocks.  Both check that each mapped page
+    points at a live anon_vma.  Problems go to ``note(key, text)`` (the first
+    of each key is kept); the THPs something maps or pins, the pfns of page
+    tables and the number of free pages are gathered on the way.
+    """
+
+    def __init__(self, m, pmd, pte_maps, note):
+        self.note = note
+        # Views, a 2 MiB block per row.
+        self.fields = {f: m.mem_map[f].reshape(-1, HPAGE_PMD_NR)
+                       for f in ("flags", "use", "_count", "_mapcount", "first_page")}
+        self.pte, self.pins = pte_maps.reshape(-1, HPAGE_PMD_NR), m.pins.reshape(-1, HPAGE_PMD_NR)
+        # Leaked references are rare: read them only if there is one (as unsigned, a
+        # negative count is not 0 either).
+        leaked = m.leaked.view(np.uint32).max() != 0
+        self.leaked = m.leaked.reshape(-1, HPAGE_PMD_NR) if leaked else None
+        self.mapping = m.mem_map["mapping"]
+        self.live = np.zeros(max(m.anon_vmas, default=0) + 2, bool)   # anon_vma id -> live
+        self.live[list(m.anon_vmas)] = True
+        first = m.mem_map[::HPAGE_PMD_NR]
+        thp = _kind(first["flags"], first["use"]) == _HEAD_KIND
+        self.thp_rows, self.small_rows = np.flatnonzero(thp), np.flatnonzero(~thp)
+        self.heads = self.thp_rows * HPAGE_PMD_NR
+        self.pmd_maps = _count_at(self.heads, pmd)
+        self.used = self.pmd_maps > 0          # THPs something maps or pins
+        self.pgtables, self.nr_free = np.zeros(0, np.int64), 0
+
+    def _batches(self, rows, *fields):
+        """Blocks ``rows``, :data:`CHUNK` pages at a time: which of ``rows`` (a slice), their
+        block numbers, a contiguous copy of each of ``fields``, and the PTEs and pins of each
+        page."""
+        step = CHUNK // HPAGE_PMD_NR
+        for i in range(0, len(rows), step):
+            at = slice(i, i + step)
+            batch = rows[at]
+            pins = self.pins[batch] if self.leaked is None else self.pins[batch] + self.leaked[batch]
+            yield (at, batch, *(self.fields[f][batch] for f in fields), self.pte[batch], pins)
+
+    def _anon_vmas(self, pfns):
+        """Mapped pages ``pfns`` point at live anon_vmas."""
+        mapping = self.mapping[pfns]
+        ids = mapping[(mapping & PAGE_MAPPING_ANON) != 0] >> 2
+        dead = ids[~self.live[np.minimum(ids, len(self.live) - 1)]]
+        if len(dead):
+            self.note("anon_vma", f"a mapped page points at freed anon_vma {int(dead[0])}")
+
+    def thps(self):
+        """Check the shape of every THP; yield them, a stretch at a time."""
+        for at, rows, flags, use, count, mapcount, first_page, pte, pins in self._batches(
+                self.thp_rows, "flags", "use", "_count", "_mapcount", "first_page"):
+            heads = self.heads[at]
+            # Every tail is an anon PG_tail page whose first_page is the head (reductions, one
+            # pass each: PG_tail in the AND of the tails' flags, PG_head not in their OR).
+            tail_flags, tail_use = flags[:, 1:], use[:, 1:]
+            if (not np.bitwise_and.reduce(tail_flags, axis=None) & _TAIL
+                    or np.bitwise_or.reduce(tail_flags, axis=None) & _HEAD
+                    or tail_use.min() != _ANON or tail_use.max() != _ANON):
+                bad = (_kind(tail_flags, tail_use) != _TAIL_KIND).any(axis=1)
+                self.note("tail kind", f"THP {heads[bad][0]:#x}: a page of its 2 MiB block is not "
+                                       "an anon page with PG_tail and without PG_head")
+            tails = first_page[:, 1:]
+            if ((tails.min(axis=1) != heads) | (tails.max(axis=1) != heads)).any():
+                self.note("first_page", "a THP's tails do not all point at its head")
+            # Pages of THPs mapped by PTEs, pinned pages: few, found by their index in the batch.
+            mapped, pinned = np.flatnonzero(pte), np.flatnonzero(pins)
+            if len(mapped) or len(pinned):
+                used = self.used[at]
+                used[mapped // HPAGE_PMD_NR] = True
+                used[pinned // HPAGE_PMD_NR] = True
+                self._anon_vmas(rows[mapped // HPAGE_PMD_NR] * HPAGE_PMD_NR + mapped % HPAGE_PMD_NR)
+            yield ThpBlocks(heads, self.pmd_maps[at], count, mapcount, flags, pte, pins)
+
+    def small_pages(self):
+        """Check the free, page-table and 4 KiB anon pages: every page not in a THP."""
+        pgtables = [np.zeros(0, np.int64)]
+        for _, rows, flags, use, count, mapcount, pte, pins in self._batches(
+                self.small_rows, "flags", "use", "_count", "_mapcount"):
+            pgtables.append(self._small_batch(rows, flags.ravel(), use.ravel(), count.ravel(),
+                                              mapcount.ravel(), pte.ravel(), pins.ravel()))
+        self.pgtables = np.concatenate(pgtables)
+
+    def _small_batch(self, rows, flags, use, count, mapcount, pte, pins):
+        """The pages of blocks ``rows``, one after the other; returns its page tables' pfns."""
+        note = self.note
+
+        def pfn(i):
+            return rows[i // HPAGE_PMD_NR] * HPAGE_PMD_NR + i % HPAGE_PMD_NR
+
+        stray = np.flatnonzero(flags & (_HEAD | _TAIL))
+        if len(stray):
+            note("compound", f"page {pfn(stray[0]):#x} is marked PG_head or PG_tail but is not in "
+                             "an anon THP filling an aligned 2 MiB block")
+        # Mapped or pinned pages are allocated anon pages.
+        held = np.flatnonzero(pte | pins)
+        held_use = use[held]
+        if (held_use == _FREE).any():
+            note("free", f"free page {pfn(held[np.argmax(held_use == _FREE)]):#x} is referenced, "
+                         "mapped, pinned or flagged")
+        if (held_use != _ANON).any():
+            note("not anon", "a mapped or pinned page is not an allocated anon page")
+        self._anon_vmas(pfn(np.flatnonzero(pte)))
+        free = np.flatnonzero(use == _FREE)
+        self.nr_free += len(free)
+        # Free pages: unreferenced, unflagged, _mapcount -1 or PAGE_BUDDY_MAPCOUNT_VALUE (the
+        # first page of a free buddy block).
+        mc = mapcount[free]
+        dirty = ((count[free] != 0) | (flags[free] != 0)
+                 | ((mc != -1) & (mc != PAGE_BUDDY_MAPCOUNT_VALUE)))
+        if dirty.any():
+            note("free", f"free page {pfn(free[np.argmax(dirty)]):#x} is referenced, mapped, pinned "
+                         "or flagged")
+        pg = np.flatnonzero(use == _PGTABLE)
+        if (count[pg] != 1).any():
+            note("pgtable count", "a page-table page has _count != 1")
+        single = np.flatnonzero(use == _ANON)
+        if len(single):
+            s_count, s_mapcount, s_pte, s_pins = count[single], mapcount[single], pte[single], pins[single]
+            wrong = np.flatnonzero(s_mapcount + 1 != s_pte)
+            if len(wrong):
+                i = wrong[0]
+                note("single mapcount", f"page {pfn(single[i]):#x}: _mapcount {s_mapcount[i]} but "
+                                        f"{s_pte[i]} PTEs map it")
+            wrong = np.flatnonzero(s_count != s_pte + s_pins)
+            if len(wrong):
+                i = wrong[0]
+                note("single count", f"page {pfn(single[i]):#x}: _count {s_count[i]} != {s_pte[i]} "
+                                     f"maps + {s_pins[i]} pins")
+            lost = np.flatnonzero((s_pte == 0) & (s_pins == 0))
+            if len(lost):
+                note("single leak", f"page {pfn(single[lost[0]]):#x} is allocated but neither mapped "
+                                    "nor pinned (leak)")
+        return pfn(pg)
+
+
+def _pmd_problems(m, scan, pmd, note):
+    """A huge PMD maps the head of a THP, a live anon_vma's."""
+    pfns = pmd[0]
+    stray = pfns[~_isin(pfns, scan.heads)]
+    if len(stray):
+        note("pmd", "a huge PMD maps a page that is not a THP head")
+        use = m.mem_map["use"][stray]
+        if (use == _FREE).any():
+            note("free", f"free page {int(stray[np.argmax(use == _FREE)]):#x} is referenced, "
+                         "mapped, pinned or flagged")
+        if (use != _ANON).any():
+            note("not anon", "a mapped or pinned page is not an allocated anon page")
+    scan._anon_vmas(pfns)
+
+
+def _table_problems(m, w, pgtables, note):
+    """Page tables: reachable exactly once, marked as such, accounted."""
+    live = _distinct(m.pgtables.pfn_of[m.pgtables.pfn_of >= 0])[0]
+    tables = np.sort(w["tables"])
+    if (tables[1:] == tables[:-1]).any():
+        note("tables twice", "a page-table page is used twice")
+    if not np.array_equal(_distinct(tables)[0], live):
+        note("unreachable", f"page tables not reachable from any process: "
+                            f"{live[~_isin(live, tables)][:5].tolist()}")
+    if not np.array_equal(pgtables, live):
+        note("pgtables", "pages marked as page tables differ from the tables in use")
+    nr_pte_tables = int((m.pgtables.level[m.pgtables.pfn_of >= 0] == 1).sum())
+    if m.vmstat["nr_page_table_pages"] != nr_pte_tables:
+        note("nr_page_table_pages", f"nr_page_table_pages {m.vmstat['nr_page_table_pages']} != "
+                                    f"{nr_pte_tables} PTE tables")
+    for pid, mm in m.processes.items():
+        c = w["per_mm"][pid]
+        if mm.anon_rss + mm.file_rss != c["rss"]:
+            note(("rss", pid), f"pid {pid}: rss {mm.anon_rss}+{mm.file_rss} != {c['rss']} pages mapped")
+        if mm.file_rss:
+            note(("file_rss", pid), f"pid {pid}: MM_FILEPAGES is {mm.file_rss} for anonymous memory")
+        if mm.nr_ptes != c["nr_ptes"]:
+            note(("nr_ptes", pid), f"pid {pid}: nr_ptes {mm.nr_ptes} != {c['nr_ptes']} PTE tables")
+        if c["outside_vmas"]:
+            note(("outside", pid), f"pid {pid}: {c['outside_vmas']} page-table entries map addresses "
+                                   "outside every VMA")
+        if c["huge_per_table"] != c["deposited"]:
+            note(("deposited", pid), f"pid {pid}: deposited tables {c['deposited']} != huge PMDs "
+                                     f"{c['huge_per_table']}")
 
 
 def problems(m):
     """Every violated invariant, as sentences; empty when the machine is consistent.
 
-    Works on contiguous copies of the ``struct page`` fields it reads (a field of
-    the structured ``mem_map`` is a strided view) and on whole-array masks, so a
-    4 GiB machine (2^20 pages) is checked in tens of milliseconds.
+    Costs one pass over ``mem_map`` (see the module's docstring) plus work that
+    grows with the mappings and page tables.
     """
-    out = []
-    mem_map = m.mem_map
-    k = m.kernel
-    counts = mapping_counts(m)
-    # A leaked reference (a posted bug run as posted) is held like a pin nobody can drop.
-    pmd_maps, pte_maps, pins = counts["pmd_maps"], counts["pte_maps"], m.pins + m.leaked
-    count = np.ascontiguousarray(mem_map["_count"])
-    mapcount = np.ascontiguousarray(mem_map["_mapcount"])
-    flags = np.ascontiguousarray(mem_map["flags"])
-    use = np.ascontiguousarray(mem_map["use"])
-    free = use == Use.free
-    mapped = (pmd_maps != 0) | (pte_maps != 0)
-    pinned = pins != 0
-    out.extend(vma_problems(m))
-    out.extend(anon_vma_problems(m, mapped))
+    found = {}
+    note = found.setdefault
+    pte_maps = _lazy_zeros(m.nr_pages)
+    w = mappings(m, pte_maps)
+    pmd = _distinct(w["pmd"])
+    out = vma_problems(m) + anon_vma_problems(m)
 
-    # Free pages: unreferenced, unmapped, unpinned, clean.
-    bad = free & ((count != 0) | ((mapcount != -1) & (mapcount != -128))
-                  | (flags != 0) | pinned | mapped)
-    if bad.any():
-        out.append(f"free page {int(np.argmax(bad)):#x} is referenced, mapped, pinned or flagged")
-    nr_free = int(np.count_nonzero(free))
-    if nr_free != m.allocator.nr_free_pages or m.vmstat["nr_free_pages"] != nr_free:
-        out.append("nr_free_pages disagrees with the pages marked free")
-
-    # Page tables: reachable exactly once, refcount 1, accounted.
-    live = m.pgtables.pfn_of[m.pgtables.pfn_of >= 0]
-    tables = counts["tables"]
-    if len(np.unique(tables)) != len(tables):
-        out.append("a page-table page is used twice")
-    if set(live.tolist()) != set(tables.tolist()):
-        out.append(f"page tables not reachable from any process: "
-                   f"{sorted(set(live.tolist()) - set(tables.tolist()))[:5]}")
-    pg = np.flatnonzero(use == Use.pgtable)
-    if set(pg.tolist()) != set(live.tolist()):
-        out.append("pages marked as page tables differ from the tables in use")
-    if (count[pg] != 1).any():
-        out.append("a page-table page has _count != 1")
-    nr_pte_tables = int((m.pgtables.level[m.pgtables.pfn_of >= 0] == 1).sum())
-    if m.vmstat["nr_page_table_pages"] != nr_pte_tables:
-        out.append(f"nr_page_table_pages {m.vmstat['nr_page_table_pages']} != {nr_pte_tables} PTE tables")
-    for pid, mm in m.processes.items():
-        c = counts["per_mm"][pid]
-        if mm.anon_rss + mm.file_rss != c["rss"]:
-            out.append(f"pid {pid}: rss {mm.anon_rss}+{mm.file_rss} != {c['rss']} pages mapped")
-        if mm.file_rss:
-            out.append(f"pid {pid}: MM_FILEPAGES is {mm.file_rss} for anonymous memory")
-        if mm.nr_ptes != c["nr_ptes"]:
-            out.append(f"pid {pid}: nr_ptes {mm.nr_ptes} != {c['nr_ptes']} PTE tables")
-        if c["outside_vmas"]:
-            out.append(f"pid {pid}: {c['outside_vmas']} page-table entries map addresses outside every VMA")
-        if c["huge_per_table"] != c["deposited"]:
-            out.append(f"pid {pid}: deposited tables {c['deposited']} != huge PMDs {c['huge_per_table']}")
-
-    # Anon pages: mapped or pinned pages are not free; non-compound counts agree.
-    anon = use == Use.anon
-    if ((mapped | pinned) & ~anon).any():
-        out.append("a mapped or pinned page is not an allocated anon page")
-    is_head = (flags & np.uint32(1 << PG.head)) != 0
-    is_tail = (flags & np.uint32(1 << PG.tail)) != 0
-    single = np.flatnonzero(anon & ~(is_head | is_tail))
-    s_pte, s_pins = pte_maps[single], pins[single]
-    wrong = mapcount[single] + 1 != s_pte
-    if wrong.any():
-        p = int(single[np.argmax(wrong)])
-        out.append(f"page {p:#x}: _mapcount {mapcount[p]} but {pte_maps[p]} PTEs map it")
-    wrong = count[single] != s_pte + s_pins
-    if wrong.any():
-        p = int(single[np.argmax(wrong)])
-        out.append(f"page {p:#x}: _count {count[p]} != {pte_maps[p]} maps + {pins[p]} pins")
-    if (pmd_maps[single] != 0).any():
-        out.append("a huge PMD maps a page that is not a THP head")
-    lost = (s_pte == 0) & (s_pins == 0)
-    if lost.any():
-        out.append(f"page {int(single[np.argmax(lost)]):#x} is allocated but neither mapped nor pinned (leak)")
-
-    # THPs: the level's accounting identity, and no compound page is lost.
-    out.extend(k.check_refcounts(pmd_maps, pte_maps, pins))
-    heads = np.flatnonzero(is_head)
-    if len(heads):
-        first_page = np.ascontiguousarray(mem_map["first_page"])
-        if not (heads % HPAGE_PMD_NR).any() and m.nr_pages % HPAGE_PMD_NR == 0:
-            # THPs are order-9 buddy blocks, hence 2 MiB aligned: look at whole blocks
-            rows = heads // HPAGE_PMD_NR
-            used = ((pte_maps != 0) | pinned).reshape(-1, HPAGE_PMD_NR).any(axis=1)[rows]
-            used |= pmd_maps[heads] > 0
-            tails_ok = ((is_tail.reshape(-1, HPAGE_PMD_NR)[rows, 1:]).all()
-                        and (first_page.reshape(-1, HPAGE_PMD_NR)[rows, 1:] == heads[:, None]).all()
-                        and not is_tail[heads].any())
-        else:
-            idx = heads[:, None] + np.arange(HPAGE_PMD_NR)
-            used = (pte_maps[idx] > 0).any(axis=1) | (pins[idx] > 0).any(axis=1) | (pmd_maps[heads] > 0)
-            tails_ok = not (compound_head(mem_map, idx) != heads[:, None]).any()
-        if (~used).any():
-            out.append(f"THP {int(heads[~used][0]):#x} is allocated but nothing maps or pins it (leak)")
-        if not tails_ok:
-            out.append("a THP's tails do not all point at its head")
-        if (flags[heads] & np.uint32(1 << PG.compound_lock)).any() and not m.smp.held:
-            out.append("compound_lock left held")
-    return out
+    # Every page once: the pages outside THPs, then the THPs, checked by the level's identities.
+    scan = _Scan(m, pmd, pte_maps, note)
+    _pmd_problems(m, scan, pmd, note)
+    scan.small_pages()
+    thps = scan.thps()
+    level = m.kernel.check_refcounts(thps)
+    for _ in thps:       # a level that stopped early still gets every THP's shape checked
+        pass
+    if scan.nr_free != m.allocator.nr_free_pages or m.vmstat["nr_free_pages"] != scan.nr_free:
+        note("nr_free", "nr_free_pages disagrees with the pages marked free")
+    _table_problems(m, w, scan.pgtables, note)
+    if not scan.used.all():
+        note("thp leak", f"THP {int(scan.heads[~scan.used][0]):#x} is allocated but nothing maps or "
+                         "pins it (leak)")
+    if (m.mem_map["flags"][scan.heads] & _LOCK).any() and not m.smp.held:
+        note("compound_lock", "compound_lock left held")
+    return out + list(found.values()) + level
 
 
 def check(m):

@@ -983,29 +983,29 @@ def get_futex_key(k, mm, address, rw=VERIFY_READ):
 # ------------------------------------------------------------ accounting identity
 
 @replaces
-def check_refcounts(k, pmd_maps, pte_maps, pins):
+def check_refcounts(k, thps):
     """The old scheme's identities, for the invariant checker.
 
     Per THP: ``head._count == pm(head) + Σ tail pins + head pins`` where
     ``pm(head)`` = PMD mappings and ``pm(tail)`` = pins on that tail; no
-    THP is ever mapped by PTEs.  Returns a list of problems (empty = fine).
+    THP is ever mapped by PTEs.  ``thps`` yields every THP of memory, a stretch
+    at a time (:class:`thplab.invariants.ThpBlocks`, a row per THP).  Returns a
+    list of problems (empty = fine).
     """
-    mm = k.mem_map
-    problems = []
-    heads = np.flatnonzero(PageHead(mm, np.arange(len(mm))))
-    if len(heads):
-        idx = heads[:, None] + np.arange(HPAGE_PMD_NR)
-        tails = idx[:, 1:]
-        if (pte_maps[idx] != 0).any():
-            problems.append("a THP subpage is mapped by a PTE, impossible in this kernel")
-        if (mm["_mapcount"][heads] + 1 != pmd_maps[heads]).any():
-            problems.append("head _mapcount + 1 != number of PMDs mapping it")
-        if (mm["_mapcount"][tails] + 1 != pins[tails]).any():
-            problems.append("tail _mapcount + 1 != pins on that tail")
-        want = pmd_maps[heads] + pins[tails].sum(axis=1) + pins[heads]
-        if (mm["_count"][heads] != want).any():
-            h = int(heads[mm["_count"][heads] != want][0])
-            problems.append(f"head {h:#x}: _count {mm['_count'][h]} != PMD maps + tail pins + head pins")
-        if (mm["_count"][tails] != 0).any():
-            problems.append("a tail's _count is not 0")
-    return problems
+    problems = {}
+    for t in thps:
+        if t.pte.any():
+            problems.setdefault("pte", "a THP subpage is mapped by a PTE, impossible in this kernel")
+        if (t.mapcount[:, 0] + 1 != t.pmd).any():
+            problems.setdefault("head", "head _mapcount + 1 != number of PMDs mapping it")
+        if (t.mapcount[:, 1:] + 1 != t.pins[:, 1:]).any():
+            problems.setdefault("tail", "tail _mapcount + 1 != pins on that tail")
+        # int32 sums wrap as the atomic_t _count does
+        wrong = t.count[:, 0] != t.pmd + t.pins.sum(axis=1, dtype=np.int32)
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            problems.setdefault("count", f"head {t.heads[i]:#x}: _count {t.count[i, 0]} != "
+                                         "PMD maps + tail pins + head pins")
+        if t.count[:, 1:].any():
+            problems.setdefault("tail count", "a tail's _count is not 0")
+    return list(problems.values())

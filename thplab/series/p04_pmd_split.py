@@ -25,7 +25,7 @@ from .. import memory as mem
 from .. import pgtable as pt
 from ..errors import VMBug
 from ..page_alloc import dump_page
-from ..page_flags import PageHead, PageTail, compound_head
+from ..page_flags import PG, compound_head
 from ..params import EBUSY, HPAGE_PMD_MASK, HPAGE_PMD_NR
 from ._kernel import Patch
 from .p00_base import _pages, _release, huge_pmd_copy
@@ -189,28 +189,30 @@ def split_huge_page_to_list(k, page, list=None):
 
 
 @P04.replaces
-def check_refcounts(k, pmd_maps, pte_maps, pins):
+def check_refcounts(k, thps):
     """The v1 identities: ``head._count == Σ_i page_mapcount(head+i) + pins``.
 
     Head ``_mapcount`` + 1 == PMD mappings + PTE mappings of subpage 0;
     tail ``_mapcount`` + 1 == PTE mappings of that tail; tails' ``_count`` 0.
+    ``thps`` yields every THP of memory, a stretch at a time
+    (:class:`thplab.invariants.ThpBlocks`, a row per THP).
     """
-    mem_map = k.mem_map
-    problems = []
-    heads = np.flatnonzero(PageHead(mem_map, np.arange(len(mem_map))))
-    if not len(heads):
-        return problems
-    idx = heads[:, None] + np.arange(HPAGE_PMD_NR)
-    if (mem_map["_mapcount"][heads] + 1 != pmd_maps[heads] + pte_maps[heads]).any():
-        problems.append("head _mapcount + 1 != PMD maps + PTE maps of subpage 0")
-    if (mem_map["_mapcount"][idx[:, 1:]] + 1 != pte_maps[idx[:, 1:]]).any():
-        problems.append("tail _mapcount + 1 != PTEs mapping that tail")
-    want = (mem_map["_mapcount"][idx] + 1).sum(axis=1) + pins[idx].sum(axis=1)
-    if (mem_map["_count"][heads] != want).any():
-        h = int(heads[mem_map["_count"][heads] != want][0])
-        problems.append(f"head {h:#x}: _count {mem_map['_count'][h]} != Σ page_mapcount + pins")
-    if (mem_map["_count"][idx[:, 1:]] != 0).any():
-        problems.append("a tail's _count is not 0")
-    if (PageTail(mem_map, idx[:, 1:]) == 0).any():
-        problems.append("a THP subpage lost PG_tail")
-    return problems
+    problems = {}
+    for t in thps:
+        if (t.mapcount[:, 0] + 1 != t.pmd + t.pte[:, 0]).any():
+            problems.setdefault("head", "head _mapcount + 1 != PMD maps + PTE maps of subpage 0")
+        if (t.mapcount[:, 1:] + 1 != t.pte[:, 1:]).any():
+            problems.setdefault("tail", "tail _mapcount + 1 != PTEs mapping that tail")
+        # int32 sums wrap as the atomic_t _count does
+        want = (t.mapcount.sum(axis=1, dtype=np.int32) + HPAGE_PMD_NR
+                + t.pins.sum(axis=1, dtype=np.int32))
+        wrong = t.count[:, 0] != want
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            problems.setdefault("count", f"head {t.heads[i]:#x}: _count {t.count[i, 0]} != "
+                                         "Σ page_mapcount + pins")
+        if t.count[:, 1:].any():
+            problems.setdefault("tail count", "a tail's _count is not 0")
+        if not np.bitwise_and.reduce(t.flags[:, 1:], axis=None) & (1 << PG.tail):   # in every tail
+            problems.setdefault("PG_tail", "a THP subpage lost PG_tail")
+    return list(problems.values())
