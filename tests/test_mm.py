@@ -134,9 +134,9 @@ def test_munmap_of_everything_frees_every_page_table(m):
     a = m.mmap(pid, 4 << 20)
     m.touch(pid, a, 4 << 20)
     m.touch(pid, a, K4)
-    assert len(m.pgtables.live_rows()) == 5  # PGD, PUD, PMD, two deposited PTE tables
+    assert len(m.pgtables.table_pfns()) == 5  # PGD, PUD, PMD, two deposited PTE tables
     m.munmap(pid, a, 4 << 20)
-    assert len(m.pgtables.live_rows()) == 1  # only the PGD
+    assert len(m.pgtables.table_pfns()) == 1  # only the PGD
     m.check()
     m.exit(pid)
     assert all_free(m)
@@ -272,9 +272,9 @@ def test_fork_of_a_thp_shares_it_and_allocates_a_deposit_for_the_child(m):
     pid = m.spawn()
     a = m.mmap(pid, M2)
     m.touch(pid, a, M2)
-    tables = len(m.pgtables.live_rows())
+    tables = len(m.pgtables.table_pfns())
     child = m.fork(pid)
-    assert len(m.pgtables.live_rows()) == 2 * tables
+    assert len(m.pgtables.table_pfns()) == 2 * tables
     assert m.processes[child].nr_ptes == 1 and m.processes[child].anon_rss == HPAGE_PMD_NR
     assert m.walk(child, [a])["pfn"][0] == m.walk(pid, [a])["pfn"][0]
     assert not m.walk(child, [a])["writable"][0] and not m.walk(pid, [a])["writable"][0]

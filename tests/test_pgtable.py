@@ -140,19 +140,40 @@ def test_decode_entry_in_a_4k_pte_reads_bit_7_as_part_of_the_entry_not_a_leaf():
 
 def test_page_tables_add_table_remove_and_row_reuse():
     tables = pt.PageTables(nr_pages=HPAGE_PMD_NR, capacity=2)
-    r0 = tables.add(10, 1)
-    r1 = tables.add(11, 2)
-    assert (r0, r1) == (0, 1)
+    tables.add(10, 2)
+    tables.add(11, 3)
+    assert tables.row_of[10] == 0 and tables.row_of[11] == 1
     tables.table(10)[3] = 99
-    assert int(tables.entries[r0, 3]) == 99
+    assert int(tables.entries[0, 3]) == 99
     assert tables.live_rows().tolist() == [0, 1]
-    assert tables.live_rows(level=2).tolist() == [1]
-    r2 = tables.add(12, 1)  # grows
-    assert r2 == 2 and len(tables.pfn_of) == 4
+    assert tables.live_rows(level=3).tolist() == [1]
+    tables.add(12, 2)  # grows
+    assert tables.row_of[12] == 2 and len(tables.pfn_of) == 4
     tables.remove(10)
-    assert tables.row_of[10] == -1 and int(tables.entries[r0].sum()) == 0
-    assert tables.add(13, 1) == r0  # a freed row is reused, and zeroed
+    assert tables.row_of[10] == -1 and int(tables.entries[0].sum()) == 0
+    tables.add(13, 4)
+    assert tables.row_of[13] == 0  # a freed row is reused, and zeroed
     assert int(tables.table(13).sum()) == 0
+
+
+def test_a_pte_table_gets_its_row_when_first_opened():
+    """A deposited (or any new) PTE table is all none entries: no pool row until opened."""
+    tables = pt.PageTables(nr_pages=HPAGE_PMD_NR, capacity=2)
+    tables.add_many([20, 21, 22], 1)
+    assert (tables.row_of[[20, 21, 22]] == pt.UNWRITTEN).all() and len(tables.live_rows()) == 0
+    assert tables.table_pfns().tolist() == [20, 21, 22] == tables.table_pfns(level=1).tolist()
+    assert (tables.rows([20, 22]) == 0).all()
+    tables.table(21)[5] = 7
+    assert tables.row_of[21] >= 0 and tables.live_rows(level=1).tolist() == [tables.row_of[21]]
+    assert tables.rows([21, 20])[:, 5].tolist() == [7, 0]
+    assert tables.table_pfns().tolist() == [20, 21, 22]
+    tables.remove_many([20, 21])
+    tables.remove(22)
+    assert tables.table_pfns().tolist() == [] and (tables.row_of == -1).all()
+    with pytest.raises(VMBug):
+        tables.table(20)
+    with pytest.raises(VMBug):
+        tables.remove(21)
 
 
 def test_page_tables_refuse_a_pfn_that_is_not_a_table():

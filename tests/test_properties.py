@@ -366,7 +366,7 @@ class Driver:
         leaked = np.flatnonzero(m.leaked)
         assert PageHead(m.mem_map, leaked).all()
         assert m.allocator.nr_free_pages == m.nr_pages - HPAGE_PMD_NR * len(leaked)
-        assert len(m.pgtables.live_rows()) == 0
+        assert len(m.pgtables.table_pfns()) == 0
         assert not m.pins.any() and (m.mem_map["_count"] == m.leaked).all()
 
 
@@ -428,7 +428,7 @@ def test_partial_munmaps_free_exactly_the_unmapped_pages_once_nothing_maps_the_t
         m.munmap(pid, a + first * K4, n * K4)
         mapped[first:first + n] = False
         m.check()
-    used_by_thp = m.nr_pages - m.allocator.nr_free_pages - len(m.pgtables.live_rows())
+    used_by_thp = m.nr_pages - m.allocator.nr_free_pages - len(m.pgtables.table_pfns())
     if mapped.any():
         # old: the THP was split, exactly the unmapped pages are free; v1: all 512 held
         assert used_by_thp == (int(mapped.sum()) if level < 4 else 512)

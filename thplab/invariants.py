@@ -103,10 +103,10 @@ def _in_memory(m, pfns):
 
 def _rows(m, pfns):
     rows = m.pgtables.row_of[_in_memory(m, pfns)]
-    if (rows < 0).any():
-        raise InvariantViolation(f"an entry points at pfn {int(pfns[rows < 0][0]):#x}, "
+    if (rows == -1).any():
+        raise InvariantViolation(f"an entry points at pfn {int(pfns[rows == -1][0]):#x}, "
                                  "which is not a page table")
-    return m.pgtables.entries[rows]
+    return m.pgtables.rows(pfns)
 
 
 def mappings(m, pte_maps=None):
@@ -415,7 +415,7 @@ def _pmd_problems(m, scan, pmd, note):
 
 def _table_problems(m, w, pgtables, note):
     """Page tables: reachable exactly once, marked as such, accounted."""
-    live = _distinct(m.pgtables.pfn_of[m.pgtables.pfn_of >= 0])[0]
+    live = _distinct(m.pgtables.table_pfns())[0]
     tables = np.sort(w["tables"])
     if (tables[1:] == tables[:-1]).any():
         note("tables twice", "a page-table page is used twice")
@@ -424,7 +424,7 @@ def _table_problems(m, w, pgtables, note):
                             f"{live[~_isin(live, tables)][:5].tolist()}")
     if not np.array_equal(pgtables, live):
         note("pgtables", "pages marked as page tables differ from the tables in use")
-    nr_pte_tables = int((m.pgtables.level[m.pgtables.pfn_of >= 0] == 1).sum())
+    nr_pte_tables = len(m.pgtables.table_pfns(level=1))
     if m.vmstat["nr_page_table_pages"] != nr_pte_tables:
         note("nr_page_table_pages", f"nr_page_table_pages {m.vmstat['nr_page_table_pages']} != "
                                     f"{nr_pte_tables} PTE tables")

@@ -205,11 +205,20 @@ def decode_entry(entry, level="pte"):
     return f"{kind} pfn {pfn:#x} [{' '.join(names)}]"
 
 
+#: ``row_of`` of a PTE-table page no entry has been written to yet: it has no row.
+UNWRITTEN = -2
+
+
 class PageTables:
     """The contents of every page-table page, one row of 512 ``uint64`` each.
 
     A table lives in a page allocated from ``mem_map`` (as ``pte_alloc_one()``
     does); ``row_of[pfn]`` finds its row.  Rows are reused after ``pte_free()``.
+
+    A new PTE table gets its row when first opened (:meth:`table`): until
+    then it is all none entries and takes no memory here.  Most PTE tables
+    of a THP-heavy machine are the ones deposited beside huge PMDs
+    (``pgtable_trans_huge_deposit()``), which stay empty until a split.
     """
 
     def __init__(self, nr_pages, capacity=64):
@@ -219,6 +228,8 @@ class PageTables:
         #: 1 = PTE table, 2 = PMD, 3 = PUD, 4 = PGD; 0 = unused row.
         self.level = np.zeros(capacity, dtype=np.int8)
         self._free_rows = list(range(capacity - 1, -1, -1))
+        #: PTE tables without a row yet (``row_of`` :data:`UNWRITTEN`).
+        self._unwritten = set()
 
     def _grow(self):
         """Double the pool.  Views from :meth:`table` taken before still show the old pool."""
@@ -231,8 +242,7 @@ class PageTables:
         self.level = np.concatenate([self.level, np.zeros(old, dtype=np.int8)])
         self._free_rows = list(range(2 * old - 1, old - 1, -1)) + self._free_rows
 
-    def add(self, pfn, level):
-        """Start using page ``pfn`` as a zero-filled table of ``level``."""
+    def _give_row(self, pfn, level):
         if not self._free_rows:
             self._grow()
         row = self._free_rows.pop()
@@ -242,24 +252,32 @@ class PageTables:
         self.level[row] = level
         return row
 
+    def add(self, pfn, level):
+        """Start using page ``pfn`` as a zero-filled table of ``level``."""
+        if level == 1:
+            self.row_of[pfn] = UNWRITTEN
+            self._unwritten.add(int(pfn))
+        else:
+            self._give_row(pfn, level)
+
     def add_many(self, pfns, level):
-        """:meth:`add` for an array of pages, in order (the rows :meth:`add` would give)."""
+        """:meth:`add` for an array of pages."""
         pfns = np.asarray(pfns, dtype=np.int64)
-        while len(self._free_rows) < len(pfns):
-            self._grow()
-        rows = np.array([self._free_rows.pop() for _ in range(len(pfns))], dtype=np.int64)
-        self.entries[rows] = 0
-        self.row_of[pfns] = rows
-        self.pfn_of[rows] = pfns
-        self.level[rows] = level
-        return rows
+        if level == 1:
+            self.row_of[pfns] = UNWRITTEN
+            self._unwritten.update(pfns.tolist())
+        else:
+            for pfn in pfns.tolist():
+                self._give_row(pfn, level)
 
     def remove_many(self, pfns):
         """:meth:`remove` for an array of table pages (rows freed in that order)."""
         pfns = np.asarray(pfns, dtype=np.int64)
         rows = self.row_of[pfns]
-        if (rows < 0).any():
-            raise VMBug(f"pfn {int(pfns[rows < 0][0]):#x} is not a page table")
+        if (rows == -1).any():
+            raise VMBug(f"pfn {int(pfns[rows == -1][0]):#x} is not a page table")
+        self._unwritten.difference_update(pfns[rows == UNWRITTEN].tolist())
+        rows = rows[rows >= 0]
         self.row_of[pfns] = -1
         self.pfn_of[rows] = -1
         self.level[rows] = 0
@@ -268,28 +286,41 @@ class PageTables:
 
     def remove(self, pfn):
         """Stop using page ``pfn`` as a table."""
-        row = self.row_of[pfn]
-        if row < 0:
-            raise VMBug(f"pfn {pfn:#x} is not a page table")
-        self.row_of[pfn] = -1
-        self.pfn_of[row] = -1
-        self.level[row] = 0
-        self.entries[row] = 0
-        self._free_rows.append(int(row))
+        self.remove_many([pfn])
 
     def table(self, pfn):
-        """The 512 entries of table ``pfn`` (a writable view)."""
+        """The 512 entries of table ``pfn`` (a writable view; a PTE table gets its row now)."""
         row = self.row_of[pfn]
-        if row < 0:
+        if row == UNWRITTEN:
+            self._unwritten.discard(int(pfn))
+            row = self._give_row(pfn, 1)
+        elif row < 0:
             raise VMBug(f"pfn {pfn:#x} is not a page table")
         return self.entries[row]
 
+    def rows(self, pfns):
+        """The entries of tables ``pfns`` as an array of rows (a copy; none for a table with no row)."""
+        rows = self.row_of[np.asarray(pfns, dtype=np.int64)]
+        out = self.entries[np.maximum(rows, 0)]
+        out[rows < 0] = 0
+        return out
+
     def live_rows(self, level=None):
-        """Rows in use, optionally only those of one level."""
+        """Rows in use, optionally only those of one level (a PTE table not yet opened has none)."""
         used = self.pfn_of >= 0
         if level is not None:
             used &= self.level == level
         return np.flatnonzero(used)
+
+    def table_pfns(self, level=None):
+        """Pages in use as tables (optionally of one level), in pfn order."""
+        used = self.pfn_of >= 0
+        if level is not None:
+            used &= self.level == level
+        pfns = self.pfn_of[used]
+        if level in (None, 1) and self._unwritten:
+            pfns = np.concatenate([pfns, np.fromiter(self._unwritten, np.int64, len(self._unwritten))])
+        return np.sort(pfns)
 
     def copy(self):
         new = PageTables.__new__(PageTables)
@@ -298,4 +329,5 @@ class PageTables:
         new.pfn_of = self.pfn_of.copy()
         new.level = self.level.copy()
         new._free_rows = list(self._free_rows)
+        new._unwritten = set(self._unwritten)
         return new
