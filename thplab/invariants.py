@@ -24,8 +24,9 @@ from .errors import InvariantViolation
 from .page_flags import PAGE_MAPPING_ANON, PG, PageHead, Use
 from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_BUDDY_MAPCOUNT_VALUE, PAGE_SIZE, TASK_SIZE
 
-#: Pages :func:`problems` reads at a time: 32 whole 2 MiB blocks (600 KiB of ``mem_map``).
-CHUNK = 1 << 14
+#: Pages :func:`problems` reads at a time: 64 whole 2 MiB blocks (1.2 MiB of ``mem_map``;
+#: measured at 16 GiB, 32 and 128 blocks were slower).
+CHUNK = 1 << 15
 #: PTE tables :func:`mappings` reads the entries of at a time (1 MiB).
 TABLE_BATCH = 1 << 8
 
