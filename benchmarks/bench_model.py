@@ -15,13 +15,16 @@ Prints, for this machine, in one run:
    own peak and the model's arrays per page;
 4. fork, mprotect, munmap and exit of a sparse 1 TiB mapping with one page
    touched: the walks skip empty PGD/PUD entries, so this costs milliseconds,
-   not seconds per TiB of virtual size.
+   not seconds per TiB of virtual size;
+5. a 68 GiB machine with 32,768 THPs (page tables need room too): boot, then
+   populate, fork, exit of the child and of the owner (guide <= 2 s each; needs
+   about 2 GiB of RAM).
 
 (2) and (3) come from one child per level, which builds the 16 GiB state once.
 
 Options: ``--ops N`` (workload length, default 300), ``--levels 0,10``,
 ``--size 16G`` (the machine of 2 and 3), ``--repeat 9`` (check() runs timed),
-``--sections 1,2,3,4`` (which to run), ``--profile`` (cProfile of the vectorized
+``--sections 1,2,3,4,5`` (which to run), ``--profile`` (cProfile of the vectorized
 workload's top functions).
 """
 
@@ -192,6 +195,23 @@ def bench_sparse(level):
     return out
 
 
+def bench_big(size, nr_thps, level):
+    """Boot ``size``, then populate, fork and exit with ``nr_thps`` THPs: wall seconds of each."""
+    out = []
+    t0 = time.perf_counter()
+    m = Machine.boot(size, patches=level)
+    out.append(("boot", time.perf_counter() - t0))
+    pid = m.spawn()
+    addr = m.mmap(pid, nr_thps << 21)
+    for name, call in (("populate", lambda: m.touch(pid, addr, nr_thps << 21)),
+                       ("fork", lambda: m.fork(pid)), ("exit child", lambda: m.exit(pid + 1)),
+                       ("exit owner", lambda: m.exit(pid))):
+        t0 = time.perf_counter()
+        call()
+        out.append((name, time.perf_counter() - t0))
+    return out, len(m.thp_heads())
+
+
 def populate_thp_heavy(m):
     """Fill a booted machine with THPs, the mix check() meets: 93 % of memory in THPs, forked.
 
@@ -306,7 +326,7 @@ def main(argv=None):
     ap.add_argument("--levels", default="0,10")
     ap.add_argument("--size", default="16G")
     ap.add_argument("--repeat", type=int, default=9)
-    ap.add_argument("--sections", default="1,2,3,4")
+    ap.add_argument("--sections", default="1,2,3,4,5")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
@@ -373,6 +393,13 @@ def main(argv=None):
         for level in levels:
             print(f"    level {level:2d}: " + "; ".join(f"{name} {1000 * t:.1f}"
                                                        for name, t in bench_sparse(level)))
+    if "5" in sections:
+        print()
+        print("(5) a 68 GiB machine with 32,768 THPs (64 GiB populated): wall s (guide <= 2 s each)")
+        for level in levels:
+            rows, left = bench_big("68G", 32768, level)
+            print(f"    level {level:2d}: " + "; ".join(f"{name} {t:.2f}" for name, t in rows)
+                  + f" ({left} THPs left after the exits)")
 
 
 if __name__ == "__main__":
