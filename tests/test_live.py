@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -783,3 +784,27 @@ def test_main_live(capsys, tmp_path):
     assert live.main(["--experiment", "fault", "--record", str(path)]) == 0
     assert "(LIVE, this machine)" in capsys.readouterr().out
     assert live.load_recorded(path).experiments["fault"].status == "ok"
+
+
+def test_progress_printer_shows_each_experiment_as_it_starts_and_ends():
+    import io
+
+    from thplab.live.report import progress_printer
+
+    out = io.StringIO()
+    progress = progress_printer(out)
+    progress(1, 2, "fault", None)
+    assert out.getvalue() == "thplab live: 1/2 fault ..."
+    progress(1, 2, "fault", types.SimpleNamespace(status="ok"))
+    progress(2, 2, "fork", None)
+    progress(2, 2, "fork", types.SimpleNamespace(status="failed"))
+    assert out.getvalue().splitlines() == ["thplab live: 1/2 fault ... ok", "thplab live: 2/2 fork ... failed"]
+
+
+@pytest.mark.live
+@needs_kernel
+def test_run_all_reports_progress_before_and_after_each_experiment():
+    seen = []
+    run = live.run_all(["fault", "pin"], progress=lambda *a: seen.append((a[0], a[1], a[2], a[3] is None)))
+    assert seen == [(1, 2, "fault", True), (1, 2, "fault", False), (2, 2, "pin", True), (2, 2, "pin", False)]
+    assert set(run.experiments) == {"fault", "pin"}

@@ -83,6 +83,21 @@ def format_run(run, levels=(0, 10), width=100):
     return "\n".join(lines)
 
 
+def progress_printer(stream):
+    """A ``run_all(progress=...)`` callback: one line per experiment on ``stream``.
+
+    ``thplab live: 3/6 fork ... ok``: the name as it starts (the line is
+    flushed, so a slow experiment shows which one it is), the status when done.
+    """
+    def progress(number, total, name, result):
+        if result is None:
+            stream.write(f"thplab live: {number}/{total} {name} ...")
+        else:
+            stream.write(f" {result.status}\n")
+        stream.flush()
+    return progress
+
+
 def main(argv=None):
     """``python -m thplab live``: run the experiments and print them next to the model.
 
@@ -124,7 +139,9 @@ def _main(argv):
         if args.experiment:
             run.experiments = {name: run.experiments[name] for name in args.experiment}
     else:
-        run = run_all(args.experiment, args.timeout)
+        # Progress on a terminal only: a pipe or a log gets the report alone.
+        run = run_all(args.experiment, args.timeout,
+                      progress=progress_printer(sys.stderr) if sys.stderr.isatty() else None)
         if args.record:
             save_run(run, args.record)
     print(json.dumps(run.to_dict(), indent=1) if args.json else format_run(run, args.levels))

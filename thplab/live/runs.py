@@ -135,10 +135,21 @@ def run_experiment(name, timeout=10.0):
     return ExperimentResult.from_dict(json.loads(child.stdout))
 
 
-def run_all(names=None, timeout=10.0):
-    """Run experiments (all of :data:`EXPERIMENTS` by default) and return a :class:`LiveRun`."""
+def run_all(names=None, timeout=10.0, progress=None):
+    """Run experiments (all of :data:`EXPERIMENTS` by default) and return a :class:`LiveRun`.
+
+    ``progress(number, total, name, result)``, if given, is called before each
+    experiment (``result`` None) and after it (its result).
+    """
     settings = probes.read_thp_settings()
-    results = {name: run_experiment(name, timeout) for name in (names or EXPERIMENTS)}
+    names = list(names or EXPERIMENTS)
+    results = {}
+    for number, name in enumerate(names, 1):
+        if progress:
+            progress(number, len(names), name, None)
+        results[name] = run_experiment(name, timeout)
+        if progress:
+            progress(number, len(names), name, results[name])
     return LiveRun("live", platform.release(), utc_now(), dataclasses.asdict(settings), results)
 
 
