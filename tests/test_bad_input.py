@@ -388,7 +388,10 @@ def test_matrix_defaults_are_valid_calls(level):
 
 BOOT_BAD = [
     ("patches_11", {"patches": 11}), ("patches_negative", {"patches": -1}),
-    ("patches_str", {"patches": "x"}), ("patches_none", {"patches": None}),
+    ("patches_str", {"patches": "x"}),
+    ("kernel_unknown", {"kernel": "v4.6"}), ("kernel_not_a_name", {"kernel": 10}),
+    ("kernel_list", {"kernel": ["rfc-v1"]}), ("kernel_v3_16_with_patches", {"kernel": "v3.16", "patches": 3}),
+    ("kernel_rfc_v1_patches_12", {"kernel": "rfc-v1", "patches": 12}),
     ("patches_float", {"patches": 1.5}), ("patches_bool", {"patches": True}),
     ("nodes_str", {"nodes": "2"}), ("nodes_zero", {"nodes": 0}), ("nodes_bool", {"nodes": True}),
     ("nodes_not_dividing", {"nodes": 3}),

@@ -52,11 +52,22 @@ CLI_BAD = [
     ["race", "split-vs-gup-fast", "--level", "11"],
     ["race", "split-vs-gup-fast", "--level", "-1"],
     ["race", "no-such-race"],
+    ["scenario", "cow", "--kernel", "v4.6"],
+    ["race", "split-vs-gup-fast", "--kernel", "rfc-v2"],
     ["patch", "11"],
     ["patch", "x"],
     ["no-such-command"],
     [],
 ]
+
+
+def test_cli_kernel_names_are_their_levels(capsys):
+    from thplab.__main__ import main as cli
+
+    assert cli(["scenario", "fault", "--kernel", "v3.16", "--kernel", "rfc-v1"]) == 0
+    by_name = capsys.readouterr().out
+    assert cli(["scenario", "fault", "--level", "0", "--level", "10"]) == 0
+    assert capsys.readouterr().out == by_name and "level 10" in by_name
 
 
 @pytest.mark.parametrize("argv", CLI_BAD, ids=[" ".join(a) or "nothing" for a in CLI_BAD])

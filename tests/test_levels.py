@@ -468,3 +468,18 @@ def test_level_0_is_read_in_v3_16_and_says_where_v3_14_differs():
     card = patch_card(0)
     assert all(what in card for what, _, _ in V3_14_DIFFERENCES)
     assert "v3.14" not in BASE.link and "v3.16" in BASE.link
+
+
+def test_boot_names_the_kernel_and_its_step():
+    """Machine.boot(kernel=...): 'v3.16' is level 0, 'rfc-v1' the whole RFC or its first k patches."""
+    from thplab.series import KERNELS, LEVEL0
+
+    assert KERNELS == (LEVEL0, "rfc-v1") and LEVEL0 == "v3.16"
+    cases = [({}, 0), ({"patches": None}, 0), ({"patches": 4}, 4), ({"kernel": "v3.16"}, 0),
+             ({"kernel": "v3.16", "patches": 0}, 0), ({"kernel": "rfc-v1"}, 10),
+             ({"kernel": "rfc-v1", "patches": 3}, 3), ({"kernel": "rfc-v1", "patches": 0}, 0)]
+    for kwargs, level in cases:
+        m = Machine.boot("16M", **kwargs)
+        assert (m.level, m.kernel.stack) == (level, "rfc-v1"), kwargs
+        name = "v3.16 (level 0)" if level == 0 else f"rfc-v1 level {level}"
+        assert m.kernel.name == name and name in repr(m) and name in repr(m.kernel)

@@ -1,6 +1,7 @@
 """Command line: ``python -m thplab <command>``.
 
     python -m thplab scenario fork-pin-split --level 0 --level 10
+    python -m thplab scenario fork-pin-split --kernel v3.16 --kernel rfc-v1   # the same
     python -m thplab problem --seed 7            # the question
     python -m thplab problem --seed 7 -c         # ... and its answer (OSTEP's -c)
     python -m thplab race split-vs-gup-fast --level 0
@@ -41,6 +42,16 @@ def _level(text):
     return level
 
 
+def _kernel(text):
+    """argparse type: a kernel by name (``v3.16``, ``rfc-v1``), as the level it boots."""
+    from .series import KERNELS, kernel_level
+
+    if text not in KERNELS:
+        raise argparse.ArgumentTypeError(f"invalid kernel {text!r}: the kernels are "
+                                         f"{', '.join(KERNELS)}")
+    return kernel_level(text)[1]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "live":
@@ -57,6 +68,8 @@ def main(argv=None):
     sc = sub.add_parser("scenario", help="run a scenario and print its counters")
     sc.add_argument("name", choices=sorted(SCENARIOS))
     sc.add_argument("--level", type=_level, action="append", help="series level 0-10 (repeatable)")
+    sc.add_argument("--kernel", type=_kernel, action="append", dest="level", metavar="NAME",
+                    help="a kernel by name: v3.16 (level 0) or rfc-v1 (level 10) (repeatable)")
     sc.add_argument("--seed", type=_seed, default=0)
     pr = sub.add_parser("problem", help="a predict-then-reveal problem")
     pr.add_argument("--seed", type=_seed, default=0)
@@ -66,6 +79,8 @@ def main(argv=None):
     ra = sub.add_parser("race", help="play an interleaving of two CPUs")
     ra.add_argument("name", choices=sorted(RACES))
     ra.add_argument("--level", type=_level, action="append", help="series level 0-10 (repeatable)")
+    ra.add_argument("--kernel", type=_kernel, action="append", dest="level", metavar="NAME",
+                    help="a kernel by name: v3.16 (level 0) or rfc-v1 (level 10) (repeatable)")
     sub.add_parser("costs", help="atomic operations of get_page/put_page on a tail, per level")
     pa = sub.add_parser("patch", help="a patch of the series: its card and the kernel functions it changes")
     pa.add_argument("number", type=int, choices=range(1, 11), metavar="N", help="patch number 1-10")

@@ -481,4 +481,4 @@ def check(m):
     """Raise :class:`InvariantViolation` listing every problem, if any."""
     found = problems(m)
     if found:
-        raise InvariantViolation(f"level {m.kernel.level}: " + "; ".join(found))
+        raise InvariantViolation(f"{m.kernel.name}: " + "; ".join(found))

@@ -78,7 +78,7 @@ def parse_prot(prot):
 class Machine:
     """A booted machine.  Use :meth:`boot`."""
 
-    def __init__(self, nr_pages, patches, seed, nodes, thp):
+    def __init__(self, nr_pages, patches, seed, nodes, thp, stack="rfc-v1"):
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.allocator = PageAllocator(nr_pages)
@@ -100,20 +100,23 @@ class Machine:
         self.leaked = np.zeros(nr_pages, dtype=np.int32)
         self._next_pid = 1
         self._next_anon_vma = 1
-        self.kernel = Kernel(self, patches)
+        self.kernel = Kernel(self, patches, stack)
         self.vmstat = VmStat(self.kernel.VM_EVENTS,
                              live={"nr_free_pages": lambda: self.allocator.nr_free_pages})
 
     @classmethod
-    def boot(cls, mem=None, *, nr_pages=None, patches=0, seed=0, nodes=1, thp="madvise"):
+    def boot(cls, mem=None, *, nr_pages=None, patches=None, kernel=None, seed=0, nodes=1,
+             thp="madvise"):
         """Boot a machine with ``mem`` bytes of RAM (or ``nr_pages`` 4 KiB pages).
 
         ``patches`` is the series level: 0 is the old kernel, k applies
-        patches 01..k of the RFC.  ``seed`` seeds the machine's random
-        generator (``machine.rng``).  ``nodes`` splits memory into NUMA nodes
-        for ``move_pages``; ``thp`` is the sysfs ``enabled`` mode.
+        patches 01..k of the RFC.  ``kernel`` names the kernel instead:
+        ``"v3.16"`` (level 0, the tree the RFC was written on), ``"rfc-v1"``
+        (all ten patches; with ``patches=k`` the first k).  ``seed`` seeds the
+        machine's random generator (``machine.rng``).  ``nodes`` splits memory
+        into NUMA nodes for ``move_pages``; ``thp`` is the sysfs ``enabled`` mode.
         """
-        from .series import PATCHES
+        from .series import kernel_level
 
         if (mem is None) == (nr_pages is None):
             raise BadArgument("give the memory size (e.g. '64M') or nr_pages, not both")
@@ -124,9 +127,7 @@ class Machine:
                               f"({MAX_MEM >> 40} TiB = {MAX_MEM >> PAGE_SHIFT} pages at most)")
         if nr_pages < HPAGE_PMD_NR or nr_pages % HPAGE_PMD_NR:
             raise BadArgument(f"memory must be a positive multiple of 2 MiB; got {nr_pages} pages")
-        patches = as_int(patches, "patches (the series level)")
-        if not 0 <= patches <= len(PATCHES):
-            raise BadArgument(f"patches is the series level 0..{len(PATCHES)}, got {patches}")
+        stack, patches = kernel_level(kernel, patches)
         seed = as_int(seed, "seed")
         if seed < 0:
             raise BadArgument(f"seed must be >= 0 (numpy's default_rng), got {seed}")
@@ -135,10 +136,10 @@ class Machine:
         nodes = as_int(nodes, "nodes")
         if nodes < 1 or (nr_pages // HPAGE_PMD_NR) % nodes:
             raise BadArgument(f"{nodes} nodes do not divide {nr_pages // HPAGE_PMD_NR} 2 MiB blocks")
-        return cls(nr_pages, patches, seed, nodes, thp)
+        return cls(nr_pages, patches, seed, nodes, thp, stack)
 
     def __repr__(self):
-        return (f"<Machine {self.nr_pages * PAGE_SIZE >> 20} MiB, level {self.kernel.level}, "
+        return (f"<Machine {self.nr_pages * PAGE_SIZE >> 20} MiB, {self.kernel.name}, "
                 f"seed {self.seed}, {len(self.processes)} processes>")
 
     # ----------------------------------------------------------- properties

@@ -21,6 +21,40 @@ from .trees import LEVEL0, describe_level0
 
 PATCHES = [P01, P02, P03, P04, P05, P06, P07, P08, P09, P10]
 
+#: Stacks of steps on the base, by name: a kernel is the base plus a prefix of one.
+#: ``"rfc-v1"`` is the series as posted on 9 June 2014.
+STACKS = {"rfc-v1": PATCHES}
+
+#: Names ``Machine.boot(kernel=...)`` takes: level 0's tree, then every stack.
+KERNELS = (LEVEL0, *STACKS)
+
+
+def kernel_level(kernel=None, patches=None):
+    """``(stack, level)`` for ``Machine.boot(kernel=..., patches=...)``.
+
+    No ``kernel``: the RFC prefix ``patches`` (0 by default).  ``LEVEL0``
+    (``"v3.16"``): level 0.  A stack's name: its whole stack, or its first
+    ``patches`` steps.  Raises :class:`~thplab.errors.BadArgument` otherwise.
+    """
+    from ..errors import BadArgument, as_int
+
+    if kernel is None:
+        stack, default = "rfc-v1", 0
+    elif isinstance(kernel, str) and kernel == LEVEL0:
+        if patches not in (None, 0):
+            raise BadArgument(f"kernel {LEVEL0!r} is level 0, the kernel before the series; "
+                              f"patches={patches!r} belongs to a stack ({', '.join(STACKS)})")
+        return "rfc-v1", 0
+    elif isinstance(kernel, str) and kernel in STACKS:
+        stack, default = kernel, len(STACKS[kernel])
+    else:
+        raise BadArgument(f"unknown kernel {kernel!r}: thplab boots {', '.join(map(repr, KERNELS))} "
+                          f"({LEVEL0} is level 0, the old kernel; rfc-v1 takes patches=0..{len(PATCHES)})")
+    level = default if patches is None else as_int(patches, "patches (the step of the stack)")
+    if not 0 <= level <= len(STACKS[stack]):
+        raise BadArgument(f"patches is the step of {stack}, 0..{len(STACKS[stack])}, got {level}")
+    return stack, level
+
 BASE.data["TRANSHUGE_DOC"] = OLD_DOC
 # Patch 01 deletes the FOLL_SPLIT promise, the last line of its section (its email: 11 lines).
 P01.data["TRANSHUGE_DOC"] = {
@@ -47,5 +81,5 @@ def changed_functions(number):
     return sorted(n for n in p.functions), sorted(p.removed)
 
 
-__all__ = ["BASE", "PATCHES", "LEVEL0", "Kernel", "Patch", "patch_card", "changed_functions",
-           "OLD_DOC", "NEW_DOC"]
+__all__ = ["BASE", "PATCHES", "STACKS", "KERNELS", "LEVEL0", "kernel_level", "Kernel", "Patch",
+           "patch_card", "changed_functions", "OLD_DOC", "NEW_DOC"]

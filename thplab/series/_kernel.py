@@ -62,14 +62,17 @@ class Kernel:
     patch removed raises :class:`KernelFunctionRemoved` with the reason.
     """
 
-    def __init__(self, machine, level):
-        from . import BASE, PATCHES
+    def __init__(self, machine, level, stack="rfc-v1"):
+        from . import BASE, STACKS
 
-        if not 0 <= level <= len(PATCHES):
-            raise ValueError(f"series level must be 0..{len(PATCHES)}, got {level}")
+        steps = STACKS[stack]
+        if not 0 <= level <= len(steps):
+            raise ValueError(f"{stack} level must be 0..{len(steps)}, got {level}")
         self.machine = machine
         self.level = level
-        self.patches = PATCHES[:level]
+        #: Which stack of steps on the base this kernel is a prefix of (``STACKS``).
+        self.stack = stack
+        self.patches = steps[:level]
         self._table = {}
         self._history = {}
         self.caps = {}
@@ -99,9 +102,16 @@ class Kernel:
         self.__dict__[name] = bound
         return bound
 
+    @property
+    def name(self):
+        """``'v3.16 (level 0)'`` or ``'rfc-v1 level 4'``: the kernel and its step, as tables show it."""
+        from .trees import LEVEL0
+
+        return f"{LEVEL0} (level 0)" if self.level == 0 else f"{self.stack} level {self.level}"
+
     def __repr__(self):
         top = self.patches[-1].title if self.patches else "old kernel (before the series)"
-        return f"<Kernel level {self.level}: {top}>"
+        return f"<Kernel {self.name}: {top}>"
 
     def has(self, name):
         """Whether this kernel defines ``name`` (not removed)."""
