@@ -530,6 +530,10 @@ class PmdProblem(_Diagnosed):
 
 #: Lesson 10's set-ups: how the THP whose PMD the question follows came to be.
 PMD_SETUPS = ("one process", "after fork()", "the second THP")
+#: How a problem's first step reads for each set-up.
+_SETUP_STEP = {"one process": "fault a THP in one process",
+               "after fork()": "fault a THP, then fork(): both PMDs write-protected",
+               "the second THP": "fault a second THP in the same process (another pfn)"}
 
 #: The kernel actions lesson 10 asks about: (action, the model's point that shows its result).
 PMD_ACTIONS = {
@@ -579,7 +583,7 @@ def _pmd_value_question(rng, level, setup, seed):
     why = (f"{before:#018x} is [{pt.decode_entry(before, 'pmd')}]; right after {action} it is "
            f"{after:#018x} [{pt.decode_entry(after, 'pmd')}].")
     diagnoses.pop(after, None)
-    return "value_after", [f"{setup}: a THP", "split_huge_page()"], question, after, why, diagnoses, True
+    return "value_after", [_SETUP_STEP[setup], "split_huge_page()"], question, after, why, diagnoses, True
 
 
 def _pmd_present_question(rng, level, setup, seed):
@@ -588,12 +592,12 @@ def _pmd_present_question(rng, level, setup, seed):
         m, pid, addr, _ = _pmd_stage(level, setup, seed)
         m.mprotect(pid, addr, HPAGE_PMD_SIZE, "none")
         entry = int(m.walk(pid, [addr])["pmd"][0])
-        steps = [f"{setup}: a THP", "mprotect(PROT_NONE) on its 2 MiB"]
+        steps = [_SETUP_STEP[setup], "mprotect(PROT_NONE) on its 2 MiB"]
         wrong = ("P is clear, but the entry has PROTNONE (the Global bit, reused): the page is still "
                  "mapped, only inaccessible, so pmd_present() says yes.")
     else:
         _, entry = _entry_after(level, setup, "pmdp_invalidate", seed)
-        steps = [f"{setup}: a THP", "split_huge_page(), stopped just after pmdp_invalidate()"]
+        steps = [_SETUP_STEP[setup], "split_huge_page(), stopped just after pmdp_invalidate()"]
         wrong = ("P is clear, but PSE is still set: x86's pmd_present() accepts PSE so that the "
                  "half-split PMD is not taken for an empty one.")
     answer = int(bool(pt.pmd_present(entry)))
