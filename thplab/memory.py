@@ -356,22 +356,21 @@ def _populate_pmd(k, mm, vma, lo, hi, write, fault):
     first = 0
     while True:
         w = walk(k, mm, pages[first:])
-        missing = (w["level"] == 0) | (~w["writable"] if write else False)
-        todo = np.flatnonzero(missing)
-        if not len(todo):
+        misses = np.flatnonzero((w["level"] == 0) | (~w["writable"] if write else False))
+        if not len(misses):
             return
-        pmd = int(w["pmd"][todo[0]])
-        if pmd and not pt.pmd_trans_huge(pmd) and w["pte"][todo[0]] == 0:
+        pmd = int(w["pmd"][misses[0]])
+        if pmd and not pt.pmd_trans_huge(pmd) and w["pte"][misses[0]] == 0:
             # A PTE table: every fault up to the next missing page with a PTE
             # (a write to a read-only one) is do_anonymous_page() on a none PTE.
-            none = w["pte"][todo] == 0
-            run = todo[:len(todo) if none.all() else int(np.argmin(none))]
+            none = w["pte"][misses] == 0
+            run = misses[:len(misses) if none.all() else int(np.argmin(none))]
             addrs = pages[first + run]
             do_anonymous_page(k, mm, vma, addrs,
                               (pte_table_of(k, pmd), (addrs >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1)), write)
         else:
-            fault(int(pages[first + todo[0]]))
-        first += int(todo[0])
+            fault(int(pages[first + misses[0]]))
+        first += int(misses[0])
 
 
 # ---------------------------------------------------------------- zap
