@@ -225,21 +225,11 @@ class PageAllocator:
         self._field("first_page")[rows, 1:] = heads[:, None]
         self._field("flags")[rows, 1:] |= np.uint32(1 << PG.tail)
 
-    def destroy_compound_page(self, page, order):
-        """Mirrors ``destroy_compound_page()``: undo ``prep_compound_page()`` and check it.
-
-        ``page`` may be an array of heads of the same order.
-        """
-        heads = np.atleast_1d(np.asarray(page, dtype=np.int64))
-        self._bad_tails(heads, self._thp_rows(heads, order))
-        rows = self._thp_rows(heads, order)
-        self._field("flags")[rows, 0] &= ~np.uint32(1 << PG.head)
-        self._field("flags")[rows, 1:] &= ~np.uint32(1 << PG.tail)
-        self._field("first_page")[rows, 1:] = -1
-        self._field("compound_order")[rows, 1] = 0
-
     def _bad_tails(self, heads, rows):
-        """``destroy_compound_page()``'s check: every tail points to its head and is PageTail."""
+        """``destroy_compound_page()``'s check: every tail points to its head and is PageTail.
+
+        :meth:`free_pages` then undoes ``prep_compound_page()`` as it clears the pages.
+        """
         bad = (self._field("first_page")[rows, 1:] != heads[:, None]) | \
               ((self._field("flags")[rows, 1:] & np.uint32(1 << PG.tail)) == 0)
         if bad.any():
