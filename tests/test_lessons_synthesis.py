@@ -1,5 +1,7 @@
 """thplab.lessons.{contract,compare,open_problems,live_lab}: the helpers of lessons 12-15."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -457,6 +459,16 @@ def test_live_question_for_a_row_diagnoses_the_model_levels():
     assert "No answer yet" in q.check(None)[1]
     q = live_lab.LiveQuestion.for_row("pin", "split_pinned", "thp_split_page_failed", diagnoses={0: "refused"})
     assert q.answer == 1 and "refused" in q.check(0)[1]
+
+
+def test_lesson_15s_questions_bring_their_own_diagnoses():
+    """The lesson's cells ask without listing wrong answers; live_lab knows what each means."""
+    q = live_lab.LiveQuestion.for_row("fork", "fork", "kpagecount[1]")
+    assert "child's PMD maps subpage 1 too" in q.check(1)[1]
+    q = live_lab.LiveQuestion.for_row("pin", "split_pinned", "thp_split_page_failed")
+    assert "refused and counted" in q.check(0)[1]
+    source = (Path(__file__).parent.parent / "notebooks" / "15-live-kernel-lab.ipynb").read_text()
+    assert "diagnoses=" not in source
 
 
 @pytest.mark.parametrize("seed", range(8))

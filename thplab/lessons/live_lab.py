@@ -502,6 +502,16 @@ def _diagnoses(answer, predicted, explanations):
     return out
 
 
+#: Wrong answers to the rows lesson 15 asks about that no model level predicts, with what each means.
+ROW_DIAGNOSES = {
+    ("fork", "fork", "kpagecount[1]"): {
+        1: "1 counts one mapping: the child's PMD maps subpage 1 too."},
+    ("pin", "split_pinned", "thp_split_page_failed"): {
+        0: "0 would mean the split went through (or never ran): the pin is one reference more than "
+           "the mappings explain, so the split is refused and counted."},
+}
+
+
 @dataclass
 class LiveQuestion:
     """Predict what the real kernel reported, before the recorded row is shown.
@@ -526,7 +536,12 @@ class LiveQuestion:
 
     @classmethod
     def for_row(cls, experiment, step, quantity, run=None, levels=(0, 10), seed=None, diagnoses=None):
-        """The question on one compared row; ``diagnoses`` adds wrong answers the model levels do not give."""
+        """The question on one compared row; ``diagnoses`` adds wrong answers the model levels do not give.
+
+        Rows the lesson asks about carry their own (:data:`ROW_DIAGNOSES`), kept here so that the
+        question's cell does not show a learner what the wrong answers are.
+        """
+        diagnoses = {**ROW_DIAGNOSES.get((experiment, step, quantity), {}), **(diagnoses or {})}
         from .. import live
 
         run = run or live.load_recorded()
