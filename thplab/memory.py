@@ -74,10 +74,13 @@ def pte_alloc_many(k, mm, nr):
 
     Raises :class:`~thplab.errors.OutOfMemory` and changes nothing unless all can be had.
     """
-    m = k.machine
-    pfns = m.allocator.alloc_pages_bulk(0, nr, Use.pgtable)
-    m.pgtables.add_many(pfns, _LEVEL_PTE)
-    m.vmstat.count("nr_page_table_pages", nr)
+    return pte_tables_in_use(k, k.machine.allocator.alloc_pages_bulk(0, nr, Use.pgtable))
+
+
+def pte_tables_in_use(k, pfns):
+    """Start using freshly allocated pages ``pfns`` as PTE tables (``NR_PAGETABLE`` += their number)."""
+    k.machine.pgtables.add_many(pfns, _LEVEL_PTE)
+    k.machine.vmstat.count("nr_page_table_pages", len(pfns))
     return pfns
 
 
@@ -709,8 +712,8 @@ def _walk_one(tables, pgd, address, out, j):
         e = int(tables.entries[row, (address >> shift) & 511])
         if shift == PMD_SHIFT:
             out["pmd"][j] = e
-            if e and e & pt._PAGE_PSE:
-                out["pfn"][j] = (int(pt.pmd_pfn(e))) + ((address >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1))
+            if e & pt._PAGE_PSE:
+                out["pfn"][j] = int(pt.pmd_pfn(e)) + ((address >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1))
                 out["level"][j], out["writable"][j] = 2, bool(e & pt._PAGE_RW)
                 return
         elif shift == PAGE_SHIFT:

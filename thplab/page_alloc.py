@@ -179,8 +179,7 @@ class PageAllocator:
         if pfn is None:
             raise OutOfMemory(f"no free block of order {order} "
                               f"({self.nr_free_pages} free 4 KiB pages, fragmented or exhausted)")
-        self._flush_marks()
-        self._prep_new(np.array([pfn]), order, use)
+        self.prep_blocks([pfn], order, use)
         return pfn
 
     def alloc_pages_bulk(self, order, nr, use):
