@@ -279,11 +279,11 @@ def do_anonymous_page(k, mm, vma, address, ptep, write):
 def do_wp_page(k, mm, vma, address, ptep, orig_pte):
     """Mirrors ``do_wp_page()``: write to a write-protected PTE in a writable VMA.
 
-    Reuse the page if this is its only mapping (``reuse_swap_page()``:
-    ``page_mapcount() == 1``), otherwise copy it to a new page.
+    Reuse the page if the level's ``reuse_swap_page()`` says this is its only
+    mapping, otherwise copy it to a new page.
     """
     old = int(pt.pte_pfn(orig_pte))
-    if k.PageAnon(old) and k.page_mapcount(old) == 1:
+    if k.PageAnon(old) and k.reuse_swap_page(old):
         set_entry(k, ptep, pt.set_bits(orig_pte, pt._PAGE_RW | pt._PAGE_DIRTY | pt._PAGE_ACCESSED))
         return 0
     anon_vma_prepare(k, vma)

@@ -49,6 +49,8 @@ replaces = BASE.replaces
 BASE.data["VM_EVENTS"] = ("thp_fault_alloc", "thp_fault_fallback", "thp_collapse_alloc",
                           "thp_collapse_alloc_failed", "thp_split", "thp_zero_page_alloc",
                           "thp_zero_page_alloc_failed")
+#: The event the old ``split_huge_page_to_list()`` counts once per THP it splits.
+BASE.data["THP_SPLIT"] = "thp_split"
 
 
 #: ``zone->lru_lock`` as an :class:`~thplab.smp.Smp` lock key: thplab has one zone.
@@ -196,6 +198,32 @@ def put_page(k, page):
 # ------------------------------------------------------------ rmap
 
 @replaces
+def page_add_new_anon_rmap(k, page, vma, address, compound=False):
+    """Mirrors ``page_add_new_anon_rmap()`` (mm/rmap.c): the first mapping of new anon pages.
+
+    v3.16 has no ``compound`` argument and tells a THP by ``PageTransHuge()``;
+    it is here so that callers are the same at every level (v4.5 adds it).
+    """
+    mem.page_add_new_anon_rmap(k, page, vma, address)
+
+
+@replaces
+def page_dup_rmap(k, page, compound=False):
+    """Mirrors ``page_dup_rmap()`` (include/linux/rmap.h, fork): one more mapping of each page."""
+    mem.page_dup_rmap(k, page)
+
+
+@replaces
+def reuse_swap_page(k, page):
+    """Mirrors ``reuse_swap_page()`` (v3.16 mm/swapfile.c#L872) for a page not in the swap cache.
+
+    ``do_wp_page()`` may write to the page in place when this is its only
+    mapping: ``page_mapcount(page) <= 1``.
+    """
+    return bool(k.page_mapcount(page) <= 1)
+
+
+@replaces
 def page_remove_rmap(k, page, compound=False):
     """Mirrors ``page_remove_rmap()`` (mm/rmap.c, v3.14) for anon pages, vectorized.
 
@@ -283,7 +311,7 @@ def _map_new_thps(k, mm, vma, haddrs, pmdp, pgtables, pages):
     e = pt.set_bits(pt.mk_huge_pmd(pages, mem.vm_get_page_prot(vma.vm_flags)), pt._PAGE_DIRTY)
     if vma.vm_flags & VM_WRITE:
         e = pt.set_bits(e, pt._PAGE_RW)
-    mem.page_add_new_anon_rmap(k, pages, vma, haddrs)
+    k.page_add_new_anon_rmap(pages, vma, haddrs, compound=True)
     mem.pgtable_trans_huge_deposit(k, mm, pmdp, pgtables)
     k.machine.pgtables.table(pmdp[0])[pmdp[1]] = e
     mm.anon_rss += HPAGE_PMD_NR * len(pages)
@@ -327,7 +355,7 @@ def huge_pmd_copy(k, vma, address, pmdp, page):
     new = alloc.alloc_pages(HPAGE_PMD_NR.bit_length() - 1, Use.anon)
     e = pt.set_bits(pt.mk_huge_pmd(new, mem.vm_get_page_prot(vma.vm_flags)),
                     pt._PAGE_DIRTY | pt._PAGE_RW)
-    mem.page_add_new_anon_rmap(k, new, vma, address & HPAGE_PMD_MASK)
+    k.page_add_new_anon_rmap(new, vma, address & HPAGE_PMD_MASK, compound=True)
     mem.set_entry(k, pmdp, e)
     k.page_remove_rmap(page, compound=True)
     k.put_page([page, page])  # the PMD's reference and ours
@@ -425,7 +453,7 @@ def copy_stable_huge_pmds(k, dst_mm, dst_pmdp, src_pmdp):
     pmds = src[idx]
     pages = pt.pmd_pfn(pmds)
     k.get_page(pages)
-    mem.page_dup_rmap(k, pages)
+    k.page_dup_rmap(pages, compound=True)
     dst_mm.anon_rss += HPAGE_PMD_NR * len(idx)
     pmds = pt.clear_bits(pmds, pt._PAGE_RW)
     src[idx] = pmds
@@ -714,7 +742,7 @@ def split_huge_page_to_list(k, page, list=None):
         if not PageCompound(k.mem_map, page):
             return 0
         k.__split_huge_page(page, anon_vma, list)
-        k.count_vm_event("thp_split")
+        k.count_vm_event(k.THP_SPLIT)
     finally:
         k.machine.smp.unlock(k, key)
     k.point("split_huge_page: done")
