@@ -471,10 +471,11 @@ def test_level_0_is_read_in_v3_16_and_says_where_v3_14_differs():
 
 
 def test_boot_names_the_kernel_and_its_step():
-    """Machine.boot(kernel=...): 'v3.16' is level 0, 'rfc-v1' the whole RFC or its first k patches."""
+    """Machine.boot(kernel=...): 'v3.16' is level 0, 'rfc-v1' the whole RFC or its first k patches
+    (and 'v4.5' the merged design: tests/test_v45.py)."""
     from thplab.series import KERNELS, LEVEL0
 
-    assert KERNELS == (LEVEL0, "rfc-v1") and LEVEL0 == "v3.16"
+    assert KERNELS == (LEVEL0, "rfc-v1", "v4.5") and LEVEL0 == "v3.16"
     cases = [({}, 0), ({"patches": None}, 0), ({"patches": 4}, 4), ({"kernel": "v3.16"}, 0),
              ({"kernel": "v3.16", "patches": 0}, 0), ({"kernel": "rfc-v1"}, 10),
              ({"kernel": "rfc-v1", "patches": 3}, 3), ({"kernel": "rfc-v1", "patches": 0}, 0)]

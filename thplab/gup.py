@@ -23,7 +23,8 @@ def _chunk(addr, remaining):
 def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
     """Mirrors ``__get_user_pages()``: pin ``nr_pages`` pages from ``start``, faulting as needed.
 
-    Returns the pinned pages (each holds one reference, dropped with ``put_page()``).
+    Returns the pinned pages (each holds one reference, dropped with ``put_page()``),
+    or a negative errno when the first page gave one (v4.5's failed ``FOLL_SPLIT``).
     When a fault runs out of memory after some pages were pinned, those pages are
     returned -- fewer than asked, as the kernel's ``return i ? i : -ENOMEM`` --
     so that no reference is lost; with none pinned, :class:`OutOfMemory` propagates.
@@ -52,6 +53,11 @@ def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
                            f"{'writable' if write else 'readable'} (-EFAULT)", EFAULT)
         n = _chunk(addr, remaining)
         pages = k.follow_page_mask(vma, addr, flags, n)
+        if pages is not None and np.ndim(pages) == 0:
+            # An ERR_PTR from follow_page_mask() (v4.5's FOLL_SPLIT): return i ? i : PTR_ERR(page).
+            if out:
+                break
+            return int(pages)
         if pages is None or not len(pages):
             faults += 1
             if faults > 64:

@@ -282,6 +282,7 @@ class _Scan:
         leaked = m.leaked.view(np.uint32).max() != 0
         self.leaked = m.leaked.reshape(-1, HPAGE_PMD_NR) if leaked else None
         self.mapping = m.mem_map["mapping"]
+        self.cm_in_page1 = bool(m.kernel.caps.get("compound_mapcount"))
         self.live = np.zeros(max(m.anon_vmas, default=0) + 2, bool)   # anon_vma id -> live
         self.live[list(m.anon_vmas)] = True
         first = m.mem_map[::HPAGE_PMD_NR]
@@ -334,7 +335,13 @@ class _Scan:
                 used = self.used[at]
                 used[mapped // HPAGE_PMD_NR] = True
                 used[pinned // HPAGE_PMD_NR] = True
-                self._anon_vmas(rows[mapped // HPAGE_PMD_NR] * HPAGE_PMD_NR + mapped % HPAGE_PMD_NR)
+                # The rmap walk of a THP subpage starts from its head's mapping; a tail's own
+                # should be NULL -- but from v4.5 step 4 page[1]'s holds compound_mapcount.
+                if self.cm_in_page1:
+                    mapped = mapped[mapped % HPAGE_PMD_NR != 1]
+                self._anon_vmas(np.concatenate([np.unique(rows[mapped // HPAGE_PMD_NR]) * HPAGE_PMD_NR,
+                                                rows[mapped // HPAGE_PMD_NR] * HPAGE_PMD_NR
+                                                + mapped % HPAGE_PMD_NR]))
             yield ThpBlocks(heads, self.pmd_maps[at], count, mapcount, flags, pte, pins)
 
     def small_pages(self):

@@ -26,7 +26,8 @@ import numpy as np
 
 from . import memory as mem
 from . import mmap as mmap_
-from .errors import BadAddress, BadArgument, BadPage, NoSuchProcess, Segfault, as_int, is_int
+from .errors import (BadAddress, BadArgument, BadPage, KernelFunctionRemoved, NoSuchProcess, Segfault,
+                     as_int, is_int)
 from .gup import get_user_pages, get_user_pages_fast
 from .mm_types import AnonVma, MmStruct
 from .page_alloc import PageAllocator
@@ -100,6 +101,13 @@ class Machine:
         self.leaked = np.zeros(nr_pages, dtype=np.int32)
         self._next_pid = 1
         self._next_anon_vma = 1
+        #: v4.5's deferred split queue, one per NUMA node (``pglist_data.split_queue``): THP
+        #: heads in queue order (a dict as an ordered set); empty in other kernels.
+        self.split_queues = [{} for _ in range(nodes)]
+        #: The local lists of a ``deferred_split_scan()`` under way, per node (empty between calls).
+        self.split_scan_lists = [{} for _ in range(nodes)]
+        #: ``shrinker->nr_deferred[nid]`` of the deferred split shrinker: scan work carried over.
+        self.shrinker_nr_deferred = [0] * nodes
         self.kernel = Kernel(self, patches, stack)
         self.vmstat = VmStat(self.kernel.VM_EVENTS,
                              live={"nr_free_pages": lambda: self.allocator.nr_free_pages})
@@ -112,7 +120,8 @@ class Machine:
         ``patches`` is the series level: 0 is the old kernel, k applies
         patches 01..k of the RFC.  ``kernel`` names the kernel instead:
         ``"v3.16"`` (level 0, the tree the RFC was written on), ``"rfc-v1"``
-        (all ten patches; with ``patches=k`` the first k).  ``seed`` seeds the
+        (all ten patches; with ``patches=k`` the first k), ``"v4.5"`` (the
+        redesign as merged, 4.5.7; ``patches=k``: its first k of 7 steps).  ``seed`` seeds the
         machine's random generator (``machine.rng``).  ``nodes`` splits memory
         into NUMA nodes for ``move_pages``; ``thp`` is the sysfs ``enabled`` mode.
         """
@@ -420,12 +429,19 @@ class Machine:
         return mm, start
 
     def get_user_pages(self, pid, addr, nr_pages=1, write=False, foll_split=False):
-        """Pin pages with the slow path (``get_user_pages(FOLL_GET)``); returns their pfns."""
+        """Pin pages with the slow path (``get_user_pages(FOLL_GET)``); returns their pfns.
+
+        With ``foll_split`` a THP is split first.  In v4.5 that split can
+        fail: then the pages pinned before it are returned, or -- none
+        pinned -- the kernel's ``-EBUSY``.
+        """
         mm, start = self._pin_range("get_user_pages", pid, addr, nr_pages, write)
         foll_split = self._flag(foll_split, "get_user_pages: foll_split")
         if foll_split and not self.kernel.caps["foll_split"]:
             get_user_pages(self.kernel, mm, start, 0, write, foll_split=True)
         pages = get_user_pages(self.kernel, mm, start, int(nr_pages), write, foll_split)
+        if np.ndim(pages) == 0:
+            return int(pages)
         np.add.at(self.pins, pages, 1)
         return pages
 
@@ -464,7 +480,8 @@ class Machine:
         """Call ``split_huge_page()`` on the THP holding ``page``, as a kernel caller does.
 
         The caller's reference is taken and dropped around the call (reclaim
-        and migration hold one).  Returns the kernel's result: 0, 1 or ``-EBUSY``.
+        and migration hold one; from v4.5 step 6 the page lock too).  Returns
+        the kernel's result: 0, 1 or ``-EBUSY``.
         """
         page = self._page(page)
         if not PageCompound(self.mem_map, page) or self.mem_map["use"][page] != Use.anon:
@@ -474,7 +491,13 @@ class Machine:
         head = int(compound_head(self.mem_map, page))
         k = self.kernel
         k.get_page(head)
-        ret = k.split_huge_page(head)
+        if k.caps.get("split_caller_locks"):
+            # From v4.5's patch 31/37 the caller holds the page lock across the split.
+            k.lock_page(head)
+            ret = k.split_huge_page(head)
+            k.unlock_page(head)
+        else:
+            ret = k.split_huge_page(head)
         k.put_page(head)
         return ret
 
@@ -491,6 +514,45 @@ class Machine:
         if pmdp is None or not mem.pt.pmd_trans_huge(mem.entry(self.kernel, pmdp)):
             raise BadAddress(f"split_huge_pmd: {start:#x} in pid {pid} is not mapped by a huge PMD")
         self.kernel.split_pmd(mm.find_vma(start), pmdp, start)
+
+    def _v45(self, name):
+        if not self.kernel.has(name):
+            raise KernelFunctionRemoved(f"{name}() does not exist in {self.kernel.name}: the deferred "
+                                        "split queue came with v4.5 (PATCHv12 34/37; "
+                                        "Machine.boot(kernel='v4.5'))")
+        return getattr(self.kernel, name)
+
+    def split_queue(self, node=0):
+        """The THP heads on v4.5's deferred split queue of ``node``, first to be scanned first."""
+        self._v45("deferred_split_count")
+        return list(self.split_queues[self._node(node)])
+
+    def deferred_split_count(self, node=0):
+        """``deferred_split_count()``: how many THPs are queued on ``node`` (v4.5)."""
+        return self._v45("deferred_split_count")(self._node(node))
+
+    def deferred_split_scan(self, nr_to_scan=128, node=0):
+        """``deferred_split_scan()``: the shrinker splits up to ``nr_to_scan`` queued THPs (v4.5).
+
+        Returns how many it split, or ``thplab.params.SHRINK_STOP`` when it
+        split none and the queue is empty.
+        """
+        nr = as_int(nr_to_scan, "nr_to_scan")
+        if nr < 1:
+            raise BadArgument(f"nr_to_scan must be >= 1 (a shrinker is asked for at least one), got {nr}")
+        return self._v45("deferred_split_scan")(nr, self._node(node))
+
+    def drop_caches(self, mode=2):
+        """``echo mode > /proc/sys/vm/drop_caches``: 2 (or 3) runs the shrinkers (``drop_slab()``).
+
+        thplab has no page cache, so 1 drops nothing; the one shrinker it
+        models is v4.5's deferred split queue.
+        """
+        mode = as_int(mode, "drop_caches mode")
+        if not 1 <= mode <= 4:
+            raise BadArgument(f"drop_caches takes 1..4, got {mode} (the sysctl refuses others: -EINVAL)")
+        if mode & 2:
+            self.kernel.drop_slab()
 
     def move_pages(self, pid, addrs, node):
         """``move_pages(2)``: migrate the pages at ``addrs`` to NUMA ``node``; per-page status.

@@ -30,7 +30,8 @@ def vm_get_page_prot(vm_flags):
 def transparent_hugepage_enabled(k, vma):
     """Mirrors ``transparent_hugepage_enabled()`` for the sysfs ``enabled`` mode."""
     mode = k.machine.thp_enabled
-    if vma.vm_flags & VM_NOHUGEPAGE or mode == "never":
+    # v4.5's series marked THP BROKEN from its patch 11 to 35 (the v4.5 stack's steps 2-6).
+    if vma.vm_flags & VM_NOHUGEPAGE or mode == "never" or k.caps.get("thp_broken"):
         return False
     return mode == "always" or bool(vma.vm_flags & VM_HUGEPAGE)
 

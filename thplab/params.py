@@ -64,3 +64,6 @@ FOLL_SPLIT = 0x80
 #: ``access_ok()``/``get_futex_key()`` access types (asm/uaccess.h): FUTEX_WAIT and
 #: FUTEX_WAKE ask for VERIFY_READ, FUTEX_WAKE_OP's second word for VERIFY_WRITE.
 VERIFY_READ, VERIFY_WRITE = 0, 1
+
+#: A shrinker's ``scan_objects`` says "stop, nothing more to do" (include/linux/shrinker.h: ``~0UL``).
+SHRINK_STOP = (1 << 64) - 1

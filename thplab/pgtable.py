@@ -183,6 +183,38 @@ def pte_modify(entry, newprot):
     return (_u64(entry) & chg) | (_u64(newprot) & ~chg)
 
 
+# Migration entries (4.5.7 arch/x86/include/asm/pgtable_64.h#L144-L156, include/linux/swap.h#L44-L73):
+# a swap entry is a PTE without PRESENT/PROTNONE, its type in bits 1-5 and its offset -- for a
+# migration entry the pfn -- from bit 9.  With CONFIG_MIGRATION and CONFIG_MEMORY_FAILURE,
+# MAX_SWAPFILES is 32 - 2 - 1 = 29, so the two migration types are 30 and 31.
+SWP_TYPE_SHIFT = _PAGE_BIT_PRESENT + 1
+SWP_OFFSET_SHIFT = _PAGE_BIT_GLOBAL + 1        # _PAGE_BIT_PROTNONE is _PAGE_BIT_GLOBAL
+SWP_MIGRATION_READ, SWP_MIGRATION_WRITE = 30, 31
+
+
+def make_migration_entry(pfn, write):
+    """Mirrors ``swp_entry_to_pte(make_migration_entry(page, write))``: a not-present PTE naming ``pfn``."""
+    kind = np.where(np.asarray(write, bool), SWP_MIGRATION_WRITE, SWP_MIGRATION_READ)
+    return (_u64(kind) << np.uint64(SWP_TYPE_SHIFT)) | (_u64(pfn) << np.uint64(SWP_OFFSET_SHIFT))
+
+
+def is_migration_entry(pte):
+    """Mirrors ``is_swap_pte()`` && ``is_migration_entry()``, per entry."""
+    pte = _u64(pte)
+    kind = (pte >> np.uint64(SWP_TYPE_SHIFT)) & np.uint64(31)
+    return (pte != 0) & ~pte_present(pte) & ((kind == SWP_MIGRATION_READ) | (kind == SWP_MIGRATION_WRITE))
+
+
+def migration_entry_pfn(pte):
+    """The pfn a migration entry names (``migration_entry_to_page()``)."""
+    return (_u64(pte) >> np.uint64(SWP_OFFSET_SHIFT)).astype(np.int64)
+
+
+def is_write_migration_entry(pte):
+    """Mirrors ``is_write_migration_entry()``: was the PTE writable?"""
+    return ((_u64(pte) >> np.uint64(SWP_TYPE_SHIFT)) & np.uint64(31)) == SWP_MIGRATION_WRITE
+
+
 def decode_entry(entry, level="pte"):
     """Describe one page-table entry in words, e.g. ``'pfn 0x12400 P RW US A D PSE NX'``.
 

@@ -18,12 +18,14 @@ from .p08_x86_splitting import P08
 from .p09_futex import P09
 from .p10_documentation import NEW_DOC, OLD_DOC, P10
 from .trees import LEVEL0, describe_level0
+from .v45 import STEPS as V45_STEPS
 
 PATCHES = [P01, P02, P03, P04, P05, P06, P07, P08, P09, P10]
 
 #: Stacks of steps on the base, by name: a kernel is the base plus a prefix of one.
-#: ``"rfc-v1"`` is the series as posted on 9 June 2014.
-STACKS = {"rfc-v1": PATCHES}
+#: ``"rfc-v1"`` is the series as posted on 9 June 2014; ``"v4.5"`` the redesign as
+#: merged for v4.5 (v12 of the series, with 4.5.7's fixes), in seven steps.
+STACKS = {"rfc-v1": PATCHES, "v4.5": V45_STEPS}
 
 #: Names ``Machine.boot(kernel=...)`` takes: level 0's tree, then every stack.
 KERNELS = (LEVEL0, *STACKS)
@@ -49,7 +51,8 @@ def kernel_level(kernel=None, patches=None):
         stack, default = kernel, len(STACKS[kernel])
     else:
         raise BadArgument(f"unknown kernel {kernel!r}: thplab boots {', '.join(map(repr, KERNELS))} "
-                          f"({LEVEL0} is level 0, the old kernel; rfc-v1 takes patches=0..{len(PATCHES)})")
+                          f"({LEVEL0} is level 0, the old kernel; rfc-v1 takes patches=0..{len(PATCHES)}, "
+                          f"v4.5 patches=0..{len(V45_STEPS)})")
     level = default if patches is None else as_int(patches, "patches (the step of the stack)")
     if not 0 <= level <= len(STACKS[stack]):
         raise BadArgument(f"patches is the step of {stack}, 0..{len(STACKS[stack])}, got {level}")
@@ -81,5 +84,5 @@ def changed_functions(number):
     return sorted(n for n in p.functions), sorted(p.removed)
 
 
-__all__ = ["BASE", "PATCHES", "STACKS", "KERNELS", "LEVEL0", "kernel_level", "Kernel", "Patch",
+__all__ = ["BASE", "PATCHES", "V45_STEPS", "STACKS", "KERNELS", "LEVEL0", "kernel_level", "Kernel", "Patch",
            "patch_card", "changed_functions", "OLD_DOC", "NEW_DOC"]

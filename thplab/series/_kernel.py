@@ -31,6 +31,10 @@ class Patch:
     removed: dict = field(default_factory=dict)
     #: Kernel data this patch defines or replaces (e.g. ``VM_EVENTS``).
     data: dict = field(default_factory=dict)
+    #: The stack this is a step of (``STACKS``): "rfc-v1" (one email each) or "v4.5".
+    series: str = "rfc-v1"
+    #: For a v4.5 step: the emails of "[PATCHv12 00/37]" it stands for, e.g. "01-10".
+    emails: str = ""
 
     def replaces(self, fn=None, *, name=None):
         """Decorator: ``fn`` is this patch's version of the kernel function of its name."""
@@ -46,7 +50,14 @@ class Patch:
 
     @property
     def title(self):
+        if self.series == "v4.5":
+            return f"v4.5 step {self.number}/7 ([PATCHv12 {self.emails}/37]): {self.subject}"
         return f"[PATCH, RFC {self.number:02d}/10] {self.subject}"
+
+    @property
+    def label(self):
+        """How error messages name it: ``'patch 04'`` or ``'v4.5 step 2'``."""
+        return f"v4.5 step {self.number}" if self.series == "v4.5" else f"patch {self.number:02d}"
 
 
 class _Removed:
@@ -95,19 +106,26 @@ class Kernel:
                                  f"function or attribute {name!r}")
         fn = table[name]
         if isinstance(fn, _Removed):
+            where = f"series level {self.level}" if self.stack == "rfc-v1" else self.name
             raise KernelFunctionRemoved(
-                f"{name}() does not exist at series level {self.level}: removed by patch "
-                f"{fn.patch.number:02d} ({fn.patch.subject}). {fn.why}")
+                f"{name}() does not exist at {where}: removed by {fn.patch.label} "
+                f"({fn.patch.subject}). {fn.why}")
         bound = types.MethodType(fn, self)
         self.__dict__[name] = bound
         return bound
 
     @property
     def name(self):
-        """``'v3.16 (level 0)'`` or ``'rfc-v1 level 4'``: the kernel and its step, as tables show it."""
+        """``'v3.16 (level 0)'``, ``'rfc-v1 level 4'``, ``'v4.5 step 3'`` or ``'v4.5'`` (its
+        whole stack): the kernel and its step, as tables show it."""
+        from . import STACKS
         from .trees import LEVEL0
 
-        return f"{LEVEL0} (level 0)" if self.level == 0 else f"{self.stack} level {self.level}"
+        if self.level == 0:
+            return f"{LEVEL0} (level 0)"
+        if self.stack == "v4.5":
+            return "v4.5" if self.level == len(STACKS["v4.5"]) else f"v4.5 step {self.level}"
+        return f"{self.stack} level {self.level}"
 
     def __repr__(self):
         top = self.patches[-1].title if self.patches else "old kernel (before the series)"
@@ -132,7 +150,7 @@ class Kernel:
                 break
             fn = f
         if fn is None:
-            raise KernelFunctionRemoved(f"{name}() has no definition before patch {patch.number:02d}")
+            raise KernelFunctionRemoved(f"{name}() has no definition before {patch.label}")
         return types.MethodType(fn, self)
 
     # Python-only helpers the model code uses; not kernel functions.

@@ -1006,6 +1006,17 @@ def get_futex_key(k, mm, address, rw=VERIFY_READ):
     return futex_key_of(k, mm, address, page_head, ro)
 
 
+# ------------------------------------------------------------ reclaim
+
+@replaces
+def drop_slab(k):
+    """Mirrors ``drop_slab()`` (mm/vmscan.c), what ``echo 2 > /proc/sys/vm/drop_caches`` runs.
+
+    It asks every shrinker to free what it can.  thplab models no shrinker
+    before v4.5's deferred split queue, so here it does nothing.
+    """
+
+
 # ------------------------------------------------------------ accounting identity
 
 @replaces
