@@ -19,7 +19,8 @@ from conftest import LEVELS, assert_unchanged, snapshot
 from thplab import Machine
 from thplab.errors import BadAddress, BadPage, NoSuchProcess, OutOfMemory, Segfault
 from thplab.page_flags import PageHead, Use
-from thplab.params import EBUSY, EFAULT, HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE, VM_READ, VM_WRITE
+from thplab.params import (EBUSY, EFAULT, HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE, SHRINK_STOP,
+                           VM_READ, VM_WRITE)
 
 M2 = HPAGE_PMD_SIZE
 K4 = PAGE_SIZE
@@ -32,7 +33,7 @@ PFN_TYPES = [int, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
 # hypothesis leans towards the first element: put the most useful operation there
 OPS = ["touch", "fork", "gup_fast", "munmap", "split_huge_pmd", "mprotect", "put", "gup",
        "split_huge_page", "fault", "touch", "exit", "put", "move_pages", "futex", "mmap",
-       "invalid"]
+       "invalid", "shrink"]
 
 
 class HypothesisDraws:
@@ -305,6 +306,19 @@ class Driver:
         want = (pid, start) if vma.vm_flags & VM_WRITE else -EFAULT
         assert self.m.get_futex_key(pid, self.addr(addr)) == want
 
+    def op_shrink(self):
+        """v4.5's deferred split shrinker, or ``drop_caches`` (which has nothing to shrink before v4.5)."""
+        m = self.m
+        if not m.kernel.has("deferred_split_scan") or self.d.integer(0, 1, "drop_caches?"):
+            self.log.append("drop_caches(2)")
+            m.drop_caches(2)
+            return
+        nr = self.d.integer(1, 4, "nr_to_scan")
+        before = m.deferred_split_count()
+        self.log.append(f"deferred_split_scan({nr}) of {before}")
+        ret = m.deferred_split_scan(nr)
+        assert ret == SHRINK_STOP or 0 <= ret <= min(nr, before)
+
     def op_invalid(self):
         m = self.m
         pid = self.pid()
@@ -370,8 +384,8 @@ class Driver:
         assert not m.pins.any() and (m.mem_map["_count"] == m.leaked).all()
 
 
-def run(level, data, mem, steps):
-    m = Machine.boot(mem, patches=level, seed=0, nodes=2)
+def run(level, data, mem, steps, kernel=None):
+    m = Machine.boot(mem, kernel=kernel, patches=level, seed=0, nodes=2)
     d = Driver(m, HypothesisDraws(data))
     pid = m.spawn()
     m.mmap(pid, 2 * M2)
@@ -385,6 +399,23 @@ def run(level, data, mem, steps):
 @given(data=st.data())
 def test_random_operations_keep_invariants_16m(level, data):
     run(level, data, "16M", steps=30)
+
+
+#: v4.5 steps with different behaviour: 1 (old counters, new events), 2-6 (no THP), 7 (all of it).
+V45_STEPS = [1, 3, 7]
+
+
+@pytest.mark.parametrize("step", V45_STEPS)
+@settings(max_examples=12)
+@given(data=st.data())
+def test_random_operations_keep_invariants_16m_v45(step, data):
+    run(step, data, "16M", steps=30, kernel="v4.5")
+
+
+@settings(max_examples=6)
+@given(data=st.data())
+def test_random_operations_keep_invariants_32m_long_v45(data):
+    run(7, data, "32M", steps=80, kernel="v4.5")
 
 
 @pytest.mark.parametrize("level", [0, 4, 6, 10])

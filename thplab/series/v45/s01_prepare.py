@@ -24,7 +24,11 @@ thplab keeps v3.16's ``PG_tail`` + ``first_page`` for every stack.  Both say
 the same thing: which page is the head.
 """
 
+from ... import memory as mem
+from ... import pgtable as pt
+from ...params import FOLL_SPLIT
 from .. import p02_pageanon, p03_rename
+from ..p00_base import _follow_pte_range
 from .._kernel import Patch
 from ._common import email
 
@@ -74,3 +78,24 @@ def split_pmd(k, vma, pmdp, address):
     k.split_huge_pmd(vma, pmdp, address)
 
 
+
+
+@S01.replaces
+def follow_page_mask(k, vma, address, flags, nr):
+    """Mirrors ``follow_page_mask()`` after v12 09/37: ``FOLL_SPLIT`` calls ``split_huge_pmd()``.
+
+    Otherwise v3.16's (:func:`thplab.series.p00_base.follow_page_mask`): the
+    whole THP is split, and a PMD being split makes the walker wait.
+    """
+    pmdp = mem.pmd_offset(k, vma.mm, address)
+    if pmdp is None or mem.entry(k, pmdp) == 0:
+        return None
+    pmd = mem.entry(k, pmdp)
+    if pt.pmd_trans_huge(pmd):
+        if flags & FOLL_SPLIT:
+            k.split_huge_pmd(vma, pmdp, address)
+        elif k.pmd_trans_splitting(pmd):
+            k.wait_split_huge_page(vma.anon_vma, pmdp)
+        else:
+            return k.follow_trans_huge_pmd(vma, address, pmdp, flags, nr)
+    return _follow_pte_range(k, pmdp, address, flags, nr)
