@@ -470,10 +470,12 @@ class ScalarMachine:
             return True
         self.get_page(head)
         if not self.can_alloc(MAX_ORDER):
-            self.split_pmd(proc, vma, va)
+            handled = self.do_huge_pmd_wp_page_fallback(proc, vma, va, head)
+            if not handled:
+                self.split_pmd(proc, vma, va)
             self.put_page(head)
             self.vmstat["thp_fault_fallback"] += 1
-            return False
+            return handled
         new = self.alloc(MAX_ORDER, ANON)
         self.page_add_new_anon_rmap(new)
         proc.huge[region] = [new, True]
@@ -481,6 +483,24 @@ class ScalarMachine:
         self.put_page(head)
         self.put_page(head)
         self.vmstat["thp_fault_alloc"] += 1
+        return True
+
+    def do_huge_pmd_wp_page_fallback(self, proc, vma, va, head):
+        """Mirrors ``do_huge_pmd_wp_page_fallback()`` (v3.16 L975, 4.5.7 L1125): copy the THP
+        into 512 new small pages mapped through the PMD's deposited table; the THP loses
+        this PMD map and its reference.  False (and no change) without 512 free pages."""
+        if self.nr_free < HPAGE_NR:
+            return False
+        region = va >> PMD_SHIFT
+        pages = [self.alloc(0, ANON) for _ in range(HPAGE_NR)]
+        del proc.huge[region]
+        proc.pte_tables[region] = self.withdraw(proc, region)
+        base = region << (PMD_SHIFT - PAGE_SHIFT)
+        for i, pfn in enumerate(pages):
+            self.page_add_new_anon_rmap(pfn)
+            proc.ptes[base + i] = [pfn, bool(vma.flags & VM_WRITE)]
+        self.page_remove_rmap(head)
+        self.put_page(head)
         return True
 
     def do_wp_page(self, proc, vma, va, e):
