@@ -2,9 +2,10 @@
 
 No numpy: every ``struct page`` is a Python object, every operation on a THP is
 a loop over its 512 subpages, page tables are dicts.  It implements the same
-semantics as thplab (kernel-semantics.md §1 for the old scheme, §2 for RFC v1)
-from first principles, so that a disagreement with the vectorized model points
-at a bug in one of the two.
+semantics as thplab (kernel-semantics.md §1 for the old scheme, §2 for RFC v1,
+docs/v4.5-stack.md §2-§3 and the 4.5.7 sources for the merged design) from
+first principles, so that a disagreement with the vectorized model points at a
+bug in one of the two.
 
 What it shares with thplab is only the *deterministic policy* needed to get the
 same page-frame numbers: a buddy allocator handing out the lowest pfn of the
@@ -13,16 +14,32 @@ spawn; PUD, PMD and PTE tables on first use; one deposited PTE table per huge
 PMD), and the same VMA layout rules (2 MiB-aligned ``mmap`` placement, VMA
 splitting and merging).
 
-Switches instead of levels (``ScalarMachine(level=k)`` sets them as patch k does):
+Switches instead of levels (``ScalarMachine(level=k)`` sets them as patch k does;
+``ScalarMachine(level=k, stack="v4.5")`` as step k of the merged stack does):
 
-* ``tail_pins``        (levels 0-3) get_page/put_page on a THP tail also moves the
-                       tail's ``_mapcount``; from level 4 only the head's ``_count``.
-* ``pte_mapped_thp``   (levels 4+) a PMD split splits only that PMD (head ``_count``
-                       += 511, tails ``_mapcount`` += 1); before, it splits the page.
-* ``split_can_fail``   (levels 4+) ``split_huge_page`` needs Σ page_mapcount ==
+* ``tail_pins``        (levels 0-3; v4.5 steps 0-1) get_page/put_page on a THP tail
+                       also moves the tail's ``_mapcount``; later only the head's ``_count``.
+* ``pte_mapped_thp``   (levels 4+; v4.5 step 7) a PMD split splits only that PMD (head
+                       ``_count`` += 511, tails ``_mapcount`` += 1); before, it splits the page.
+* ``split_can_fail``   (levels 4+; v4.5 step 7) ``split_huge_page`` needs Σ page_mapcount ==
                        page_count - 1; ``split_stub`` (levels 4-5) always -EBUSY.
-* ``new_events``       (levels 5+) thp_split_page / _failed / thp_split_pmd
+* ``new_events``       (levels 5+; v4.5 steps 1+) thp_split_page / _failed / thp_split_pmd
                        instead of thp_split.
+* ``thp_broken``       (v4.5 steps 2-6) THP depends on BROKEN: a THP fault falls back
+                       silently to 4 KiB pages, so no THP ever exists.
+* ``compound_mapcount`` (v4.5 step 7) patch 26's accounting: a PMD map counts in
+                       page[1]'s ``compound_mapcount``, ``_mapcount`` counts PTEs only,
+                       PageDoubleMap (page[1]) offsets every subpage while PMD and PTE
+                       maps coexist; the PMD split is v4.5's ``__split_huge_pmd_locked``.
+* ``freeze_split``     (v4.5 step 7) ``split_huge_page`` freezes the mappings into
+                       migration entries, checks, splits and unfreezes (patch 32).
+* ``deferred_split``   (v4.5 step 7) the deferred split queue, its shrinker and
+                       ``free_transhuge_page`` (patch 34 and the Jan 2016 fixes).
+* ``cow_max_mapcount`` (v4.5 step 7) COW reuse of a THP (sub)page is decided by
+                       ``page_trans_huge_mapcount()`` (4.5.y stable; 4.5.0 differs).
+
+Steps 2-6 of v4.5 add code no THP can reach while THP is BROKEN, so the switches
+of the merged design turn on with the THPs, at step 7: steps 2-6 share one scalar model.
 
 Mappings: ``proc.ptes[vaddr >> 12] = [pfn, writable]`` and
 ``proc.huge[vaddr >> 21] = [head pfn, writable]``.
@@ -38,6 +55,11 @@ PGD_SHIFT = 39
 MAX_ORDER = 9
 MMAP_BASE = 0x7F0000000000
 EBUSY = 16
+SHRINK_STOP = (1 << 64) - 1   # ~0UL
+SHRINK_BATCH = 128
+
+#: The last step of each stack ``ScalarMachine`` models.
+STACKS = {"rfc-v1": 10, "v4.5": 7}
 
 VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4
 VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC = 0x10, 0x20, 0x40
@@ -63,9 +85,15 @@ def down(x, align):
 
 
 class Page:
-    """One ``struct page``: raw ``_count``, biased ``_mapcount``, compound linkage."""
+    """One ``struct page``: raw ``_count``, biased ``_mapcount``, compound linkage.
 
-    __slots__ = ("_count", "_mapcount", "head", "order", "use")
+    v4.5 keeps two THP fields in the first tails (mm_types.h, 4.5.7):
+    ``compound_mapcount`` and ``double_map`` are read on page[1] only, and
+    ``deferred_list`` (the list_head at page[2].mapping) on page[2] only.
+    """
+
+    __slots__ = ("_count", "_mapcount", "head", "order", "use", "compound_mapcount", "double_map",
+                 "deferred_list")
 
     def __init__(self):
         self._count = 0
@@ -73,6 +101,9 @@ class Page:
         self.head = None      # pfn of the head, for a tail page
         self.order = 0        # 9 on a THP head
         self.use = FREE
+        self.compound_mapcount = -1   # page[1]: PMD maps of the THP, biased -1
+        self.double_map = False       # page[1]: PG_double_map
+        self.deferred_list = None     # page[2]: the list the THP is queued on; None = not queued
 
 
 class Vma:
@@ -111,17 +142,37 @@ class Proc:
         return not self.vmas_in(lo, lo + size)
 
 
+def _default_switches(stack, level):
+    """The switches patch ``level`` of the RFC, or step ``level`` of v4.5, sets."""
+    if stack == "rfc-v1":
+        return {"tail_pins": level < 4, "pte_mapped_thp": level >= 4, "split_can_fail": level >= 4,
+                "split_stub": level in (4, 5), "new_events": level >= 5}
+    thp = level >= 7
+    return {"tail_pins": level < 2, "pte_mapped_thp": thp, "split_can_fail": thp, "split_stub": False,
+            "new_events": level >= 1}
+
+
 class ScalarMachine:
     """The whole machine, one Python object per page."""
 
-    def __init__(self, nr_pages, level=0, *, tail_pins=None, pte_mapped_thp=None,
+    def __init__(self, nr_pages, level=0, stack="rfc-v1", *, tail_pins=None, pte_mapped_thp=None,
                  split_can_fail=None, split_stub=None, new_events=None, thp="madvise"):
+        if stack not in STACKS or not 0 <= level <= STACKS[stack]:
+            raise ValueError(f"no level {level!r} of stack {stack!r} (stacks: {STACKS})")
+        self.stack = stack
         self.level = level
-        self.tail_pins = level < 4 if tail_pins is None else tail_pins
-        self.pte_mapped_thp = level >= 4 if pte_mapped_thp is None else pte_mapped_thp
-        self.split_can_fail = level >= 4 if split_can_fail is None else split_can_fail
-        self.split_stub = level in (4, 5) if split_stub is None else split_stub
-        self.new_events = level >= 5 if new_events is None else new_events
+        default = _default_switches(stack, level)
+        self.tail_pins = default["tail_pins"] if tail_pins is None else tail_pins
+        self.pte_mapped_thp = default["pte_mapped_thp"] if pte_mapped_thp is None else pte_mapped_thp
+        self.split_can_fail = default["split_can_fail"] if split_can_fail is None else split_can_fail
+        self.split_stub = default["split_stub"] if split_stub is None else split_stub
+        self.new_events = default["new_events"] if new_events is None else new_events
+        v45 = stack == "v4.5"
+        self.thp_broken = v45 and 2 <= level <= 6
+        self.compound_mapcount = self.freeze_split = v45 and level >= 7
+        self.deferred_split = self.cow_max_mapcount = v45 and level >= 7
+        # SIMPLIFICATION: one NUMA node, so one split queue (pglist_data.split_queue of node 0).
+        self.split_queue = []
         self.thp = thp
         self.nr_pages = nr_pages
         self.pages = [Page() for _ in range(nr_pages)]
@@ -171,11 +222,19 @@ class ScalarMachine:
             self.pages[pfn].order = order
             for i in range(pfn + 1, pfn + (1 << order)):
                 self.pages[i].head = pfn
+            # prep_compound_page() and prep_transhuge_page() (4.5.7): no PMD map, not queued
+            self.pages[pfn + 1].compound_mapcount = -1
+            self.pages[pfn + 2].deferred_list = None
         return pfn
 
     def free_block(self, pfn):
         """Free a page (or a whole THP, given its head) whose ``_count`` is 0."""
         order = self.pages[pfn].order
+        if order and (self.pages[pfn + 1].compound_mapcount != -1 or self.pages[pfn + 1].double_map
+                      or self.pages[pfn + 2].deferred_list is not None):
+            # free_tail_pages_check() (4.5.7 mm/page_alloc.c): no PMD map left, DoubleMap
+            # clear; free_transhuge_page() took it off the split queue
+            raise ScalarBug(f"freeing THP {pfn:#x} still PMD-mapped, DoubleMap or queued")
         for i in range(pfn, pfn + (1 << order)):
             p = self.pages[i]
             if p._count != 0 or p._mapcount != -1 or p.use == FREE:
@@ -219,22 +278,180 @@ class ScalarMachine:
             self.pages[pfn]._mapcount -= 1
         self.pages[head]._count -= 1
         if self.pages[head]._count == 0:
-            self.free_block(head)
+            if self.deferred_split and self.is_thp_head(head):
+                self.free_transhuge_page(head)
+            else:
+                self.free_block(head)
+
+    def free_transhuge_page(self, head):
+        """Mirrors ``free_transhuge_page()`` (mm/huge_memory.c, 4.5.7 L3492): the THP's
+        destructor takes it off the split queue, then frees it."""
+        if self.pages[head + 2].deferred_list is not None:
+            self._list_del(head)
+        self.free_block(head)
 
     def page_mapcount(self, pfn):
+        """``page_mapcount()``; from v4.5 (``__page_mapcount``, mm/util.c) a THP subpage also
+        counts the PMD maps, less 1 while DoubleMap offsets its ``_mapcount``."""
+        head = self.head_of(pfn)
+        if self.compound_mapcount and self.is_thp_head(head):
+            p1 = self.pages[head + 1]
+            return self.pages[pfn]._mapcount + 1 + p1.compound_mapcount + 1 - p1.double_map
         return self.pages[pfn]._mapcount + 1
 
-    def page_add_new_anon_rmap(self, pfn):
+    def PageDoubleMap(self, pfn):
+        """Mirrors ``PageDoubleMap()`` (page-flags.h, 4.5.7): the flag of page[1], 0 for a tail."""
+        return self.is_thp_head(pfn) and self.pages[pfn + 1].double_map
+
+    def total_mapcount(self, head):
+        """Mirrors ``total_mapcount()`` (mm/huge_memory.c, 4.5.7 L3316): page-table entries
+        (PMD or PTE) that map any part of the THP ``head``."""
+        if not self.is_thp_head(head):
+            return self.pages[head]._mapcount + 1
+        ret = self.pages[head + 1].compound_mapcount + 1
+        ret += sum(self.pages[head + i]._mapcount + 1 for i in range(HPAGE_NR))
+        return ret - HPAGE_NR * self.PageDoubleMap(head)
+
+    def page_trans_huge_mapcount(self, pfn):
+        """Mirrors ``page_trans_huge_mapcount()`` (4.5.7 L3359, not in 4.5.0): the highest
+        ``page_mapcount`` of any subpage of the THP holding ``pfn``."""
+        head = self.head_of(pfn)
+        if not self.is_thp_head(head):
+            return self.pages[pfn]._mapcount + 1
+        ret = max(self.pages[head + i]._mapcount + 1 for i in range(HPAGE_NR))
+        return ret - self.PageDoubleMap(head) + self.pages[head + 1].compound_mapcount + 1
+
+    def page_mapped(self, pfn):
+        """Mirrors ``page_mapped()`` (mm.h, 4.5.7 L1014): a PMD or any PTE maps the THP."""
+        head = self.head_of(pfn)
+        if not (self.compound_mapcount and self.is_thp_head(head)):
+            return self.pages[pfn]._mapcount >= 0
+        return (self.pages[head + 1].compound_mapcount >= 0
+                or any(self.pages[head + i]._mapcount >= 0 for i in range(HPAGE_NR)))
+
+    def page_add_new_anon_rmap(self, pfn, compound=False):
+        if compound and self.compound_mapcount:
+            # v4.5 (patch 26): the PMD map counts in page[1], not in the head's _mapcount
+            self.pages[pfn + 1].compound_mapcount = 0
+            self.vmstat["nr_anon_transparent_hugepages"] += 1
+            return
         self.pages[pfn]._mapcount = 0
         if self.is_thp_head(pfn):
             self.vmstat["nr_anon_transparent_hugepages"] += 1
 
-    def page_remove_rmap(self, pfn):
+    def page_add_anon_rmap(self, pfn):
+        """``page_add_anon_rmap(page, vma, address, false)``: one more PTE map."""
+        self.pages[pfn]._mapcount += 1
+
+    def page_dup_rmap(self, pfn, compound):
+        """``page_dup_rmap()`` (fork): one more PMD map (``compound``) or PTE map."""
+        if compound and self.compound_mapcount:
+            self.pages[pfn + 1].compound_mapcount += 1
+        else:
+            self.pages[pfn]._mapcount += 1
+
+    def page_remove_rmap(self, pfn, compound=False):
+        if self.compound_mapcount:
+            self._v45_page_remove_rmap(pfn, compound)
+            return
         self.pages[pfn]._mapcount -= 1
         # v3.16 mm/rmap.c, which the RFC leaves alone: the head's _mapcount reaching -1
         # (its PMD, or from patch 04 on also the PTE of subpage 0) leaves the count.
         if self.is_thp_head(pfn) and self.pages[pfn]._mapcount == -1:
             self.vmstat["nr_anon_transparent_hugepages"] -= 1
+
+    def _v45_page_remove_rmap(self, pfn, compound):
+        """Mirrors ``page_remove_rmap()`` (mm/rmap.c, 4.5.7 L1378) for anon pages."""
+        if compound:
+            self.page_remove_anon_compound_rmap(pfn)
+            return
+        p = self.pages[pfn]
+        p._mapcount -= 1
+        head = self.head_of(pfn)
+        # The last PTE of a subpage of a THP that stays compound: queue it (patch 34).
+        if p._mapcount == -1 and self.deferred_split and self.is_thp_head(head):
+            self.deferred_split_huge_page(head)
+
+    def page_remove_anon_compound_rmap(self, head):
+        """Mirrors ``page_remove_anon_compound_rmap()`` (mm/rmap.c, 4.5.7 L1333): one PMD map
+        less; the last one leaves nr_anon_transparent_hugepages, clears DoubleMap, and
+        queues the THP if any subpage lost its last map (``nr``: all 512 without DoubleMap)."""
+        p1 = self.pages[head + 1]
+        p1.compound_mapcount -= 1
+        if p1.compound_mapcount >= 0:
+            return
+        self.vmstat["nr_anon_transparent_hugepages"] -= 1
+        if p1.double_map:
+            p1.double_map = False
+            nr = 0
+            for i in range(HPAGE_NR):
+                self.pages[head + i]._mapcount -= 1
+                nr += self.pages[head + i]._mapcount == -1
+        else:
+            nr = HPAGE_NR
+        if nr and self.deferred_split:
+            self.deferred_split_huge_page(head)
+
+    # ------------------------------------------------------------ v4.5: the deferred split queue
+
+    def deferred_split_huge_page(self, head):
+        """Mirrors ``deferred_split_huge_page()`` (4.5.7 L3506): queue at the tail, once."""
+        if not self.is_thp_head(head):
+            raise ScalarBug(f"deferred_split_huge_page({head:#x}): not a THP head")
+        p2 = self.pages[head + 2]
+        if p2.deferred_list is None:
+            self.split_queue.append(head)
+            p2.deferred_list = self.split_queue
+
+    def _list_del(self, head):
+        """``list_del(page_deferred_list(head))`` from whichever list holds it (``len`` -1)."""
+        p2 = self.pages[head + 2]
+        p2.deferred_list.remove(head)
+        p2.deferred_list = None
+
+    def deferred_split_scan(self, nr_to_scan):
+        """Mirrors ``deferred_split_scan()`` (mm/huge_memory.c, 4.5.7 L3528), ``nr_to_scan`` >= 1.
+
+        Pin up to ``nr_to_scan`` THPs from the queue's head onto a local list, then
+        lock, split, unlock and put each; the ones not split go back to the queue's
+        tail.  ``list_move()`` (L3543) puts each pinned THP at the *front* of the local
+        list, so they are split, and spliced back (L3565), in reverse queue order.
+        Returns the number split, or ``SHRINK_STOP`` if none was and the queue is empty.
+        """
+        taken, self.split_queue[:nr_to_scan] = self.split_queue[:nr_to_scan], []
+        local = []
+        for head in taken:
+            if self.pages[head]._count == 0:
+                # get_page_unless_zero() fails only on a THP being freed concurrently;
+                # here free_transhuge_page() has already taken every freed THP off.
+                raise ScalarBug(f"deferred_split_scan: THP {head:#x} queued with _count 0")
+            self.pages[head]._count += 1
+            local.insert(0, head)
+            self.pages[head + 2].deferred_list = local
+        split = 0
+        for head in list(local):
+            # SIMPLIFICATION: no page lock (lock_page / unlock_page around the split)
+            if self.split_huge_page(head) == 0:   # a split THP leaves `local`
+                split += 1
+            self.put_page(head)
+        for head in local:
+            self.pages[head + 2].deferred_list = self.split_queue
+        self.split_queue.extend(local)
+        if not split and not self.split_queue:
+            return SHRINK_STOP
+        return split
+
+    def drop_caches(self, mode):
+        """``echo mode > /proc/sys/vm/drop_caches``: bit 2 runs the slab shrinkers, here the
+        deferred split shrinker (the only one modelled; page cache is not).
+
+        SIMPLIFICATION: shrink_slab's scan-count arithmetic and drop_slab_node's
+        "again while more than 10 were freed" (4.5.7 mm/vmscan.c L267, L454) become
+        passes of SHRINK_BATCH until one splits nothing.
+        """
+        if mode & 2 and self.deferred_split:
+            while self.deferred_split_scan(SHRINK_BATCH) not in (0, SHRINK_STOP):
+                pass
 
     # ------------------------------------------------------------ page tables
 
@@ -293,7 +510,10 @@ class ScalarMachine:
     def split_pmd(self, proc, vma, va):
         """What the call sites call (zap, mprotect, VMA boundary, COW fallback, the API)."""
         region = va >> PMD_SHIFT
-        if self.pte_mapped_thp:
+        if self.compound_mapcount:
+            if region in proc.huge:
+                self.__split_huge_pmd_locked(proc, vma, region, freeze=False)
+        elif self.pte_mapped_thp:
             self.__split_huge_pmd(proc, vma, region)
         else:
             while region in proc.huge:           # split_huge_page_pmd(): the whole page
@@ -321,6 +541,46 @@ class ScalarMachine:
             self.pages[head + i]._mapcount += 1
         self._pmd_to_ptes(proc, vma, region, head, writable)
 
+    def __split_huge_pmd_locked(self, proc, vma, region, freeze):
+        """Mirrors ``__split_huge_pmd_locked()`` (mm/huge_memory.c, 4.5.7 L2824).
+
+        The head's ``_count`` takes 511 more references and every subpage's
+        ``_mapcount`` one more (its PTE); DoubleMap is set (+1 on every subpage) before
+        the PMD's ``compound_mapcount`` goes if another PMD still maps the THP, and
+        cleared (-1 on every subpage) when that was the last.  With ``freeze`` the 512
+        entries are migration entries instead: they are returned as ``(proc, vpage,
+        pfn, write)`` and each subpage loses that map and reference again.
+        """
+        self.vmstat["thp_split_pmd"] += 1
+        head, write = proc.huge.pop(region)
+        self.pages[head]._count += HPAGE_NR - 1
+        proc.pte_tables[region] = self.withdraw(proc, region)
+        base = region << (PMD_SHIFT - PAGE_SHIFT)
+        frozen = []
+        for i in range(HPAGE_NR):
+            if freeze:
+                frozen.append((proc, base + i, head + i, write))
+            else:
+                proc.ptes[base + i] = [head + i, write and bool(vma.flags & VM_WRITE)]
+            self.pages[head + i]._mapcount += 1
+        p1 = self.pages[head + 1]
+        if p1.compound_mapcount + 1 > 1 and not p1.double_map:
+            p1.double_map = True
+            for i in range(HPAGE_NR):
+                self.pages[head + i]._mapcount += 1
+        p1.compound_mapcount -= 1
+        if p1.compound_mapcount == -1:
+            self.vmstat["nr_anon_transparent_hugepages"] -= 1
+            if p1.double_map:
+                p1.double_map = False
+                for i in range(HPAGE_NR):
+                    self.pages[head + i]._mapcount -= 1
+        if freeze:
+            for i in range(HPAGE_NR):
+                self.page_remove_rmap(head + i)
+                self.put_page(head + i)
+        return frozen
+
     def _pmds_mapping(self, head):
         """Every (proc, vma, region) whose huge PMD maps THP ``head`` -- by brute force."""
         out = []
@@ -337,6 +597,8 @@ class ScalarMachine:
 
     def split_huge_page(self, head):
         """``split_huge_page()`` of this configuration; the caller holds a reference."""
+        if self.freeze_split:
+            return self._freeze_split(head)
         if self.split_stub:
             if self.new_events:
                 self.vmstat["thp_split_page_failed"] += 1
@@ -401,6 +663,88 @@ class ScalarMachine:
         self.vmstat["thp_split_page"] += 1
         return 0
 
+    def freeze_page(self, head):
+        """Mirrors ``freeze_page()`` (4.5.7 L3116): every PMD and PTE that maps the THP
+        becomes a migration entry, its map and reference dropped; returns the entries.
+
+        Brute force over all processes stands for the anon_vma interval tree: without
+        mremap a subpage is mapped only at its own address.
+        """
+        frozen = []
+        for pid in sorted(self.procs):
+            proc = self.procs[pid]
+            for region in sorted(r for r, (h, _) in proc.huge.items() if h == head):
+                frozen += self.__split_huge_pmd_locked(proc, proc.find_vma(region << PMD_SHIFT),
+                                                       region, freeze=True)
+            for vp in sorted(vp for vp, e in proc.ptes.items() if head <= e[0] < head + HPAGE_NR):
+                pfn, write = proc.ptes.pop(vp)
+                frozen.append((proc, vp, pfn, write))
+                self.page_remove_rmap(pfn)
+                self.put_page(pfn)
+        return frozen
+
+    def unfreeze_page(self, frozen):
+        """Mirrors ``unfreeze_page()`` (4.5.7 L3199): each migration entry maps its page
+        again, with a reference and a PTE map (writable if it was a write entry and the
+        VMA allows it).  After ``__split_huge_page`` these land on the small pages."""
+        for proc, vp, pfn, write in frozen:
+            self.get_page(pfn)
+            self.page_add_anon_rmap(pfn)
+            proc.ptes[vp] = [pfn, write and bool(proc.find_vma(vp << PAGE_SHIFT).flags & VM_WRITE)]
+
+    def _freeze_split(self, head):
+        """Mirrors ``split_huge_page_to_list()`` (mm/huge_memory.c, 4.5.7 L3412).
+
+        SIMPLIFICATION: no page lock and no anon_vma lock (the caller's lock_page and
+        the split's anon_vma_lock_write serialise against other splits and rmap walks).
+        """
+        if not self.page_mapped(head):
+            ret = -EBUSY                   # page_get_anon_vma() finds no anon_vma
+        elif self.total_mapcount(head) != self.pages[head]._count - 1:
+            ret = -EBUSY                   # pinned: nothing has been touched
+        else:
+            frozen = self.freeze_page(head)
+            if self.pages[head + 1].compound_mapcount != -1:
+                raise ScalarBug(f"split of {head:#x}: a PMD map survived freeze_page")
+            count, mapcount = self.pages[head]._count, self.total_mapcount(head)
+            if mapcount:
+                raise ScalarBug(f"split of {head:#x}: total_mapcount {mapcount} after freeze_page")
+            if count == 1:
+                if self.pages[head + 2].deferred_list is not None:
+                    self._list_del(head)
+                self.__split_huge_page(head, frozen)
+                ret = 0
+            else:
+                # A pin arrived after the pre-check: the THP stays, PTE-mapped (and queued).
+                self.unfreeze_page(frozen)
+                ret = -EBUSY
+        self.vmstat["thp_split_page" if ret == 0 else "thp_split_page_failed"] += 1
+        return ret
+
+    def __split_huge_page_tail(self, head, i):
+        """Mirrors ``__split_huge_page_tail()`` (4.5.7 L3216): the tail's own ``_count``."""
+        t = self.pages[head + i]
+        if t._count != 0:
+            raise ScalarBug(f"tail {head + i:#x} of THP {head:#x} has _count {t._count}")
+        mapcount = t._mapcount + 1
+        t._count += mapcount + 1
+        t.head = None
+        return mapcount
+
+    def __split_huge_page(self, head, frozen):
+        """Mirrors ``__split_huge_page()`` (4.5.7 L3275), the split of a frozen THP ``head``:
+        tails 511..1 get their references, the page stops being compound, the migration
+        entries map the small pages, and every subpage but ``head`` drops the split's
+        reference (an unmapped one is freed)."""
+        tail_mapcount = 0
+        for i in range(HPAGE_NR - 1, 0, -1):
+            tail_mapcount += self.__split_huge_page_tail(head, i)
+        self.pages[head]._count -= tail_mapcount
+        self.pages[head].order = 0
+        self.unfreeze_page(frozen)
+        for i in range(1, HPAGE_NR):
+            self.put_page(head + i)
+
     # ------------------------------------------------------------ faults
 
     def anon_vma_prepare(self, vma):
@@ -409,6 +753,8 @@ class ScalarMachine:
             self.next_anon_vma += 1
 
     def thp_enabled(self, vma):
+        if self.thp_broken:       # v4.5 steps 2-6: a THP fault falls back without a count
+            return False
         return self.thp == "always" or (self.thp == "madvise" and vma.flags & VM_HUGEPAGE)
 
     def handle_mm_fault(self, proc, vma, va, write):
@@ -450,7 +796,7 @@ class ScalarMachine:
         self.anon_vma_prepare(vma)
         table = self.pte_alloc_one()
         head = self.alloc(MAX_ORDER, ANON)
-        self.page_add_new_anon_rmap(head)
+        self.page_add_new_anon_rmap(head, compound=True)
         region = va >> PMD_SHIFT
         self.deposit(proc, region, table)
         proc.huge[region] = [head, bool(vma.flags & VM_WRITE)]
@@ -462,30 +808,61 @@ class ScalarMachine:
     def do_huge_pmd_wp_page(self, proc, vma, va):
         region = va >> PMD_SHIFT
         head = proc.huge[region][0]
-        reuse = self.page_mapcount(head) == 1
-        if self.pte_mapped_thp:
-            reuse = reuse and all(self.pages[head + i]._mapcount < 0 for i in range(1, HPAGE_NR))
+        if self.cow_max_mapcount:
+            # 4.5.7 (L1262): nobody else maps the THP or any part of it
+            reuse = self.page_trans_huge_mapcount(head) == 1
+        else:
+            reuse = self.page_mapcount(head) == 1
+            if self.pte_mapped_thp:
+                reuse = reuse and all(self.pages[head + i]._mapcount < 0 for i in range(1, HPAGE_NR))
         if reuse:
             proc.huge[region][1] = True
             return True
         self.get_page(head)
         if not self.can_alloc(MAX_ORDER):
-            self.split_pmd(proc, vma, va)
+            handled = self.do_huge_pmd_wp_page_fallback(proc, vma, va, head)
+            if not handled:
+                self.split_pmd(proc, vma, va)
             self.put_page(head)
             self.vmstat["thp_fault_fallback"] += 1
-            return False
+            return handled
         new = self.alloc(MAX_ORDER, ANON)
-        self.page_add_new_anon_rmap(new)
+        self.page_add_new_anon_rmap(new, compound=True)
         proc.huge[region] = [new, True]
-        self.page_remove_rmap(head)
+        self.page_remove_rmap(head, compound=True)
         self.put_page(head)
         self.put_page(head)
         self.vmstat["thp_fault_alloc"] += 1
         return True
 
+    def do_huge_pmd_wp_page_fallback(self, proc, vma, va, head):
+        """Mirrors ``do_huge_pmd_wp_page_fallback()`` (v3.16 L975, 4.5.7 L1125): copy the THP
+        into 512 new small pages mapped through the PMD's deposited table; the THP loses
+        this PMD map and its reference.  False (and no change) without 512 free pages."""
+        if self.nr_free < HPAGE_NR:
+            return False
+        region = va >> PMD_SHIFT
+        pages = [self.alloc(0, ANON) for _ in range(HPAGE_NR)]
+        del proc.huge[region]
+        proc.pte_tables[region] = self.withdraw(proc, region)
+        base = region << (PMD_SHIFT - PAGE_SHIFT)
+        for i, pfn in enumerate(pages):
+            self.page_add_new_anon_rmap(pfn)
+            proc.ptes[base + i] = [pfn, bool(vma.flags & VM_WRITE)]
+        self.page_remove_rmap(head, compound=True)
+        self.put_page(head)
+        return True
+
     def do_wp_page(self, proc, vma, va, e):
         old = e[0]
-        if self.page_mapcount(old) == 1:     # PageAnon() holds for every page here
+        # PageAnon() holds for every page here; 4.5.7's reuse_swap_page() (mm/swapfile.c
+        # L924) asks page_trans_huge_mapcount(), so a THP subpage is reused only while no
+        # subpage of that THP has a second map.
+        if self.cow_max_mapcount:
+            reuse = self.page_trans_huge_mapcount(old) <= 1
+        else:
+            reuse = self.page_mapcount(old) == 1
+        if reuse:
             e[1] = True
             return
         self.anon_vma_prepare(vma)
@@ -525,7 +902,7 @@ class ScalarMachine:
     def zap_huge_pmd(self, proc, region):
         head, _ = proc.huge.pop(region)
         table = self.withdraw(proc, region)
-        self.page_remove_rmap(head)
+        self.page_remove_rmap(head, compound=True)
         proc.anon_rss -= HPAGE_NR
         self.pte_free(table)
         proc.nr_ptes -= 1
@@ -732,7 +1109,7 @@ class ScalarMachine:
                     table = self.pte_alloc_one()
                     head = src.huge[region][0]
                     self.get_page(head)
-                    self.pages[head]._mapcount += 1
+                    self.page_dup_rmap(head, compound=True)
                     dst.anon_rss += HPAGE_NR
                     src.huge[region][1] = False
                     self.deposit(dst, region, table)
@@ -753,7 +1130,7 @@ class ScalarMachine:
                 for pfn in shared:
                     self.get_page(pfn)
                 for pfn in shared:
-                    self.pages[pfn]._mapcount += 1
+                    self.page_dup_rmap(pfn, compound=False)
                 dst.anon_rss += len(shared)
             va = nxt
 
@@ -773,7 +1150,10 @@ class ScalarMachine:
         self._exit_mm(self.procs.pop(pid))
 
     def split_huge_page_api(self, pfn):
-        """``Machine.split_huge_page()``: the caller's reference around the call."""
+        """``Machine.split_huge_page()``: the caller's reference around the call.
+
+        SIMPLIFICATION: no page lock (v4.5's callers lock_page the head around the split).
+        """
         head = self.head_of(pfn)
         self.get_page(head)
         ret = self.split_huge_page(head)
@@ -793,6 +1173,15 @@ class ScalarMachine:
     def thp_heads(self):
         return [i for i, p in enumerate(self.pages) if p.order]
 
+    def v45_state(self):
+        """What v4.5 adds to a THP, read off every live THP head (raw ``compound_mapcount``,
+        biased -1; DoubleMap) and the split queue, head first.  Before step 7 no THP
+        has them: -1, False and an empty queue."""
+        heads = self.thp_heads()
+        return {"compound_mapcount": {h: self.pages[h + 1].compound_mapcount for h in heads},
+                "double_map": {h: self.pages[h + 1].double_map for h in heads},
+                "split_queue": list(self.split_queue)}
+
     def mappings(self, pid):
         """``{vaddr: (pfn, writable)}`` of every mapped 4 KiB page of ``pid``."""
         proc = self.procs[pid]
@@ -809,6 +1198,10 @@ class ScalarMachine:
 WEIGHTS = {"touch": 6, "fault": 2, "mmap": 1, "fork": 2, "exit": 1, "gup": 2, "gup_fast": 2,
            "put": 3, "munmap": 2, "mprotect": 2, "split_huge_page": 2, "split_huge_pmd": 2}
 
+#: Added to :data:`WEIGHTS` where the deferred split shrinker exists (v4.5 step 7): rare,
+#: so that THPs stay queued for a while before memory pressure is simulated.
+SHRINKER_WEIGHTS = {"deferred_split_scan": 1, "drop_caches": 1}
+
 
 def _sub_range(rng, vma, max_pages=None):
     n = (vma.end - vma.start) // PAGE
@@ -817,12 +1210,16 @@ def _sub_range(rng, vma, max_pages=None):
     return vma.start + first * PAGE, int(rng.integers(1, most + 1)) * PAGE
 
 
-def choose_op(s, rng, *, max_procs=4, weights=WEIGHTS, mmap_sizes=None):
+def choose_op(s, rng, *, max_procs=4, weights=None, mmap_sizes=None):
     """A random operation with valid arguments for the current state of scalar model ``s``.
 
-    ``rng`` is a ``numpy.random.Generator``.  Returns ``(name, args)`` or None
-    when the drawn operation has nothing to act on.
+    ``rng`` is a ``numpy.random.Generator``; ``weights`` defaults to :data:`WEIGHTS`, plus
+    :data:`SHRINKER_WEIGHTS` where ``s`` has the deferred split shrinker (so the RFC
+    levels draw exactly what they drew before it existed).  Returns ``(name, args)``
+    or None when the drawn operation has nothing to act on.
     """
+    if weights is None:
+        weights = dict(WEIGHTS, **SHRINKER_WEIGHTS) if s.deferred_split else WEIGHTS
     names = list(weights)
     p = [weights[n] for n in names]
     total = sum(p)
@@ -830,6 +1227,10 @@ def choose_op(s, rng, *, max_procs=4, weights=WEIGHTS, mmap_sizes=None):
     pids = sorted(s.procs)
     if not pids:
         return ("spawn", ())
+    if name == "deferred_split_scan":
+        return (name, ([1, 2, SHRINK_BATCH][int(rng.integers(0, 3))],))
+    if name == "drop_caches":
+        return (name, ())
     pid = pids[int(rng.integers(0, len(pids)))]
     proc = s.procs[pid]
 
@@ -922,6 +1323,10 @@ def apply_scalar(s, op):
         return s.split_huge_page_api(*args)
     if name == "split_huge_pmd":
         return s.split_huge_pmd_api(*args)
+    if name == "deferred_split_scan":
+        return s.deferred_split_scan(*args)
+    if name == "drop_caches":
+        return s.drop_caches(2)
     raise AssertionError(name)
 
 
@@ -959,4 +1364,8 @@ def apply_machine(m, op):
         return m.split_huge_page(*args)
     if name == "split_huge_pmd":
         return m.split_huge_pmd(*args)
+    if name == "deferred_split_scan":
+        return int(m.deferred_split_scan(*args))
+    if name == "drop_caches":
+        return m.drop_caches(2)
     raise AssertionError(name)
