@@ -173,6 +173,7 @@ class ScalarMachine:
         self.deferred_split = self.cow_max_mapcount = v45 and level >= 7
         # SIMPLIFICATION: one NUMA node, so one split queue (pglist_data.split_queue of node 0).
         self.split_queue = []
+        self.nr_deferred = 0      # shrinker->nr_deferred[0] of the deferred split shrinker
         self.thp = thp
         self.nr_pages = nr_pages
         self.pages = [Page() for _ in range(nr_pages)]
@@ -445,13 +446,36 @@ class ScalarMachine:
         """``echo mode > /proc/sys/vm/drop_caches``: bit 2 runs the slab shrinkers, here the
         deferred split shrinker (the only one modelled; page cache is not).
 
-        SIMPLIFICATION: shrink_slab's scan-count arithmetic and drop_slab_node's
-        "again while more than 10 were freed" (4.5.7 mm/vmscan.c L267, L454) become
-        passes of SHRINK_BATCH until one splits nothing.
+        4.5.7 mm/vmscan.c drop_slab_node() (L454): shrink_slab(1000, 1000) again while it
+        freed more than 10; do_shrink_slab() (L267) asks count_objects, scans
+        2000 * count // 1001 (+ nr_deferred, capped at twice the count; at most count // 2
+        when that is under a quarter) in batches of SHRINK_BATCH, stops at SHRINK_STOP and
+        keeps the unscanned rest in nr_deferred.
         """
-        if mode & 2 and self.deferred_split:
-            while self.deferred_split_scan(SHRINK_BATCH) not in (0, SHRINK_STOP):
-                pass
+        if not (mode & 2 and self.deferred_split):
+            return
+        while True:
+            freed = 0
+            freeable = len(self.split_queue)
+            if freeable:
+                total = self.nr_deferred
+                self.nr_deferred = 0
+                delta = 2000 * freeable // 1001
+                total += delta
+                if delta < freeable // 4:
+                    total = min(total, freeable // 2)
+                total = min(total, 2 * freeable)
+                while total >= SHRINK_BATCH or total >= freeable:
+                    n = min(SHRINK_BATCH, total)
+                    ret = self.deferred_split_scan(n)
+                    if ret == SHRINK_STOP:
+                        break
+                    freed += ret
+                    total -= n
+                if total > 0:
+                    self.nr_deferred += total
+            if freed <= 10:
+                return
 
     # ------------------------------------------------------------ page tables
 

@@ -42,7 +42,8 @@ def expected_state(s):
         }
     return {"count": pages[:, 0], "mapcount": pages[:, 1], "use": pages[:, 2], "head": pages[:, 3] == 1,
             "first_page": pages[:, 4], "vmstat": dict(s.vmstat), "nr_free": s.nr_free,
-            "pins": dict(s.pins), "procs": procs}
+            "pins": dict(s.pins), "procs": procs,
+            "v45": s.v45_state() if s.compound_mapcount else None}
 
 
 def compare(m, want, where=""):
@@ -68,6 +69,13 @@ def compare(m, want, where=""):
         "thp_collapse_alloc", "thp_collapse_alloc_failed", "thp_zero_page_alloc",
         "thp_zero_page_alloc_failed"}
     assert m.allocator.nr_free_pages == want["nr_free"], f"{where}: nr_free_pages"
+    if want["v45"] is not None:
+        heads = m.thp_heads()
+        got_cm = {int(h): int(mm["mapping"][h + 1]) for h in heads}
+        assert got_cm == want["v45"]["compound_mapcount"], f"{where}: compound_mapcount differs"
+        got_dm = {int(h): bool(m.kernel.PageDoubleMap(int(h))) for h in heads}
+        assert got_dm == want["v45"]["double_map"], f"{where}: PageDoubleMap differs"
+        assert m.split_queue() == want["v45"]["split_queue"], f"{where}: deferred split queue differs"
     pins = {int(p): int(c) for p, c in zip(np.flatnonzero(m.pins), m.pins[m.pins != 0])}
     assert pins == want["pins"], f"{where}: pins differ"
     assert sorted(m.processes) == sorted(want["procs"]), f"{where}: processes differ"
@@ -84,19 +92,24 @@ def compare(m, want, where=""):
             assert (w["level"] == np.where(proc["huge"], 2, 1)).all(), f"{where}: pid {pid} PMD/PTE"
 
 
-def _switches(level):
-    """What ``ScalarMachine(level=...)`` does differently: its switches (tail_pins, ...)."""
-    s = sm.ScalarMachine(sm.HPAGE_NR, level)
+def _switches(level, stack="rfc-v1"):
+    """What ``ScalarMachine(level=..., stack=...)`` does differently: its switches (tail_pins, ...)."""
+    s = sm.ScalarMachine(sm.HPAGE_NR, level, stack)
     return tuple(sorted((k, v) for k, v in vars(s).items() if isinstance(v, bool))) + (s.thp,)
 
 
-#: Per level, the lowest level whose scalar model behaves the same (the same switches:
-#: levels 0-3 share one scalar model, 6-10 another; 4 and 5 have their own).
-SCALAR_LEVEL = {level: min(lv for lv in LEVELS if _switches(lv) == _switches(level)) for level in LEVELS}
+#: The kernels compared: every RFC level, and the v4.5 steps (2-6 behave alike: no THP).
+KERNELS = [("rfc-v1", level) for level in LEVELS] + [("v4.5", step) for step in range(1, 8)]
+
+#: Per kernel, the first kernel whose scalar model behaves the same (the same switches:
+#: RFC levels 0-3 share one scalar model, 6-10 another; 4 and 5 have their own; v4.5 steps 2-6
+#: share one).
+SCALAR_LEVEL = {key: next(k for k in KERNELS if _switches(k[1], k[0]) == _switches(key[1], key[0]))
+                for key in KERNELS}
 
 
 @functools.lru_cache(maxsize=2)   # 12-18 MB each
-def _scalar_run(scalar_level, seed, steps, nr_pages, check_every):
+def _scalar_run(scalar_key, seed, steps, nr_pages, check_every):
     """The scalar model's side of :func:`run`: every operation it chose, its result, and
     the state :func:`compare` expects where :func:`run` compares.
 
@@ -105,7 +118,7 @@ def _scalar_run(scalar_level, seed, steps, nr_pages, check_every):
     run is made once and kept (pytest runs a seed's levels one after the other).
     """
     rng = np.random.default_rng(seed)
-    s = sm.ScalarMachine(nr_pages, scalar_level)
+    s = sm.ScalarMachine(nr_pages, scalar_key[1], scalar_key[0])
     setup = [(op, sm.apply_scalar(s, op)) for op in [("spawn", ()), ("mmap", (1, 4 * sm.HPAGE, "rw", True))]]
     boot = expected_state(s)
     done = []
@@ -126,16 +139,16 @@ def _scalar_run(scalar_level, seed, steps, nr_pages, check_every):
     return setup, boot, done, teardown, (s.nr_free, s.nr_pages)
 
 
-def run(level, seed, steps, mem=MEM, check_every=1):
-    m = Machine.boot(mem, patches=level, seed=seed)
-    setup, boot, ops, teardown, (nr_free, nr_pages) = _scalar_run(SCALAR_LEVEL[level], seed, steps,
-                                                                  m.nr_pages, check_every)
+def run(level, seed, steps, mem=MEM, check_every=1, stack="rfc-v1"):
+    m = Machine.boot(mem, kernel=stack, patches=level, seed=seed)
+    setup, boot, ops, teardown, (nr_free, nr_pages) = _scalar_run(SCALAR_LEVEL[stack, level], seed,
+                                                                  steps, m.nr_pages, check_every)
     for op, want in setup:
         assert sm.apply_machine(m, op) == want
     compare(m, boot, "boot")
     done = []
     for i, op, s_oom, want, expected in ops:
-        where = f"level {level} seed {seed} step {i} {op}"
+        where = f"{m.kernel.name} seed {seed} step {i} {op}"
         try:
             got = sm.apply_machine(m, op)
             m_oom = False
@@ -161,6 +174,19 @@ def run(level, seed, steps, mem=MEM, check_every=1):
 def test_vectorized_model_agrees_with_the_scalar_model(level, seed):
     done = run(level, seed, steps=60)
     assert len(done) >= 30
+
+
+@pytest.mark.parametrize("step", [1, 3, 7])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_v45_agrees_with_the_scalar_model(step, seed):
+    done = run(step, seed, steps=60, stack="v4.5")
+    assert len(done) >= 30
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_v45_long_and_out_of_memory_agree_with_the_scalar_model(seed):
+    run(7, seed, steps=250, mem="32M", check_every=5, stack="v4.5")
+    run(7, seed, steps=80, mem="6M", stack="v4.5")
 
 
 @pytest.mark.parametrize("level", [0, 4, 6, 10])

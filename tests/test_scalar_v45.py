@@ -354,15 +354,17 @@ def test_the_scan_puts_what_it_could_not_split_back_in_reverse_order():
     assert s.vmstat["thp_split_page"] == 3
 
 
-def test_drop_caches_runs_the_shrinker_until_a_pass_splits_nothing():
+def test_drop_caches_runs_the_shrinker_as_drop_slab_node_does():
     s, pid, a, (h0, h1, h2) = _three_queued_thps()
     pin = s.get_user_pages(pid, a + sm.HPAGE, 1)
     s.drop_caches(1)                                  # page cache only: no shrinker
     assert s.split_queue == [h0, h1, h2]
     s.drop_caches(2)
-    # pass 1 splits h2 and h0, h1 fails; pass 2: h1 fails again, nothing split: stop
+    # count 3: one batch of nr_to_scan 2000 * 3 // 1001 = 5 takes all three; h2 and h0 split,
+    # h1 fails; the scan is used up, and 2 freed <= 10 ends drop_slab_node()
     assert s.split_queue == [h1] and s.thp_heads() == [h1]
-    assert (s.vmstat["thp_split_page"], s.vmstat["thp_split_page_failed"]) == (2, 2)
+    assert (s.vmstat["thp_split_page"], s.vmstat["thp_split_page_failed"]) == (2, 1)
+    assert s.nr_deferred == 0
     s.put_pins(pin)
 
 

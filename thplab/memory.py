@@ -443,12 +443,14 @@ def _pmd_range(k, mm, vma, start, end, huge_fn, pte_fn):
     """Walk ``[start, end)`` a PMD table at a time, as ``zap_pmd_range()``/``change_pmd_range()`` do.
 
     A huge PMD the range only covers in part is split first (``k.split_pmd``).
-    The huge PMDs wholly inside the range go, all of one PMD table at once,
-    to ``huge_fn(vma, (table, indices), addresses)`` (a PMD being split goes
-    alone); what is a PTE table afterwards -- also a huge PMD ``huge_fn``
-    found no longer huge -- goes to ``pte_fn(pte_table, lo, hi)``.  The
-    kernel visits the PMDs one by one in address order; nothing these walks
-    do to one PMD changes another, so the batch ends in the same state.
+    Then, in address order, each run of consecutive huge PMDs wholly inside
+    the range goes to ``huge_fn(vma, (table, indices), addresses)`` at once (a
+    PMD being split goes alone), and each PTE table -- also a huge PMD
+    ``huge_fn`` found no longer huge -- to ``pte_fn(pte_table, lo, hi)``.
+    The kernel visits the PMDs one by one in address order; a run does to
+    each PMD what the kernel's loop would, and the order of the runs keeps
+    the order of effects that outlive the walk (v4.5's deferred split queue).
+    Splitting the partial PMDs first changes no such order: a split queues nothing.
     """
     tables = k.machine.pgtables
     for tpfn, i0, i1, base in pmd_tables(k, mm, start, end):
@@ -460,17 +462,20 @@ def _pmd_range(k, mm, vma, start, end, huge_fn, pte_fn):
         whole = (hi - lo) == HPAGE_PMD_SIZE
         for i, a in zip(idx[huge & ~whole].tolist(), lo[huge & ~whole].tolist()):
             k.split_pmd(vma, (tpfn, i), a)
-        sel = huge & whole
-        if sel.any():
-            batch = _stable_huge(table[idx[sel]])
-            for i, a in zip(idx[sel][~batch].tolist(), addr[sel][~batch].tolist()):
-                huge_fn(vma, (tpfn, np.array([i])), np.array([a]))
-            if batch.any():
-                huge_fn(vma, (tpfn, idx[sel][batch]), addr[sel][batch])
-        e = table[idx]
-        ptes = (e != 0) & ~pt.pmd_trans_huge(e)
-        for t, a, b in zip(pt.pte_pfn(e[ptes]).tolist(), lo[ptes].tolist(), hi[ptes].tolist()):
-            pte_fn(t, a, b)
+        sel = pt.pmd_trans_huge(table[idx]) & whole
+        # runs of equal `sel`, in address order
+        cuts = np.flatnonzero(np.diff(sel.astype(np.int8))) + 1
+        for run in np.split(np.arange(len(idx)), cuts):
+            if sel[run[0]]:
+                batch = _stable_huge(table[idx[run]])
+                for j in run[~batch].tolist():
+                    huge_fn(vma, (tpfn, idx[j:j + 1]), addr[j:j + 1])
+                if batch.any():
+                    huge_fn(vma, (tpfn, idx[run[batch]]), addr[run[batch]])
+            e = table[idx[run]]
+            ptes = (e != 0) & ~pt.pmd_trans_huge(e)
+            for t, a, b in zip(pt.pte_pfn(e[ptes]).tolist(), lo[run][ptes].tolist(), hi[run][ptes].tolist()):
+                pte_fn(t, a, b)
 
 
 def zap_pmd_range(k, mm, vma, start, end):
