@@ -530,3 +530,19 @@ def test_index_notebook_shows_the_current_map():
     cells = json.loads(path.read_text())["cells"]
     text = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells)
     assert f.lesson_map(markdown=True) in text
+
+
+def test_patch_card_links_are_pinned_or_say_so():
+    """A card's links name one fixed text: a posted email (Message-Id), an LWN article, a file at a
+    tagged version, a commit -- or, for a git branch that cannot be pinned, say "not pinned"."""
+    from thplab.series import BASE, PATCHES, patch_card
+
+    pinned = re.compile(r"https://(lore\.kernel\.org/linux-mm/[^/\s]+@[^/\s]+/|lwn\.net/Articles/\d+/"
+                        r"|elixir\.bootlin\.com/linux/v\d[\w.-]*/\S+|git\.kernel\.org/\S+/c/[0-9a-f]{12,})")
+    for p in (BASE, *PATCHES):
+        for url in re.findall(r"https://\S+", p.link):
+            url = url.rstrip(").,;")
+            assert pinned.fullmatch(url) or "not pinned" in p.link, (p.number, url)
+        assert f"read: {p.link}" in patch_card(p.number)
+    assert "not pinned" in PATCHES[3].link and "lore.kernel.org" in PATCHES[3].link
+    assert "not pinned" in PATCHES[9].link and "lore.kernel.org" in PATCHES[9].link

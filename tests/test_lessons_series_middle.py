@@ -112,6 +112,21 @@ def test_recorded_comparison_has_no_date():
     assert "thp_split_pmd" in text and "thp_deferred_split_page" in text
 
 
+def test_recorded_comparison_shows_the_differences_and_every_row_on_demand():
+    short = sm.recorded_comparison(("partial_munmap", "mprotect"), levels=(0, 5))
+    full = sm.recorded_comparison(("partial_munmap", "mprotect"), levels=(0, 5), show_all=True)
+    rows = [line for line in short.splitlines() if line.startswith("  ") and re.search(r" (match|differs|n/a) ", line)]
+    assert rows and all(re.search(r"differs|n/a", line) for line in rows)      # no all-match row
+    assert "AnonHugePages kB" not in short and "AnonHugePages kB" in full        # 0, 0 match, 0 match
+    assert "note:" not in short and "note:" in full
+    assert len(short.splitlines()) < len(full.splitlines()) / 2
+    # each reason once, numbered in order of first use, and every number used is printed
+    used = sorted({int(n) for n in re.findall(r"\[(\d+)\]", "\n".join(rows))})
+    printed = [int(n) for n in re.findall(r"^\[(\d+)\] ", short, flags=re.M)]
+    assert used == printed == list(range(1, len(printed) + 1))
+    assert max(map(len, short.splitlines())) <= 100
+
+
 # ------------------------------------------------------------------ lesson 08
 
 def test_split_trace_unpinned_level_6_arithmetic():

@@ -1,5 +1,6 @@
 """thplab.lessons.{contract,compare,open_problems,live_lab}: the helpers of lessons 12-15."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,22 @@ def test_every_promise_is_one_tagged_line_with_links(level):
 
 
 def test_doc_sections_mark_levels_and_missing_sections():
-    text = contract.doc_sections()
+    text = contract.doc_sections(show_all=True)
     assert text.splitlines()[1] == "L0  L1  L10"
     assert "(no such section at level 10)" in text and "(no such section at level 0, 1)" in text
     gup = [line for line in text.splitlines() if "hand back the head or" in line]
     assert gup and gup[0].startswith("x   x   x   ")
+
+
+def test_doc_sections_show_only_what_differs_by_default():
+    short, full = contract.doc_sections(), contract.doc_sections(show_all=True)
+    marks = [line[:12] for line in short.splitlines() if re.match(r"[x.]   [x.]   [x.]   ", line)]
+    assert marks and "x   x   x   " not in marks                     # no promise kept at every level
+    assert "hand back the head or" not in short and "hand back the head or" in full
+    # the get_user_pages section: its four unchanged promises counted, FOLL_SPLIT (gone at 1) listed
+    gup = short.split("== get_user_pages and follow_page")[1].split("==")[0]
+    assert "FOLL_SPLIT" in gup and "(4 more promises, made at every level)" in gup
+    assert "(no such section at level 10)" in short and len(short.splitlines()) < len(full.splitlines())
 
 
 def test_every_promise_is_kept_at_level_10():

@@ -58,28 +58,35 @@ def _wrap(text, width, first, rest):
     return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest)
 
 
-def doc_sections(levels=DOC_LEVELS, width=78):
+def doc_sections(levels=DOC_LEVELS, width=78, show_all=False):
     """The documented promises at several levels, section by section, as text.
 
     Each promise is one line of thplab's own words ending in a source tag
     (``[v3.16 L248]``: see :func:`doc_links`); the columns mark the levels whose
-    documentation makes it (``x``) or not (``.``).
+    documentation makes it (``x``) or not (``.``).  By default only the promises
+    that some level does not make are listed, and a section's unchanged ones are
+    counted on one line; ``show_all=True`` lists every promise.
     """
     head = "".join(f"L{level:<3}" for level in levels)
-    lines = ["transhuge.txt promise by promise; x = documented at that level", head.rstrip()]
+    what = "" if show_all else " (only what differs between the levels)"
+    lines = [f"transhuge.txt promise by promise; x = documented at that level{what}", head.rstrip()]
     pad = " " * len(head)
     for section in _sections(levels):
         lines.append(f"== {section}")
         missing = [str(level) for level in levels if section not in transhuge_doc(level)]
         if missing:
             lines.append(f"{pad}(no such section at level {', '.join(missing)})")
+        made = {level: promises(transhuge_doc(level).get(section, "")) for level in levels}
         seen = []
         for level in levels:
-            seen += [p for p in promises(transhuge_doc(level).get(section, "")) if p not in seen]
+            seen += [p for p in made[level] if p not in seen]
+        kept = [p for p in seen if all(p in made[level] for level in levels)]
         for promise in seen:
-            marks = "".join(("x" if promise in promises(transhuge_doc(level).get(section, "")) else ".")
-                            .ljust(4) for level in levels)
-            lines += _wrap(promise, width, marks, pad)
+            if show_all or promise not in kept:
+                marks = "".join(("x" if promise in made[level] else ".").ljust(4) for level in levels)
+                lines += _wrap(promise, width, marks, pad)
+        if kept and not show_all:
+            lines.append(f"{pad}({len(kept)} more promise{'s' * (len(kept) > 1)}, made at every level)")
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -21,6 +21,7 @@ by the model.
 """
 
 import dataclasses
+import textwrap
 
 import numpy as np
 
@@ -195,18 +196,49 @@ def event_problem(seed=0, levels=(0, 5, 10)):
                         question, value, why)
 
 
-def recorded_comparison(names, levels):
+def recorded_comparison(names, levels, show_all=False):
     """The real kernel's recorded vmstat/mapping changes next to the model at ``levels``.
 
-    A slice of :func:`thplab.live.format_run` for the experiments ``names``,
-    without the recording date (deterministic, for checked cells).
+    By default only the rows of :func:`thplab.live.format_run` where some model level does not
+    match the real kernel (a value that differs, or a quantity one side does not have), each
+    reason printed once under the whole table.  ``show_all=True`` prints every row and the experiments' notes: the slice of
+    :func:`thplab.live.format_run` for the experiments ``names``.  Either way without the
+    recording date (deterministic, for checked cells).
     """
     from .. import live
 
     run = live.load_recorded()
     run = dataclasses.replace(run, experiments={n: run.experiments[n] for n in names})
-    lines = live.format_run(run, levels=levels).splitlines()
-    lines[0] = f"Recorded on Linux {run.kernel} (another machine; not a live reading)"
+    where = f"Recorded on Linux {run.kernel} (another machine; not a live reading)"
+    if show_all:
+        lines = live.format_run(run, levels=levels).splitlines()
+        lines[0] = where
+        return "\n".join(lines)
+    lines = [where, "Rows where a model level does not match the real kernel (show_all=True: all, and notes)."]
+    header = f"  {'step':<15}{'quantity':<31}{'real':>5}" + "".join(
+        f"  {f'L{lv} ' + live.LEVEL_NAMES.get(lv, ''):<16}" for lv in levels)
+    reasons = []
+    for name in names:
+        lines += ["", f"== {name}: {live.EXPERIMENTS[name]}", header.rstrip()]
+        last, previous = None, {}
+        for row in live.compare(run.experiments[name], levels):
+            values = (row.observed, [row.predicted[lv] for lv in levels])
+            unchanged = row.step != "fault" and previous.get(row.quantity) == values
+            previous[row.quantity] = values
+            # As format_run: the fault every experiment starts with belongs to the fault experiment,
+            # and a quantity that did not change in this step (not an event) says nothing new.
+            if ((row.step == "fault" and name != "fault") or (unchanged and row.quantity not in live.THP_EVENTS)
+                    or all(v == "match" for v in row.verdict.values())):
+                continue
+            reasons += [t for t in row.explanations if t not in reasons]
+            refs = "".join(f" [{reasons.index(t) + 1}]" for t in row.explanations)
+            cells = "".join(f"  {live._cell(row.predicted[lv]) + ' ' + row.verdict[lv]:<16}" for lv in levels)
+            lines.append(f"  {row.step if row.step != last else '':<15}{row.quantity:<31}"
+                         f"{live._cell(row.observed):>5}{cells}{refs}".rstrip())
+            last = row.step
+    lines.append("")
+    for number, text in enumerate(reasons, 1):
+        lines += textwrap.wrap(text, 100, initial_indent=f"[{number}] ", subsequent_indent="    ")
     return "\n".join(lines)
 
 

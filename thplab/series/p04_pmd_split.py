@@ -48,7 +48,9 @@ P04 = Patch(
     why="Split of a pinned page can now fail, so pins need not be tracked per tail. That frees "
         "tail _mapcount, and a THP can be mapped with 4 KiB PTEs in one process while another "
         "keeps its PMD.",
-    link="https://git.kernel.org/pub/scm/linux/kernel/git/kas/linux.git (thp/refcounting/v1)",
+    link="https://git.kernel.org/pub/scm/linux/kernel/git/kas/linux.git (branch thp/refcounting/v1, not "
+         "pinned); v2's equivalent, 10/19: https://lore.kernel.org/linux-mm/"
+         "1415198994-15252-11-git-send-email-kirill.shutemov@linux.intel.com/",
     source="reconstructed",
     capabilities={"tail_pins": False, "pte_mapped_thp": True, "split_can_fail": True,
                   "split_huge_page_works": False},

@@ -167,7 +167,9 @@ P10 = Patch(
             "the new refcounting rules; the splitting-PMD locking rule and the compound_lock "
             "section go. The get_user_pages section stays as it was.",
     why="The documented contract must match what the series did to the code.",
-    link="https://git.kernel.org/pub/scm/linux/kernel/git/kas/linux.git (thp/refcounting/v1)",
+    link="https://git.kernel.org/pub/scm/linux/kernel/git/kas/linux.git (branch thp/refcounting/v1, not "
+         "pinned); v2's equivalent, 16/19: https://lore.kernel.org/linux-mm/"
+         "1415198994-15252-17-git-send-email-kirill.shutemov@linux.intel.com/",
     source="reconstructed",
 )
 P10.data["TRANSHUGE_DOC"] = NEW_DOC
