@@ -274,3 +274,17 @@ def test_split_huge_page_needs_the_page_lock():
     m.kernel.get_page(head)
     with pytest.raises(VMBug, match="PageLocked"):
         m.kernel.split_huge_page(head)
+
+
+def test_the_cli_runs_scenarios_on_v45_and_refuses_what_it_cannot(capsys):
+    from thplab.__main__ import main
+    from thplab.scenarios import SCENARIOS
+
+    assert main(["scenario", "partial-munmap", "--kernel", "v4.5"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0, v4.5" in out and "thp_split_pmd +1" in out and "thp_split +1" not in out
+    with pytest.raises(SystemExit) as e:
+        main(["race", "split-vs-gup-fast", "--kernel", "v4.5"])
+    assert e.value.code == 2 and "interleavings of the RFC" in capsys.readouterr().err
+    with pytest.raises(BadArgument, match="BROKEN"):
+        SCENARIOS["fault"].start(4, kernel="v4.5")

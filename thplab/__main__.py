@@ -2,6 +2,7 @@
 
     python -m thplab scenario fork-pin-split --level 0 --level 10
     python -m thplab scenario fork-pin-split --kernel v3.16 --kernel rfc-v1   # the same
+    python -m thplab scenario fork-pin-split --kernel v4.5     # the design as merged
     python -m thplab problem --seed 7            # the question
     python -m thplab problem --seed 7 -c         # ... and its answer (OSTEP's -c)
     python -m thplab race split-vs-gup-fast --level 0
@@ -14,7 +15,7 @@
 import argparse
 import sys
 
-from .errors import ThplabError
+from .errors import BadArgument, ThplabError
 
 
 def _seed(text):
@@ -43,13 +44,15 @@ def _level(text):
 
 
 def _kernel(text):
-    """argparse type: a kernel by name (``v3.16``, ``rfc-v1``), as the level it boots."""
+    """argparse type: a kernel by name (``v3.16``, ``rfc-v1``, ``v4.5``): its RFC level, or
+    ``(stack, step)`` for a kernel of another stack."""
     from .series import KERNELS, kernel_level
 
     if text not in KERNELS:
         raise argparse.ArgumentTypeError(f"invalid kernel {text!r}: the kernels are "
                                          f"{', '.join(KERNELS)}")
-    return kernel_level(text)[1]
+    stack, level = kernel_level(text)
+    return level if stack == "rfc-v1" else (stack, level)
 
 
 def main(argv=None):
@@ -69,7 +72,7 @@ def main(argv=None):
     sc.add_argument("name", choices=sorted(SCENARIOS))
     sc.add_argument("--level", type=_level, action="append", help="series level 0-10 (repeatable)")
     sc.add_argument("--kernel", type=_kernel, action="append", dest="level", metavar="NAME",
-                    help="a kernel by name: v3.16 (level 0) or rfc-v1 (level 10) (repeatable)")
+                    help="a kernel by name: v3.16 (level 0), rfc-v1 (level 10) or v4.5 (repeatable)")
     sc.add_argument("--seed", type=_seed, default=0)
     pr = sub.add_parser("problem", help="a predict-then-reveal problem")
     pr.add_argument("--seed", type=_seed, default=0)
@@ -105,7 +108,8 @@ def _run(args):
 
     if args.command == "scenario":
         for level in args.level or [0, 10]:
-            run = SCENARIOS[args.name].start(level, seed=args.seed)
+            stack, level = level if isinstance(level, tuple) else (None, level)
+            run = SCENARIOS[args.name].start(level, seed=args.seed, kernel=stack)
             run.run_all()
             print(run.summary(), end="\n\n")
     elif args.command == "problem":
@@ -115,6 +119,9 @@ def _run(args):
             print(f"\nANSWER {p.answer}\n{p.explanation}")
     elif args.command == "race":
         for level in args.level or [0, 10]:
+            if isinstance(level, tuple):
+                raise BadArgument(f"the races are interleavings of the RFC's code: give a level "
+                                  f"0-10, or --kernel v3.16 / rfc-v1, not {level[0]}")
             race = RACES[args.name](level)
             race.play()
             print(race.outcome(), end="\n\n")

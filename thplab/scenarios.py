@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import BadArgument
 from .machine import Machine
 from .page_flags import PageHead, PageTail, Use, compound_head
 from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
@@ -33,9 +34,16 @@ class Scenario:
     mem: str = "16M"
     nodes: int = 1
 
-    def start(self, level, seed=0):
-        """Boot a machine at ``level`` and return a :class:`ScenarioRun` before step 1."""
-        return ScenarioRun(self, Machine.boot(self.mem, patches=level, seed=seed, nodes=self.nodes))
+    def start(self, level=None, seed=0, kernel=None):
+        """Boot a machine at ``level`` (of ``kernel``'s stack, the RFC's by default) and return
+        a :class:`ScenarioRun` before step 1.  A kernel with THP marked BROKEN (v4.5 steps
+        2-6) has no THP to run a scenario on, and is refused."""
+        m = Machine.boot(self.mem, kernel=kernel, patches=level, seed=seed, nodes=self.nodes)
+        if m.kernel.caps.get("thp_broken"):
+            raise BadArgument(f"{m.kernel.name} has THP marked BROKEN (the series turned it off from "
+                              "its patch 11 to 35, v4.5 steps 2-6): no THP for scenario "
+                              f"{self.name!r}; try step 1 or 7")
+        return ScenarioRun(self, m)
 
 
 @dataclass
@@ -51,6 +59,12 @@ class ScenarioRun:
     head: int = None
     pins: list = field(default_factory=list)
     results: list = field(default_factory=list)
+
+    @property
+    def _level_name(self):
+        """``'level 4'`` on the RFC's stack, else the kernel's name (``'v4.5'``)."""
+        k = self.machine.kernel
+        return f"level {k.level}" if k.stack == "rfc-v1" else k.name
 
     @property
     def finished(self):
@@ -115,7 +129,7 @@ class ScenarioRun:
     def table(self, watch=WATCH):
         """The counters as a fixed-width text table (deterministic, for tests and lessons)."""
         rows = self.counters(watch)
-        head = f"level {self.machine.level}, after {self.done}/{len(self.scenario.steps)} steps"
+        head = f"{self._level_name}, after {self.done}/{len(self.scenario.steps)} steps"
         if not rows:
             return head + ": no THP yet"
         cols = ("subpage", "kind", "_count", "_mapcount", "page_count", "page_mapcount", "pins")
@@ -144,7 +158,7 @@ class ScenarioRun:
 
     def summary(self):
         """Text twin of a scenario's state: steps, results, vmstat deltas, mappings, counters."""
-        lines = [f"{self.scenario.title} -- seed {self.machine.seed}, level {self.machine.level}"]
+        lines = [f"{self.scenario.title} -- seed {self.machine.seed}, {self._level_name}"]
         for i, (label, result, delta) in enumerate(self.results, 1):
             res = "" if result is None else f" -> {_fmt(result)}"
             ev = "" if not delta else "  [" + ", ".join(f"{k} +{v}" for k, v in delta.items()) + "]"
