@@ -30,7 +30,8 @@ def _skeleton_function(ex, body=None):
 
 
 def test_registry_and_describe():
-    assert NAMES == ["old-refcount-handover", "split-huge-pmd-arithmetic", "can-split", "held-memory"]
+    assert NAMES == ["old-refcount-handover", "split-huge-pmd-arithmetic", "can-split", "held-memory",
+                     "total-mapcount"]
     text = exercises.describe()
     assert all(name in text for name in NAMES)
     assert repr(text) == str(text)  # shows without quotes as a cell's last expression
@@ -141,6 +142,10 @@ def test_cases_cover_the_interesting_states():
     assert 0 in pins and max(pins) >= 2
     pte_mapped = [c for c in exercises.get("split-huge-pmd-arithmetic").cases() if (c.args[2] >= 0).any()]
     assert len(pte_mapped) >= 25
+    v45 = exercises.get("total-mapcount").cases()
+    double_map = [c for c in v45 if c.args[2]]
+    assert 8 <= len(double_map) <= 40 and any(c.args[0] == -1 for c in v45)
+    assert any(c.args[0] >= 1 for c in double_map)     # DoubleMap with more than one PMD left
 
 
 def test_can_split_page_count_is_what_the_split_reads():

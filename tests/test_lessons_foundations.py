@@ -17,11 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------ course map
 
 def test_lessons_are_numbered_in_order_with_their_file_names():
-    assert [x.number for x in f.LESSONS] == list(range(16))
+    assert [x.number for x in f.LESSONS] == list(range(17))
     slugs = ["index", "thp-primer", "old-refcounting", "patch-01-drop-foll-split", "patch-02-pageanon",
              "patch-03-rename", "patch-04-pmd-split", "patch-05-vmstat", "patch-06-split-huge-page",
              "patch-07-generic-splitting", "patch-08-x86-splitting", "patch-09-futex",
-             "patch-10-documentation", "old-vs-new", "open-problems", "live-kernel-lab"]
+             "patch-10-documentation", "old-vs-new", "open-problems", "merged-design", "live-kernel-lab"]
     assert [x.file for x in f.LESSONS] == [f"{i:02d}-{s}.ipynb" for i, s in enumerate(slugs)]
     assert all(x.title and x.summary and "\n" not in x.summary for x in f.LESSONS)
     assert max(len(x.summary) for x in f.LESSONS) <= 92      # one line of the text map
@@ -34,8 +34,8 @@ def test_lesson_heading_link_and_map():
     assert text.count("\n") == 2 * len(f.LESSONS) - 1
     md = f.lesson_map(markdown=True)
     assert "[Patch 01: drop FOLL_SPLIT](03-patch-01-drop-foll-split.ipynb)" in md
-    with pytest.raises(ValueError, match="no lesson 16"):
-        f.lesson(16)
+    with pytest.raises(ValueError, match="no lesson 17"):
+        f.lesson(17)
 
 
 def test_existing_lesson_notebooks_use_the_map_titles():
@@ -53,12 +53,12 @@ def test_existing_lesson_notebooks_use_the_map_titles():
 
 # ------------------------------------------------------------------ 00
 
-def test_course_map_diagram_is_the_path_of_the_16_lessons():
+def test_course_map_diagram_is_the_path_of_the_17_lessons():
     d = f.course_map_diagram()
-    assert d.svg.count('class="lesson"') == 16 and d.svg.count('data-arrow="next"') == 15
+    assert d.svg.count('class="lesson"') == 17 and d.svg.count('data-arrow="next"') == 16
     for n in f.CORE_LESSONS:
         assert f"{n:02d}  ★ core" in d.svg and f"{n:02d} " in d.text
-    assert d.svg.count("★ core") == len(f.CORE_LESSONS) and d.svg.count('data-core="1"') == 5
+    assert d.svg.count("★ core") == len(f.CORE_LESSONS) and d.svg.count('data-core="1"') == len(f.CORE_LESSONS)
     assert "Patch 04" in d.svg and "split the PMD, not the" in d.svg
     assert max(map(len, d.text.splitlines())) <= 100
 

@@ -1,4 +1,4 @@
-"""thplab.lessons.{contract,compare,open_problems,live_lab}: the helpers of lessons 12-15."""
+"""thplab.lessons.{contract,compare,open_problems,live_lab}: the helpers of lessons 12-16."""
 
 import re
 from pathlib import Path
@@ -358,7 +358,7 @@ def test_held_question_draws_both_levels_and_whole_unmaps():
     assert any(k == HPAGE_PMD_NR for q in qs for _, k in q.runs)
 
 
-# ------------------------------------------------------------------ lesson 15
+# ------------------------------------------------------------------ lesson 16
 
 
 def test_format_experiment_is_one_recorded_experiment():
@@ -479,7 +479,7 @@ def test_lesson_15s_questions_bring_their_own_diagnoses():
     assert "child's PMD maps subpage 1 too" in q.check(1)[1]
     q = live_lab.LiveQuestion.for_row("pin", "split_pinned", "thp_split_page_failed")
     assert "refused and counted" in q.check(0)[1]
-    source = (Path(__file__).parent.parent / "notebooks" / "15-live-kernel-lab.ipynb").read_text()
+    source = (Path(__file__).parent.parent / "notebooks" / "16-live-kernel-lab.ipynb").read_text()
     assert "diagnoses=" not in source
 
 

@@ -148,10 +148,32 @@ def _changes(snap, previous):
     return changed, pids
 
 
+def _kernel_label(machine):
+    """``'level 4'`` on the RFC's stack, else the kernel's name (``'v4.5'``, ``'v4.5 step 3'``)."""
+    k = machine.kernel
+    return f"level {k.level}" if k.stack == "rfc-v1" else k.name
+
+
+def _compound_line(machine, head):
+    """What a kernel with ``compound_mapcount`` (v4.5) keeps per THP, as one line; else None."""
+    k = machine.kernel
+    if not k.caps.get("compound_mapcount") or not PageHead(machine.mem_map, head):
+        return None
+    line = (f"compound_mapcount {int(k.compound_mapcount(head))} (PMD maps, kept in page[1]);  "
+            f"PageDoubleMap {'set' if k.PageDoubleMap(head) else 'clear'}")
+    if k.has("deferred_split_count"):
+        queued = any(head in q for q in machine.split_queues)
+        line += f";  {'on' if queued else 'not on'} the deferred split queue"
+    return line
+
+
 def _describe(machine, snap, maps, previous):
     head = snap.head
     state = "a compound page (THP)" if snap.compound else "not compound: 512 separate page frames"
-    lines = [f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x} at level {machine.level}: {state}."]
+    lines = [f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x} at {_kernel_label(machine)}: {state}."]
+    extra = _compound_line(machine, head)
+    if extra:
+        lines.append("  " + extra)
     changed, pids = _changes(snap, previous)
     for pid, v in maps.items():
         mark = " [changed]" if pid in pids else ""
@@ -214,9 +236,10 @@ def thp_mappings(machine, head, previous=None, title=None):
         return ys[-1]
 
     pids = list(maps)
-    height = int(max(ys[-1] + 70, top + 110 * max(len(pids), 1) + 60))
+    compound_line = _compound_line(machine, head)
+    height = int(max(ys[-1] + 70, top + 110 * max(len(pids), 1) + 60)) + (22 if compound_line else 0)
     state = "THP (compound page)" if snap.compound else "not compound: 512 small pages"
-    heading = title or f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x}: {state}, level {machine.level}"
+    heading = title or f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x}: {state}, {_kernel_label(machine)}"
     labels = []
     for (s, t), y0, h in zip(shown, ys[:-1], heights):
         is_changed = previous is not None and changed[s:t].any()
@@ -313,6 +336,8 @@ def thp_mappings(machine, head, previous=None, title=None):
 
     # ---- legend
     ly = height - 40
+    if compound_line:
+        c.text(compound_line, 20, ly - 24, weight="bold", class_="compound-mapcount")
     items = [("head", ORANGE), ("tail", SKY), ("small page", PALE), ("free", c.hatch("free", GREY, "cross"))]
     x = 20
     for name, fill in items:

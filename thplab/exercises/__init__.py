@@ -24,10 +24,11 @@ from .can_split import EXERCISE as _can_split
 from .held_memory import EXERCISE as _held_memory
 from .old_refcount_handover import EXERCISE as _old_refcount_handover
 from .split_huge_pmd_arithmetic import EXERCISE as _split_huge_pmd_arithmetic
+from .total_mapcount_v45 import EXERCISE as _total_mapcount
 
 #: Every exercise by name, in lesson order.
 EXERCISES = {ex.name: ex for ex in (_old_refcount_handover, _split_huge_pmd_arithmetic, _can_split,
-                                    _held_memory)}
+                                    _held_memory, _total_mapcount)}
 
 
 def get(name):

@@ -80,13 +80,15 @@ LESSONS = (
            "Every scenario on the old kernel and on RFC v1: counters, events, costs."),
     Lesson(14, "14-open-problems.ipynb", "Open problems: what the RFC left for later",
            "Memory held after partial munmap, the ambiguous head _mapcount, and what v4.5 changed."),
-    Lesson(15, "15-live-kernel-lab.ipynb", "Live kernel lab: the same experiments on the kernel under this notebook",
+    Lesson(15, "15-merged-design.ipynb", "The merged design: THP refcounting in v4.5",
+           "compound_mapcount, PageDoubleMap, a split that freezes the page, the deferred split queue."),
+    Lesson(16, "16-live-kernel-lab.ipynb", "Live kernel lab: the same experiments on the kernel under this notebook",
            "Fault, split and pin THPs on the running kernel and compare /proc with the model."),
 )
 
 
 def lesson(number):
-    """The :class:`Lesson` numbered ``number`` (0-15)."""
+    """The :class:`Lesson` numbered ``number`` (0-16)."""
     for item in LESSONS:
         if item.number == number:
             return item
@@ -115,9 +117,9 @@ def lesson_map(markdown=False):
 
 
 #: The core lessons: the ones the rest builds on (two diagrams each at least).
-CORE_LESSONS = (1, 2, 6, 8, 9)
+CORE_LESSONS = (1, 2, 6, 8, 9, 13, 14, 15)
 #: The three parts of the course: (first lesson, last lesson, name).
-PARTS = ((0, 2, "background"), (3, 12, "the ten patches, one lesson each"), (13, 15, "the result"))
+PARTS = ((0, 2, "background"), (3, 12, "the ten patches, one lesson each"), (13, 16, "the result"))
 
 
 def _short_title(item):
@@ -129,22 +131,22 @@ def _short_title(item):
 
 
 def course_map_diagram():
-    """Diagram: the 16 lessons as one path in two rows, parts shaded, core lessons marked ★."""
+    """Diagram: the lessons as one path, four to a row, parts shaded, core lessons marked ★."""
     import drawsvg as dw
 
     from ..diagrams._base import BLACK, GREY, PALE, SKY, SMALL_SIZE, YELLOW, Canvas
 
     per_row, w, h, gap, x0, y0 = 4, 150, 92, 28, 14, 48
     part_fill = {0: YELLOW, 1: SKY, 2: PALE}
-    twin = ["The course as a path: lessons 00-15 in order; ★ marks the core lessons "
-            f"({', '.join(f'{n:02d}' for n in CORE_LESSONS)})."]
+    twin = [f"The course as a path: lessons 00-{len(LESSONS) - 1:02d} in order; ★ marks the core "
+            f"lessons ({', '.join(f'{n:02d}' for n in CORE_LESSONS)})."]
     for k, (lo, hi, name) in enumerate(PARTS):
         twin += textwrap.wrap(f"{lo:02d}-{hi:02d} {name}: " + "; ".join(
             f"{x.number:02d} {' '.join(_short_title(x))}{' ★' if x.number in CORE_LESSONS else ''}"
             for x in LESSONS if lo <= x.number <= hi), 100, initial_indent="  ", subsequent_indent="    ")
-    c = Canvas(x0 * 2 + per_row * w + (per_row - 1) * gap, 0, "The course map: 16 lessons, 5 core ones",
-               "\n".join(twin))
-    c.heading("The course map: 16 lessons in order, ★ = core lesson")
+    c = Canvas(x0 * 2 + per_row * w + (per_row - 1) * gap, 0,
+               f"The course map: {len(LESSONS)} lessons, {len(CORE_LESSONS)} core ones", "\n".join(twin))
+    c.heading(f"The course map: {len(LESSONS)} lessons in order, ★ = core lesson")
 
     rows, row_gap = -(-len(LESSONS) // per_row), 40
 

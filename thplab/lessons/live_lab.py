@@ -1,4 +1,4 @@
-"""Lesson 15: the real kernel next to the model.
+"""Lesson 16: the real kernel next to the model.
 
 :func:`live_vs_model` draws one step of an experiment -- the THP's 512 page
 frames as the real kernel reported them (pagemap, kpageflags, kpagecount)
@@ -502,7 +502,7 @@ def _diagnoses(answer, predicted, explanations):
     return out
 
 
-#: Wrong answers to the rows lesson 15 asks about that no model level predicts, with what each means.
+#: Wrong answers to the rows lesson 16 asks about that no model level predicts, with what each means.
 ROW_DIAGNOSES = {
     ("fork", "fork", "kpagecount[1]"): {
         1: "1 counts one mapping: the child's PMD maps subpage 1 too."},
