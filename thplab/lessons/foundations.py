@@ -138,7 +138,7 @@ def course_map_diagram():
 
     per_row, w, h, gap, x0, y0 = 4, 150, 92, 28, 14, 48
     part_fill = {0: YELLOW, 1: SKY, 2: PALE}
-    twin = [f"The course as a path: lessons 00-{len(LESSONS) - 1:02d} in order; ★ marks the core "
+    twin = [f"The course, lessons 00-{len(LESSONS) - 1:02d} in order; ★ marks the core "
             f"lessons ({', '.join(f'{n:02d}' for n in CORE_LESSONS)})."]
     for k, (lo, hi, name) in enumerate(PARTS):
         twin += textwrap.wrap(f"{lo:02d}-{hi:02d} {name}: " + "; ".join(
