@@ -288,3 +288,19 @@ def test_the_cli_runs_scenarios_on_v45_and_refuses_what_it_cannot(capsys):
     assert e.value.code == 2 and "interleavings of the RFC" in capsys.readouterr().err
     with pytest.raises(BadArgument, match="BROKEN"):
         SCENARIOS["fault"].start(4, kernel="v4.5")
+
+
+def test_a_step_has_a_card_and_code_diffs(capsys):
+    from thplab.__main__ import main
+    from thplab.series.text import code_diff, kernel_functions, patch_text
+
+    replaced, removed = kernel_functions(4, "v4.5")
+    assert "page_dup_rmap" in replaced and "check_refcounts" not in replaced
+    diff = code_diff(4, "page_dup_rmap", "v4.5")
+    assert "page_dup_rmap before step 4" in diff and "+    if compound:" in diff
+    text = patch_text(2, stack="v4.5")
+    assert "[PATCHv12 11-15/37]" in text and "split_huge_page() is removed by this patch" in text
+    assert main(["patch", "6", "--kernel", "v4.5"]) == 0
+    assert "freeze_page_vma()" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["patch", "9", "--kernel", "v4.5"])

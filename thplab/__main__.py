@@ -8,6 +8,7 @@
     python -m thplab race split-vs-gup-fast --level 0
     python -m thplab costs
     python -m thplab patch 4 [--diff]             # a patch's card and the functions it changes
+    python -m thplab patch 5 --kernel v4.5 --diff # a step of the merged series
     python -m thplab live [--recorded]            # the real kernel next to the model
     python -m thplab simplifications              # every place the model knowingly differs
 """
@@ -86,8 +87,11 @@ def main(argv=None):
                     help="a kernel by name: v3.16 (level 0) or rfc-v1 (level 10) (repeatable)")
     sub.add_parser("costs", help="atomic operations of get_page/put_page on a tail, per level")
     pa = sub.add_parser("patch", help="a patch of the series: its card and the kernel functions it changes")
-    pa.add_argument("number", type=int, choices=range(1, 11), metavar="N", help="patch number 1-10")
+    pa.add_argument("number", type=int, choices=range(1, 11), metavar="N",
+                    help="patch number 1-10 (with --kernel v4.5: step 1-7)")
     pa.add_argument("--diff", action="store_true", help="also print the model's diff of each function")
+    pa.add_argument("--kernel", choices=("rfc-v1", "v4.5"), default="rfc-v1",
+                    help="rfc-v1 (the RFC's patches, default) or v4.5 (the merged series' seven steps)")
     sub.add_parser("live", help="the real kernel next to the model (see python -m thplab live --help)")
     sub.add_parser("simplifications", help="list every SIMPLIFICATION marked in the model's source")
     args = ap.parse_args(argv)
@@ -128,9 +132,12 @@ def _run(args):
     elif args.command == "costs":
         print(cost_table())
     elif args.command == "patch":
+        from .series import STACKS
         from .series.text import patch_text
 
-        print(patch_text(args.number, diff=args.diff))
+        if args.number > len(STACKS[args.kernel]):
+            raise BadArgument(f"{args.kernel} has steps 1-{len(STACKS[args.kernel])}, not {args.number}")
+        print(patch_text(args.number, diff=args.diff, stack=args.kernel))
     elif args.command == "simplifications":
         for where, text in simplifications():
             print(f"{where}\n    {text}\n")

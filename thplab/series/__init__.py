@@ -66,8 +66,16 @@ P01.data["TRANSHUGE_DOC"] = {
 
 
 
-def patch_card(number):
-    """Text card of patch ``number`` (0 = the kernel before the series): subject, files, what, why, where."""
+def patch_card(number, stack="rfc-v1"):
+    """Text card of patch ``number`` (0 = the kernel before the series): subject, files, what, why, where.
+
+    ``stack="v4.5"``: step ``number`` of the merged series instead.
+    """
+    if stack != "rfc-v1":
+        p = STACKS[stack][number - 1]
+        files = "\n".join(f"    {path}: {emails}" for path, emails in p.files.items())
+        return (f"{p.title}\n  files (and the v12 emails that change them):\n{files}\n"
+                f"  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}")
     p = BASE if number == 0 else PATCHES[number - 1]
     files = "\n".join(f"    {path}: {lines}" for path, lines in p.files.items())
     src = "" if p.source == "posted" else ("\n  NOTE: this patch's email is not in the public archive; "
@@ -78,9 +86,9 @@ def patch_card(number):
             f"{files}\n  what: {p.summary}\n  why:  {p.why}\n  read: {p.link}{src}")
 
 
-def changed_functions(number):
-    """Kernel functions patch ``number`` replaces and removes: ``(replaced, removed)``, sorted."""
-    p = PATCHES[number - 1]
+def changed_functions(number, stack="rfc-v1"):
+    """Kernel functions patch (or step) ``number`` replaces and removes: ``(replaced, removed)``, sorted."""
+    p = STACKS[stack][number - 1]
     return sorted(n for n in p.functions), sorted(p.removed)
 
 

@@ -11,7 +11,7 @@ import inspect
 import re
 import textwrap
 
-from . import PATCHES, Kernel, changed_functions, patch_card
+from . import STACKS, Kernel, changed_functions, patch_card
 
 #: Functions the series registers with ``@replaces`` that are thplab's own, not the kernel's:
 #: ``split_pmd`` is the one name the model's call sites use for what the kernel calls
@@ -21,10 +21,14 @@ from . import PATCHES, Kernel, changed_functions, patch_card
 MODEL_ONLY = frozenset({"check_refcounts", "split_pmd"})
 
 
-def kernel_functions(number):
-    """``(replaced, removed)``: the kernel functions patch ``number`` changes, sorted, without
-    the model's own helpers (:data:`MODEL_ONLY`)."""
-    replaced, removed = changed_functions(number)
+def _label(number, stack):
+    return f"{number:02d}" if stack == "rfc-v1" else f"step {number}"
+
+
+def kernel_functions(number, stack="rfc-v1"):
+    """``(replaced, removed)``: the kernel functions patch ``number`` (or a step of ``stack``)
+    changes, sorted, without the model's own helpers (:data:`MODEL_ONLY`)."""
+    replaced, removed = changed_functions(number, stack)
     return ([n for n in replaced if n not in MODEL_ONLY], [n for n in removed if n not in MODEL_ONLY])
 
 
@@ -42,7 +46,7 @@ def _code_lines(fn):
     return [line for i, line in enumerate(lines) if i not in drop]
 
 
-def code_diff(number, name):
+def code_diff(number, name, stack="rfc-v1"):
     """Unified diff of kernel function ``name`` before and after patch ``number``, code only.
 
     The definition before is the one a kernel at level ``number - 1`` runs (none: the function
@@ -50,12 +54,13 @@ def code_diff(number, name):
     what the code does differently.  ``""`` when only the docstring changed.
     """
 
-    before_kernel = Kernel(None, number - 1)
+    before_kernel = Kernel(None, number - 1, stack)
     before = getattr(before_kernel, name).__func__ if before_kernel.has(name) else None
-    after = PATCHES[number - 1].functions.get(name)
+    after = STACKS[stack][number - 1].functions.get(name)
     a = _code_lines(before) if before else []
     b = _code_lines(after) if after else []
-    return "\n".join(difflib.unified_diff(a, b, f"{name} before {number:02d}", f"{name} after {number:02d}",
+    label = _label(number, stack)
+    return "\n".join(difflib.unified_diff(a, b, f"{name} before {label}", f"{name} after {label}",
                                           lineterm=""))
 
 
@@ -65,31 +70,33 @@ def _wrap(text, indent=""):
                          break_on_hyphens=False)
 
 
-def function_text(number, name):
+def function_text(number, name, stack="rfc-v1"):
     """The model's code diff of kernel function ``name`` in patch ``number``, or why there is none."""
-    patch = PATCHES[number - 1]
+    patch = STACKS[stack][number - 1]
     if name in patch.removed:
         return _wrap(f"{name}() is removed by this patch. {patch.removed[name]}")
-    return code_diff(number, name) or f"{name}(): the model's code is the same before and after this patch."
+    return (code_diff(number, name, stack)
+            or f"{name}(): the model's code is the same before and after this patch.")
 
 
-def patch_text(number, diff=True):
+def patch_text(number, diff=True, stack="rfc-v1"):
     """Patch ``number``'s card (wrapped to 100 columns), the kernel functions it replaces and
     removes, and with ``diff`` the model's code diff of each: the text twin of
-    :class:`PatchDiff`, and what ``python -m thplab patch N --diff`` prints."""
-    replaced, removed = kernel_functions(number)
-    lines = [patch_card_text(number),
+    :class:`PatchDiff`, and what ``python -m thplab patch N --diff`` prints (``stack="v4.5"``:
+    ``--kernel v4.5``, a step of the merged series)."""
+    replaced, removed = kernel_functions(number, stack)
+    lines = [patch_card_text(number, stack=stack),
              _wrap("  replaces: " + (", ".join(f"{n}()" for n in replaced) or "-"), " " * 12),
              _wrap("  removes:  " + (", ".join(f"{n}()" for n in removed) or "-"), " " * 12)]
     if diff:
-        lines += ["\n" + function_text(number, name) for name in replaced + removed]
+        lines += ["\n" + function_text(number, name, stack) for name in replaced + removed]
     return "\n".join(lines)
 
 
-def patch_card_text(number, width=100):
+def patch_card_text(number, width=100, stack="rfc-v1"):
     """:func:`thplab.series.patch_card` wrapped to ``width`` columns (continuation lines indented)."""
     out = []
-    for line in patch_card(number).splitlines():
+    for line in patch_card(number, stack).splitlines():
         if len(line) <= width:
             out.append(line)
             continue

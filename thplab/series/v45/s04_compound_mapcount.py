@@ -22,9 +22,10 @@ Identity (docs/v4.5-stack.md §2), per THP, ``cm`` = compound_mapcount:
 
 import numpy as np
 
+from ... import memory as mem
 from ...errors import VMBug
 from ...page_alloc import dump_page
-from ...page_flags import PG, PAGE_MAPPING_ANON, PageCompound, compound_head
+from ...page_flags import PG, PAGE_MAPPING_ANON, PageCompound, PageHead, compound_head
 from ...params import HPAGE_PMD_NR
 from .._kernel import Patch
 from ..p00_base import _pages
@@ -65,8 +66,6 @@ def compound_mapcount(k, page):
 @S04.replaces
 def PageDoubleMap(k, page):
     """Mirrors ``PageDoubleMap()`` (4.5.7 include/linux/page-flags.h#L542): head only; 0 on a tail."""
-    from ...page_flags import PageHead
-
     pages = np.asarray(page)
     return PageHead(k.mem_map, pages) & double_mapped(k, np.minimum(pages, len(k.mem_map) - 2))
 
@@ -125,8 +124,6 @@ def page_add_new_anon_rmap(k, page, vma, address, compound=False):
     SIMPLIFICATION: ``prep_compound_page()`` sets ``compound_mapcount`` to -1
     when the THP is allocated; thplab writes the 0 here directly.
     """
-    from ... import memory as mem
-
     if not compound:
         return mem.page_add_new_anon_rmap(k, page, vma, address)
     mem_map = k.mem_map

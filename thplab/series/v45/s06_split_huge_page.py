@@ -27,9 +27,11 @@ import numpy as np
 from ... import memory as mem
 from ... import pgtable as pt
 from ...errors import VMBug
+from ...migrate import migrate_one
 from ...page_alloc import dump_page
 from ...page_flags import PG, PageCompound, compound_head
-from ...params import EBUSY, FOLL_SPLIT, HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, VM_WRITE
+from ...params import (EBUSY, EFAULT, ENOENT, FOLL_GET, FOLL_SPLIT, HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE,
+                       PAGE_SHIFT, VM_WRITE)
 from .._kernel import Patch
 from ..p00_base import LRU_LOCK, _follow_pte_range, _pages
 from ._common import LOCKED, email
@@ -353,8 +355,6 @@ def do_move_page_to_node_array(k, mm, addresses, node):
     As before, except that the ``FOLL_SPLIT`` split can fail: its ``-EBUSY``
     is the page's status.
     """
-    from ...migrate import migrate_one
-    from ...params import EFAULT, ENOENT, FOLL_GET
 
     status = []
     for address in addresses:
