@@ -101,3 +101,26 @@ def test_kernel_links_are_pinned_to_4_5_7():
     assert len(links) == len(merged.KERNEL_LINKS)
     assert all("https://elixir.bootlin.com/linux/v4.5.7/source/" in line for line in links)
     assert np.all([line.split()[-1].rsplit("#L", 1)[1].isdigit() for line in links])
+
+
+def test_review_history_links_every_step_it_names_to_lore():
+    text = str(merged.review_history())
+    assert text.count("https://lore.kernel.org/linux-mm/") == len(merged.REVIEW)
+    assert {step for step, *_ in merged.REVIEW} <= {s.number for s in __import__("thplab").series.STACKS["v4.5"]}
+    assert "Andrea Arcangeli" in text and "20160121012237.GE7119@redhat.com" in text
+    assert max(map(len, text.splitlines())) <= 100
+
+
+def test_open_problems_measured_on_both_kernels():
+    rows = str(merged.open_problems_measured()).splitlines()
+    held, after, cow, same = rows[1], rows[2], rows[3], rows[4]
+    assert held.split()[-2:] == ["8176", "8176"] and after.split()[-2:] == ["8176", "0"]
+    assert cow.split()[-2:] == ["yes", "no"] and same.split()[-2:] == ["yes", "no"]
+
+
+def test_tail_get_put_costs_ten_six_two():
+    from thplab import costs
+
+    total = {lv: sum(c.get("atomic", 0) for c in costs.tail_get_put(lv).values()) for lv in (0, 10, "v4.5")}
+    assert total == {0: 10, 10: 6, "v4.5": 2}
+    assert "v4.5" in costs.cost_table(levels=(0, "v4.5"))

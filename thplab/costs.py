@@ -4,8 +4,11 @@ Kernel functions count what they would cost (``k.cost("atomic", n)``) into
 ``machine.costs``.  :func:`tail_get_put` measures one ``get_page()`` and one
 ``put_page()`` on a tail page at a level -- the "cheaper and cleaner" claim
 of the cover letter, as numbers.  The per-call counts are read off the v3.16
-code (``__get_page_tail``, ``put_compound_page``) and, for levels 4-10, off
-patches 04 and 06 [I for the exact v1 sequence].
+code (``__get_page_tail``, ``put_compound_page``), for levels 4-10 off
+patches 04 and 06 [I for the exact v1 sequence], and for v4.5 off 4.5.7's
+``get_page()``/``put_page()`` (include/linux/mm.h#L698, #L712: one atomic on
+the head each).  A "level" here is an RFC level (an int) or a kernel name
+(``"v4.5"``, ``"v3.16"``, ``"rfc-v1"``).
 """
 
 import collections
@@ -22,9 +25,16 @@ def measure(machine, fn, *args):
     return result, +after
 
 
+def boot(level, mem="8M"):
+    """A machine at ``level``: an RFC level (int) or a kernel by name (``"v4.5"``)."""
+    if isinstance(level, str):
+        return Machine.boot(mem, kernel=level)
+    return Machine.boot(mem, patches=level)
+
+
 def tail_get_put(level, subpage=5):
     """Costs of ``get_page(tail)`` and of ``put_page(tail)`` on a PMD-mapped THP at ``level``."""
-    m = Machine.boot("8M", patches=level)
+    m = boot(level)
     _, _, head = m.map_thp()
     tail = head + subpage
     _, get = measure(m, m.kernel.get_page, tail)
@@ -39,5 +49,5 @@ def cost_table(levels=(0, 4, 6, 10)):
     for level in levels:
         costs = tail_get_put(level)
         for call in ("get_page", "put_page"):
-            lines.append(f"{level:>5}  {call:<9}" + "".join(f"{costs[call].get(k, 0):>15}" for k in kinds))
+            lines.append(f"{str(level):>5}  {call:<9}" + "".join(f"{costs[call].get(k, 0):>15}" for k in kinds))
     return "\n".join(lines)

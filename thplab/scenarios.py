@@ -38,6 +38,8 @@ class Scenario:
         """Boot a machine at ``level`` (of ``kernel``'s stack, the RFC's by default) and return
         a :class:`ScenarioRun` before step 1.  A kernel with THP marked BROKEN (v4.5 steps
         2-6) has no THP to run a scenario on, and is refused."""
+        if isinstance(level, str):      # a kernel by name, e.g. start("v4.5")
+            kernel, level = level, None
         m = Machine.boot(self.mem, kernel=kernel, patches=level, seed=seed, nodes=self.nodes)
         if m.kernel.caps.get("thp_broken"):
             raise BadArgument(f"{m.kernel.name} has THP marked BROKEN (the series turned it off from "

@@ -364,6 +364,7 @@ def costs_by_label(levels=(0, 10)):
     out = {}
     for level in levels:
         c = costs.tail_get_put(level)
+        name = level if isinstance(level, str) else f"level {level}"
         for call in ("get_page", "put_page"):
-            out[f"{call}(tail), level {level}"] = c[call]
+            out[f"{call}(tail), {name}"] = c[call]
     return out

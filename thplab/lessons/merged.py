@@ -7,6 +7,7 @@ than a few lines (:func:`deferred_split_demo`).  The model is
 ``thplab/series/v45/``; docs/v4.5-stack.md gives the sources.
 """
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,104 @@ def kernel_links():
     """The functions of the lesson with a link each to 4.5.7's source (elixir, pinned)."""
     width = max(len(name) for name, _ in KERNEL_LINKS)
     return Text("\n".join(f"{name:<{width}}  {T457}{where}" for name, where in KERNEL_LINKS))
+
+
+LORE = "https://lore.kernel.org/linux-mm/"
+
+#: What review asked for and which step answers it: (step, who and when, what they asked, Message-Id).
+#: Read in the linux-mm archive (docs/v4.5-stack.md §6 lists what was and was not found).
+REVIEW = (
+    (7, "Andrea Arcangeli, RFC v1 thread, 10-11 June 2014",
+     "a partial munmap() can leave up to 512x the mapped memory allocated; try to split and defer "
+     "the pages that cannot be split yet",
+     "1402329861-7037-1-git-send-email-kirill.shutemov@linux.intel.com"),
+    (4, "Andrea Arcangeli, same thread",
+     "count mappings, not pins, in the tails (tail_count -> tail_mapcount); v2 moved PMD maps to a "
+     "compound_mapcount of their own",
+     "1402329861-7037-1-git-send-email-kirill.shutemov@linux.intel.com"),
+    (6, "Aneesh Kumar K.V, v4 18/24, 30 Mar 2015",
+     "why not offer locked and unlocked variants of split_huge_page()? The series kept one rule: "
+     "the caller locks the page",
+     "87mw2ulgoa.fsf@linux.vnet.ibm.com"),
+    (5, "Vlastimil Babka, v5 22/28, 19 May 2015",
+     "review of split_huge_pmd() as it then was (the PMD cleared before the PTEs were in); by v12 the "
+     "PMD stays present until pmdp_invalidate()",
+     "555AF37A.2060709@suse.cz"),
+    (4, "Naoya Horiguchi, 27 Oct 2015",
+     "reading /proc/kpageflags of a THP tripped a VM_BUG_ON in PageDoubleMap(): it may be asked about "
+     "tails, so it now answers 0 for them",
+     "20151027061800.GA336@hori1.linux.bs1.fc.nec.co.jp"),
+    (6, "Sasha Levin, v12 32/37, 18 Nov 2015",
+     "KASAN use-after-free in unfreeze_page() reached from deferred_split_scan(); fixed by "
+     "\"thp: fix split vs. unmap race\"",
+     "564CA63C.8090800@oracle.com"),
+    (7, "Andrea Arcangeli, v12 34/37, 21 Jan 2016",
+     "the scan took the whole global queue with interrupts off and no limit: one queue per NUMA node "
+     "and nr_to_scan, fixed before 4.5.0",
+     "20160121012237.GE7119@redhat.com"),
+)
+
+
+def review_history():
+    """Each change of the merged series traced to the review that asked for it, with a link."""
+    lines = []
+    for step, who, what, msgid in REVIEW:
+        lines.append(f"step {step}  {who}")
+        lines += textwrap.wrap(what, 96, initial_indent="    ", subsequent_indent="    ")
+        lines.append(f"  {LORE}{msgid}/")
+    return Text("\n".join(lines))
+
+
+def open_problems_measured():
+    """Lesson 14's open problems, measured on RFC v1 (level 10) and on v4.5 with the same calls."""
+    rows = []
+    for kernel in ("rfc-v1", "v4.5"):
+        out = {}
+        # 1. held memory: 511 of 512 subpages unmapped from each of 4 THPs
+        m = Machine.boot("32M", kernel=kernel)
+        pid = m.spawn()
+        base = m.mmap(pid, 4 * HPAGE_PMD_SIZE)
+        m.touch(pid, base, 4 * HPAGE_PMD_SIZE)
+        for i in range(4):
+            m.munmap(pid, base + i * HPAGE_PMD_SIZE + PAGE_SIZE, HPAGE_PMD_SIZE - PAGE_SIZE)
+        out["held"] = sum(held_pages(m).values()) * KIB
+        m.drop_caches(2)
+        out["held_after"] = sum(held_pages(m).values()) * KIB
+        # 2. the COW write of lesson 14: parent PMD, child PTEs; the child writes subpage 7
+        m = Machine.boot("16M", kernel=kernel)
+        pid, addr, head = m.map_thp()
+        child = m.fork(pid)
+        m.split_huge_pmd(child, addr)
+        m.touch(child, addr + 7 * PAGE_SIZE, PAGE_SIZE)
+        out["cow_reused"] = int(m.walk(child, [addr + 7 * PAGE_SIZE])["pfn"][0]) == head + 7
+        m.check()
+        # 3. lesson 14's states A (parent PMD, child PTEs but subpage 0) and B (512 PTEs, one process)
+        states = []
+        for parent_keeps_pmd in (True, False):
+            m = Machine.boot("16M", kernel=kernel)
+            pid, addr, head = m.map_thp()
+            if parent_keeps_pmd:
+                child = m.fork(pid)
+                m.split_huge_pmd(child, addr)
+                m.munmap(child, addr, PAGE_SIZE)
+            else:
+                m.split_huge_pmd(pid, addr)
+            states.append((m, head))
+        (ma, ha), (mb, hb) = states
+        out["same"] = all((ma.mem_map[f][ha:ha + HPAGE_PMD_NR] == mb.mem_map[f][hb:hb + HPAGE_PMD_NR]).all()
+                          for f in ma.mem_map.dtype.names)
+        rows.append((kernel, out))
+    (_, v1), (_, v45) = rows
+    lines = [f"{'open problem (lesson 14)':<58}{'rfc-v1':>10}{'v4.5':>10}",
+             f"{'KiB held after 511/512 unmapped from 4 THPs':<58}{v1['held']:>10}{v45['held']:>10}",
+             f"{'  ... after drop_caches(2)':<58}{v1['held_after']:>10}{v45['held_after']:>10}",
+             f"{'child writes subpage 7 the parent maps: page reused?':<58}"
+             f"{'yes' if v1['cow_reused'] else 'no':>10}{'yes' if v45['cow_reused'] else 'no':>10}",
+             f"{'states A and B of lesson 14: identical struct pages?':<58}"
+             f"{'yes' if v1['same'] else 'no':>10}{'yes' if v45['same'] else 'no':>10}",
+             "Reuse must mean nobody else maps the page: v4.5 asks page_trans_huge_mapcount(); A and B",
+             "differ in page[1] (compound_mapcount, PG_double_map): section 2."]
+    return Text("\n".join(lines))
 
 
 def steps_table():
@@ -329,5 +428,5 @@ def deferred_split_chart(demo):
     return figure_diagram(fig, "Memory held after partial munmap(), by kernel", deferred_split_text(demo))
 
 
-__all__ = ["steps_table", "kernel_links", "compare_thps", "thp_fields_diagram", "describe_thp_fields", "V45Question",
+__all__ = ["steps_table", "kernel_links", "compare_thps", "review_history", "open_problems_measured", "REVIEW", "thp_fields_diagram", "describe_thp_fields", "V45Question",
            "deferred_split_demo", "deferred_split_chart", "deferred_split_text", "KERNEL_LINKS"]
