@@ -25,7 +25,8 @@ class World:
     """A machine with a bit of everything: THPs, a fork, a pin, read-only and PROT_NONE VMAs."""
 
     def __init__(self, level):
-        m = self.m = Machine.boot("32M", patches=level, seed=0, nodes=2)
+        kernel = {"kernel": level} if isinstance(level, str) else {"patches": level}
+        m = self.m = Machine.boot("32M", seed=0, nodes=2, **kernel)
         p = self.p = m.spawn()
         self.a = m.mmap(p, 2 * M2)
         m.touch(p, self.a, 2 * M2)
@@ -133,7 +134,8 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module", params=LEVELS, ids=[f"level{k:02d}" for k in LEVELS])
+@pytest.fixture(scope="module", params=LEVELS + ["v4.5"],
+                ids=[f"level{k:02d}" for k in LEVELS] + ["v4.5"])
 def world(request):
     return World(request.param)
 
@@ -426,6 +428,48 @@ def test_boot_still_builds_large_machines_up_to_the_cap():
     assert MAX_MEM == 1 << 40
     m = Machine.boot("1G", nodes=2)
     assert m.nr_pages == 1 << 18
+
+
+#: v4.5's deferred split queue and the shrinker: (call, exception).
+V45_BAD = [
+    (lambda m: m.deferred_split_scan(0), BadArgument),
+    (lambda m: m.deferred_split_scan(-3), BadArgument),
+    (lambda m: m.deferred_split_scan(True), BadArgument),
+    (lambda m: m.deferred_split_scan(1.5), BadArgument),
+    (lambda m: m.deferred_split_scan("8"), BadArgument),
+    (lambda m: m.deferred_split_scan(8, node=2), BadArgument),
+    (lambda m: m.deferred_split_scan(8, node=-1), BadArgument),
+    (lambda m: m.deferred_split_count(node="0"), BadArgument),
+    (lambda m: m.split_queue(node=7), BadArgument),
+    (lambda m: m.split_queue_len(node=None), BadArgument),
+    (lambda m: m.drop_caches(0), BadArgument),
+    (lambda m: m.drop_caches(5), BadArgument),
+    (lambda m: m.drop_caches(None), BadArgument),
+    (lambda m: m.drop_caches("2"), BadArgument),
+]
+
+
+@pytest.mark.parametrize("i", range(len(V45_BAD)))
+def test_v45_queue_calls_refuse_bad_arguments_and_change_nothing(i):
+    m = Machine.boot("16M", kernel="v4.5", seed=0, nodes=2)
+    pid, addr, head = m.map_thp()
+    m.munmap(pid, addr + 7 * K4, K4)              # one THP queued
+    call, exc = V45_BAD[i]
+    before = snapshot(m)
+    with pytest.raises(exc):
+        call(m)
+    assert_unchanged(before, m)
+    assert m.split_queue(node=0) == [head]
+
+
+def test_queue_calls_name_the_kernel_that_has_them():
+    from thplab.errors import KernelFunctionRemoved
+
+    m = Machine.boot("16M", kernel="v4.5", patches=6)
+    for call in (m.split_queue, m.split_queue_len, m.deferred_split_count, m.deferred_split_scan):
+        with pytest.raises(KernelFunctionRemoved, match="v4.5 step 6.*34/37"):
+            call()
+    m.drop_caches(3)                              # no shrinker yet: nothing to do, no error
 
 
 # Last in the file: the world fixture is shared by every test above at its level.

@@ -527,6 +527,11 @@ class Machine:
         self._v45("deferred_split_count")
         return list(self.split_queues[self._node(node)])
 
+    def split_queue_len(self, node=0):
+        """``NODE_DATA(node)->split_queue_len``: THPs on v4.5's deferred split queue of ``node``."""
+        self._v45("deferred_split_count")
+        return len(self.split_queues[self._node(node)])
+
     def deferred_split_count(self, node=0):
         """``deferred_split_count()``: how many THPs are queued on ``node`` (v4.5)."""
         return self._v45("deferred_split_count")(self._node(node))
