@@ -210,17 +210,47 @@ def test_scenario_explorer_shows_the_mappings_diagram_in_one_html_widget():
     from thplab import widgets
 
     e = widgets.ScenarioExplorer("fork-split-pmd", levels=(3, 4), figure=True)
-    assert isinstance(e.plot, w.HTML) and e.plot.value == ""
-    plot = e.plot
+    assert isinstance(e.view, w.HTML) and e.plot.value == "" and "no THP yet" in e.view.value
+    view = e.view
     e.step_button.click()
-    assert e.plot is plot and e.plot.value.startswith("<div class=\"thplab-diagram\"") and "changed" not in e.plot.value
+    assert e.view is view and e.plot.value.startswith("<div class=\"thplab-diagram\"")
+    assert "changed" not in e.plot.value
     e.step_button.click()  # fork: the head's counters change
     assert "▲" in e.plot.value and e.diagram.html == e.plot.value
+    for part in (e.status, e.table, e.plot, e.caption):  # the one widget shows every part, in this order
+        assert part.value and part.value in e.view.value
+    assert [e.view.value.index(p.value) for p in (e.status, e.table, e.plot, e.caption)] == sorted(
+        e.view.value.index(p.value) for p in (e.status, e.table, e.plot, e.caption))
     e.step_button.click()  # the child's PMD is split (only the child's, at level 4)
     root = parse(e.diagram)
     assert [a.attrib["data-arrow"] for a in by_attr(root, "data-arrow")].count("pmd") == 1
     e.kernel.value = 3  # before patch 04: the whole THP is split
-    assert "not compound" in e.diagram.title and e.plot is plot
+    assert "not compound" in e.diagram.title and e.view is view
+
+
+def test_scenario_explorer_step_is_one_widget_message_and_marks_changes_on_both_kernels():
+    from thplab import widgets
+    from thplab.scenarios import SCENARIOS
+
+    e = widgets.ScenarioExplorer("fork-pin-split", levels=(0, 10))
+    sent = []
+    for widget in (e.view, e.step_button, e.run_button, e.kernel):
+        widget.observe(lambda change, widget=widget: sent.append(widget), names=["value", "disabled"])
+    e.step_button.click()
+    e.step_button.click()  # fork
+    assert sent == [e.view, e.view]
+    # the kernel not on show stepped too, and toggling to it marks what its last step changed
+    ref = SCENARIOS["fork-pin-split"].start(0)
+    ref.run_to(2)
+    assert e.runs[0].table() == ref.table() and e.runs[10].done == 2
+    e.kernel.value = 0
+    assert "▲" in e.plot.value and f"pid {e.runs[0].child}   ▲ changed" in texts(parse(e.diagram))
+    assert e.table.value == widgets._pre(ref.table())
+    assert e.status.value == widgets._pre(ref.summary().rpartition("\nlevel ")[0])
+    # the snapshot a drawing was made from is the next step's "previous"
+    drawn = e.diagram.snapshot
+    e.step_button.click()
+    assert e.previous[0] is drawn
 
 
 # --------------------------------------------------------------------------- 3. the old split

@@ -73,6 +73,12 @@ class Diagram:
             self._svg = raw.replace(_ID, f"thp{digest}")
         return self._svg
 
+    @property
+    def id(self):
+        """The prefix of every id in the SVG (``thp`` and a hash of the drawing), or None."""
+        match = re.search(r'\sid="(thp[0-9a-f]+)-', self.svg)
+        return match[1] if match else None
+
     @classmethod
     def from_svg(cls, svg, text, title, kind="chart"):
         """A Diagram around a finished SVG document (e.g. a matplotlib figure's)."""

@@ -16,7 +16,7 @@ import drawsvg as dw
 import numpy as np
 
 from .. import pgtable as pt
-from ..page_flags import PG
+from ..page_flags import PG, compound_head
 from ..params import HPAGE_PMD_NR
 from ._base import (BLACK, BLUE, GREEN, GREY, LABEL_SIZE, ORANGE, PALE, PURPLE, SKY, SMALL_SIZE,
                     TITLE_SIZE, VERMILION, YELLOW, Canvas, text_width, wrap)
@@ -307,20 +307,35 @@ def _locks(steps, head):
     return out
 
 
-def _broken_step(race, steps, broken_at):
+def _race_parts(race, head=None, title=None):
+    """``(interleaving, machine, head, title)`` of a :class:`~thplab.races.Race` or a bare Interleaving.
+
+    For a bare :class:`~thplab.trace.Interleaving` (``interleaving is True`` on it), ``head`` is
+    the compound head of the page given, read in the first snapshot (None: no lock or counter
+    is read from the flags), and ``title`` defaults to "two CPUs".
+    """
+    if getattr(race, "interleaving", None) is True:
+        il = race
+        if head is not None:
+            head = int(compound_head(il.steps[0].state.mem_map, int(head)))
+        return il, il.machine, head, title or "two CPUs"
+    return race.interleaving, race.machine, race.head if head is None else int(head), title or race.title
+
+
+def _broken_step(il, machine, head, broken_at):
     if broken_at is not None:
         return broken_at
     from ..invariants import problems
 
-    il = race.interleaving
-    if not il.finished or not problems(race.machine):
+    steps = il.steps
+    if not il.finished or not problems(machine):
         return None
     for i, s in enumerate(steps):
         if s.name.startswith("error"):
             return i
     done = [i for i, s in enumerate(steps) if s.name == "done"]
-    if done:
-        pages = np.arange(race.head, race.head + HPAGE_PMD_NR)
+    if done and head is not None:
+        pages = np.arange(head, head + HPAGE_PMD_NR)
         for i in range(done[0] + 1, len(steps)):
             a, b = steps[i - 1].state.mem_map, steps[i].state.mem_map
             if (a["_count"][pages] != b["_count"][pages]).any() or (a["_mapcount"][pages] != b["_mapcount"][pages]).any():
@@ -328,15 +343,16 @@ def _broken_step(race, steps, broken_at):
     return len(steps) - 1
 
 
-def describe_race_swimlane(race, broken_at=None):
-    il = race.interleaving
+def describe_race_swimlane(race, broken_at=None, *, head=None, title=None):
+    """Text twin of :func:`race_swimlane`: one line per point, with interrupts, waits and the break."""
+    il, machine, head, title = _race_parts(race, head, title)
     steps = il.steps
     cpus = list(il.cpus)
     irq = _irqs_off(steps, cpus)
-    broken = _broken_step(race, steps, broken_at)
-    without = race.machine.smp.without
-    lines = [f"{race.title}, level {race.machine.level}" + (f", what-if WITHOUT {', '.join(sorted(without))}"
-                                                            if without else "")]
+    broken = _broken_step(il, machine, head, broken_at)
+    without = machine.smp.without
+    lines = [f"{title}, level {machine.level}" + (f", what-if WITHOUT {', '.join(sorted(without))}"
+                                                  if without else "")]
     for i, s in enumerate(steps):
         extra = []
         if irq[i]:
@@ -363,8 +379,10 @@ def _rotated(c, s, x, y, **kw):
                   style="paint-order:stroke;stroke:white;stroke-width:3px", **kw)
 
 
-def race_swimlane(race, broken_at=None):
-    """Swimlanes of a :class:`~thplab.races.Race` (play it first, or step it part way).
+def race_swimlane(race, broken_at=None, *, head=None, title=None):
+    """Swimlanes of a :class:`~thplab.races.Race` (play it first, or step it part way), or of a bare
+    :class:`~thplab.trace.Interleaving` (``head``: a page of the THP whose flags show the locks).
+    ``title``: the heading (default: the race's title and the level).
 
     Each CPU is a column; every kernel point is a box in its CPU's column, in time order
     downwards, its name wrapped onto as many lines as it needs (up to six).  Hatched
@@ -374,16 +392,17 @@ def race_swimlane(race, broken_at=None):
     finished run whose invariants fail, the first error, or the first change to the THP's
     counters after the splitter returned).  Two CPUs fit the notebook column (860 px).
     """
-    il = race.interleaving
+    il, machine, head, name = _race_parts(race, head, title)
+    heading_given = title is not None
     steps = il.steps
     cpus = list(il.cpus)
     irq = _irqs_off(steps, cpus)
-    locks = _locks(steps, race.head)
-    broken = _broken_step(race, steps, broken_at)
-    text = describe_race_swimlane(race, broken_at)
-    without = race.machine.smp.without
-    title = f"{race.title}: level {race.machine.level}" + (f", what-if without {' and '.join(sorted(without))}"
-                                                          if without else "")
+    locks = _locks(steps, head)
+    broken = _broken_step(il, machine, head, broken_at)
+    text = describe_race_swimlane(il, broken_at, head=head, title=name)
+    without = machine.smp.without
+    title = (name if heading_given else f"{name}: level {machine.level}") + (
+        f", what-if without {' and '.join(sorted(without))}" if without else "")
     lane_w = _BOX_W + _LOCK_GAP + _LOCK_W
     x_of = {cpu: _LEFT + j * (lane_w + _LANE_GAP + _IRQ_M) for j, cpu in enumerate(cpus)}
     width = x_of[cpus[-1]] + lane_w + 8
@@ -416,10 +435,10 @@ def race_swimlane(race, broken_at=None):
             h = ys[b] - ys[a]
             c.box(x - _IRQ_M, ys[a], _BOX_W + _IRQ_M + 2, h, fill=irq_fill, stroke=PURPLE,
                   stroke_width=1.2, class_="irqs-off", data_cpu=cpu, data_first=int(a), data_last=int(b - 1),
-                  tip=f"{cpu}: interrupts off, steps {a}..{b - 1}")
-            name = next((n for n in ("interrupts off", "irqs off") if text_width(n, SMALL_SIZE, True) + 8 <= h), None)
-            if name:
-                _rotated(c, name, x - _IRQ_M + 1, ys[a] + 4, fill=PURPLE, weight="bold")
+                  data_step=int(a), tip=f"{cpu}: interrupts off, steps {a}..{b - 1}")
+            label = next((n for n in ("interrupts off", "irqs off") if text_width(n, SMALL_SIZE, True) + 8 <= h), None)
+            if label:
+                _rotated(c, label, x - _IRQ_M + 1, ys[a] + 4, fill=PURPLE, weight="bold", data_step=int(a))
     # the points
     owner = {}
     for i, s in enumerate(steps):
@@ -435,7 +454,7 @@ def race_swimlane(race, broken_at=None):
                           class_="point-label", data_step=i, data_cpu=cpu))
             if is_broken:
                 c.text("✘ the accounting breaks here", x + 7, y + 18 + _LINE * len(labels[i]), size=SMALL_SIZE,
-                       weight="bold", fill=VERMILION, class_="broken")
+                       weight="bold", fill=VERMILION, class_="broken", data_step=i)
         for k, lock in enumerate(locks[i]):
             if lock not in (locks[i - 1] if i else []):
                 owner[lock] = s.cpu if s.cpu in x_of else cpus[0]
@@ -444,7 +463,8 @@ def race_swimlane(race, broken_at=None):
             c.box(x, y + 3 + k * lh, _LOCK_W, lh, fill=YELLOW, stroke=BLACK, rx=3,
                   class_="lock", data_step=i, data_lock=lock, data_cpu=owner[lock],
                   tip=f"{owner[lock]} holds {lock} (read from the head's flags)")
-            c.text(lock, x + _LOCK_W / 2, y + 3 + k * lh + lh / 2 + 4, size=SMALL_SIZE, anchor="middle")
+            c.text(lock, x + _LOCK_W / 2, y + 3 + k * lh + lh / 2 + 4, size=SMALL_SIZE, anchor="middle",
+                   data_step=i)
     # the IPI
     for i, s in enumerate(steps):
         if "IPI waits for" not in s.name or s.cpu not in x_of:
@@ -456,17 +476,17 @@ def race_swimlane(race, broken_at=None):
             y = ys[i] + row_h[i] / 2
             x1 = x_of[s.cpu] + (_BOX_W if right else 0)
             x2 = x_of[cpu] + (-2 if right else _BOX_W + 2)
-            c.arrow(x1, y, x2, y, colour=VERMILION, kind="ipi-sent", width=2.2, dash="6 3",
+            c.arrow(x1, y, x2, y, colour=VERMILION, kind="ipi-sent", width=2.2, dash="6 3", data_step=i,
                     tip=f"{s.cpu} sends the TLB-flush IPI and waits for {cpu}")
             c.text("TLB-flush IPI", (x1 + x2) / 2, y - 6, size=SMALL_SIZE, anchor="middle", fill=VERMILION,
-                   weight="bold", style="paint-order:stroke;stroke:white;stroke-width:3px")
+                   weight="bold", style="paint-order:stroke;stroke:white;stroke-width:3px", data_step=i)
             later = [j for j in range(i + 1, len(steps)) if cpu not in irq[j]]
             if later:
                 j = later[0]
                 nxt = [k for k in range(j, len(steps)) if steps[k].cpu == s.cpu]
                 k = nxt[0] if nxt else j
                 c.arrow(x2, ys[j] + 4, x1, ys[k] + row_h[k] / 2 - 4, colour=VERMILION, kind="ipi-ack", width=1.6,
-                        tip=f"{cpu} enables interrupts: the IPI is taken, {s.cpu} goes on")
+                        data_step=j, tip=f"{cpu} enables interrupts: the IPI is taken, {s.cpu} goes on")
     ly = ys[-1] + 28
     for swatch, part in zip((irq_fill, YELLOW), legend):
         c.box(12, ly - 11, 18, 14, fill=swatch, stroke=PURPLE if swatch == irq_fill else BLACK)
