@@ -213,12 +213,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clicks", type=int, default=24, help="timed clicks of each widget (default 24)")
     ap.add_argument("--baseline", help="another checkout whose thplab/ gives a second explorer to compare")
+    ap.add_argument("--screenshot", help="save a screenshot of the whole notebook here (PNG) after the clicks")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
 
     from tests.browser import drive
-    from tests.browser.lab import CHROMIUM_FLAGS, LabServer, chromium_path, open_notebook, run_all_cells
+    from tests.browser.lab import (CHROMIUM_FLAGS, LabServer, chromium_path, full_screenshot, open_notebook,
+                                   run_all_cells)
 
     # The kernel must import this checkout's thplab, whatever the venv has installed.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(
@@ -253,6 +255,8 @@ def main(argv=None):
                 for _ in range(args.clicks):
                     for t in targets:
                         _click(page, t)
+                if args.screenshot:
+                    full_screenshot(page, Path(args.screenshot))
                 browser.close()
         finally:
             lab.stop()

@@ -272,13 +272,15 @@ def test_step_through_of_an_interleaving_draws_its_swimlane_once_and_restyles_it
     assert _points(st.diagram) == _points(diagrams.race_swimlane(race))
     assert st.diagram.svg.count('class="lock"') == diagrams.race_swimlane(race).svg.count('class="lock"') > 0
     assert st.prev_button.disabled and not st.next_button.disabled
-    styles = []
-    st.marker.observe(lambda change: styles.append(change["new"]), names="value")
+    sent = []
+    st.output.observe(lambda change: sent.append(change["new"]), names="value")
     st.next_button.click()
     st.slider.value = st.slider.max
     assert st.lane.value == lane                                   # the SVG was not sent again
-    assert styles == [widgets.lane_style(st._scope, 1, len(race.interleaving.steps)),
-                      widgets.lane_style(st._scope, st.slider.max, len(race.interleaving.steps))]
+    n = len(race.interleaving.steps)
+    assert [v.split("<pre")[0] for v in sent] == [widgets.lane_style(st._scope, 1, n),
+                                                  widgets.lane_style(st._scope, n - 1, n)]
+    assert sent[-1].endswith(widgets._pre(widgets.describe_step(race.interleaving, n - 1, st.pages)))
     assert st.next_button.disabled and f"class='{st._scope}'" in lane
     css = widgets.lane_style("v1", 3, 6)
     assert ".v1 svg .point[data-step='3']{" in css and "stroke-width:4px" in css  # outlined thicker, not colour alone
@@ -290,4 +292,4 @@ def test_step_through_of_a_recorder_has_no_swimlane(thp):
     m, pid, addr = thp
     _, rec = record(m, m.split_huge_page, int(m.thp_heads()[0]))
     st = widgets.StepThrough(rec)
-    assert st.lane is None and st.marker is None and len(st.widget.children) == 3
+    assert st.lane is None and len(st.widget.children) == 3 and st.output.value.startswith("<pre")

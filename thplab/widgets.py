@@ -253,8 +253,8 @@ class StepThrough(_View):
 
     Over a two-CPU :class:`~thplab.trace.Interleaving` it also shows the race's swimlane
     (:func:`~thplab.diagrams.race_swimlane`, ``head`` from ``pages[0]``), drawn once: a move
-    only rewrites a small ``<style>`` (``marker``) that outlines the current point and fades
-    the ones still to come, so the SVG is not sent again.
+    sends only the text, headed by a small ``<style>`` (:func:`lane_style`) that outlines the
+    current point and fades the ones still to come; the SVG is not sent again.
     """
 
     def __init__(self, recorder, pages=None, title="Step through", describe=None):
@@ -266,20 +266,19 @@ class StepThrough(_View):
         self.prev_button = w.Button(description="Previous", icon="step-backward")
         self.next_button = w.Button(description="Next", icon="step-forward", button_style="primary")
         self.output = w.HTML()
-        self.diagram = self.lane = self.marker = None
+        self.diagram = self.lane = None
         if getattr(recorder, "interleaving", None) is True:
             from .diagrams import race_swimlane
 
             self.diagram = race_swimlane(recorder, head=pages[0] if pages else None, title=title)
             self._scope = f"thplab-view-{next(_VIEWS)}"
             self.lane = w.HTML(f"<div class='{self._scope}'>{self.diagram.html}</div>")
-            self.marker = w.HTML()
         self.slider.observe(lambda change: self.refresh(), names="value")
         self.prev_button.on_click(lambda b: self._move(-1))
         self.next_button.on_click(lambda b: self._move(1))
-        lane = [self.marker, self.lane] if self.lane is not None else []
         self.widget = w.VBox([w.HTML(f"<b>{html.escape(title)}</b>"),
-                              w.HBox([self.prev_button, self.slider, self.next_button])] + lane + [self.output])
+                              w.HBox([self.prev_button, self.slider, self.next_button])]
+                             + ([self.lane] if self.lane is not None else []) + [self.output])
         self.refresh()
 
     def _move(self, d):
@@ -288,9 +287,8 @@ class StepThrough(_View):
     def refresh(self):
         i = self.slider.value
         self.prev_button.disabled, self.next_button.disabled = i == 0, i == self.slider.max
-        self.output.value = _pre(self.describe(self.recorder, i, self.pages))
-        if self.marker is not None:
-            self.marker.value = lane_style(self._scope, i, len(self.recorder.steps))
+        style = "" if self.lane is None else lane_style(self._scope, i, len(self.recorder.steps))
+        self.output.value = style + _pre(self.describe(self.recorder, i, self.pages))
 
 
 #: Distinct CSS scopes for the views that restyle their diagram (deterministic within a kernel).
