@@ -293,3 +293,28 @@ def test_step_through_of_a_recorder_has_no_swimlane(thp):
     _, rec = record(m, m.split_huge_page, int(m.thp_heads()[0]))
     st = widgets.StepThrough(rec)
     assert st.lane is None and len(st.widget.children) == 3 and st.output.value.startswith("<pre")
+
+
+def test_scenario_explorer_in_an_event_loop_steps_the_hidden_kernel_after_the_click():
+    import asyncio
+
+    from thplab import diagrams
+
+    async def clicks():
+        e = widgets.ScenarioExplorer("fork-pin-split", levels=(0, 10), figure=True)
+        e.step_button.click()
+        assert e.runs[10].done == 1 and e.runs[0].done == 0       # the view first
+        await asyncio.sleep(0)
+        assert e.runs[0].done == 1                                 # then, once the handler returned
+        e.step_button.click()                                      # fork
+        e.kernel.value = 0                                         # toggled before the loop ran: catch up first
+        assert e.runs[0].done == 2 and "▲" in e.plot.value
+        assert e.diagram.svg == diagrams.thp_mappings(e.run.machine, e.run.head, previous=e.previous[0]).svg
+        e.step_button.click()
+        e.reset_button.click()                                     # a reset drops what was deferred
+        await asyncio.sleep(0)
+        assert e.runs[10].done == 0 and e.runs[0].done == 0
+        e.run_button.click()
+        assert e.runs[10].finished and e.runs[0].finished
+
+    asyncio.run(clicks())
