@@ -210,17 +210,47 @@ def test_scenario_explorer_shows_the_mappings_diagram_in_one_html_widget():
     from thplab import widgets
 
     e = widgets.ScenarioExplorer("fork-split-pmd", levels=(3, 4), figure=True)
-    assert isinstance(e.plot, w.HTML) and e.plot.value == ""
-    plot = e.plot
+    assert isinstance(e.view, w.HTML) and e.plot.value == "" and "no THP yet" in e.view.value
+    view = e.view
     e.step_button.click()
-    assert e.plot is plot and e.plot.value.startswith("<div class=\"thplab-diagram\"") and "changed" not in e.plot.value
+    assert e.view is view and e.plot.value.startswith("<div class=\"thplab-diagram\"")
+    assert "changed" not in e.plot.value
     e.step_button.click()  # fork: the head's counters change
     assert "▲" in e.plot.value and e.diagram.html == e.plot.value
+    for part in (e.status, e.table, e.plot, e.caption):  # the one widget shows every part, in this order
+        assert part.value and part.value in e.view.value
+    assert [e.view.value.index(p.value) for p in (e.status, e.table, e.plot, e.caption)] == sorted(
+        e.view.value.index(p.value) for p in (e.status, e.table, e.plot, e.caption))
     e.step_button.click()  # the child's PMD is split (only the child's, at level 4)
     root = parse(e.diagram)
     assert [a.attrib["data-arrow"] for a in by_attr(root, "data-arrow")].count("pmd") == 1
     e.kernel.value = 3  # before patch 04: the whole THP is split
-    assert "not compound" in e.diagram.title and e.plot is plot
+    assert "not compound" in e.diagram.title and e.view is view
+
+
+def test_scenario_explorer_step_is_one_widget_message_and_marks_changes_on_both_kernels():
+    from thplab import widgets
+    from thplab.scenarios import SCENARIOS
+
+    e = widgets.ScenarioExplorer("fork-pin-split", levels=(0, 10))
+    sent = []
+    for widget in (e.view, e.step_button, e.run_button, e.kernel):
+        widget.observe(lambda change, widget=widget: sent.append(widget), names=["value", "disabled"])
+    e.step_button.click()
+    e.step_button.click()  # fork
+    assert sent == [e.view, e.view]
+    # the kernel not on show stepped too, and toggling to it marks what its last step changed
+    ref = SCENARIOS["fork-pin-split"].start(0)
+    ref.run_to(2)
+    assert e.runs[0].table() == ref.table() and e.runs[10].done == 2
+    e.kernel.value = 0
+    assert "▲" in e.plot.value and f"pid {e.runs[0].child}   ▲ changed" in texts(parse(e.diagram))
+    assert e.table.value == widgets._pre(ref.table())
+    assert e.status.value == widgets._pre(ref.summary().rpartition("\nlevel ")[0])
+    # the snapshot a drawing was made from is the next step's "previous"
+    drawn = e.diagram.snapshot
+    e.step_button.click()
+    assert e.previous[0] is drawn
 
 
 # --------------------------------------------------------------------------- 3. the old split
@@ -324,6 +354,89 @@ def test_race_swimlane_of_a_partial_run_shows_the_recorded_interrupt_state():
     race.interleaving.close()
 
 
+def _lesson_races():
+    """Every race lessons 09-11 play or let a learner play (their RaceViews' kernels and what-ifs)."""
+    from thplab.lessons import series_middle as sm
+    from thplab.races import RACES
+    from thplab.widgets import RaceView
+
+    made = [(name, level, without) for name, levels in (("split-vs-gup-fast", (0, 7, 8)),
+                                                        ("futex-vs-split", (0, 8, 9)), ("put-page-vs-split", (0,)))
+            for level in levels for _, without in RaceView.WHAT_IF]
+    races = [(f"{n} {lv} {'-'.join(w) or 'as written'}", lambda n=n, lv=lv, w=w: RACES[n](lv, without=w))
+             for n, lv, w in made]
+    races += [(f"split_meets {op} {lv}", lambda op=op, lv=lv: sm.split_meets(op, lv))
+              for op in sm.MEET_OPS for lv in (0, 7)]
+    return races + [("futex_swap_race 0", lambda: sm.futex_swap_race(0))]
+
+
+@pytest.mark.parametrize("make", [m for _, m in _lesson_races()], ids=[n for n, _ in _lesson_races()])
+def test_race_swimlanes_of_the_lessons_fit_the_column_with_every_label(make):
+    race = make()
+    race.play()
+    d = D.race_swimlane(race)
+    root = check_conventions(d)
+    assert float(root.attrib["width"]) <= D._base.COLUMN_WIDTH
+    steps = race.interleaving.steps
+    labels = {}
+    for e in by_attr(root, "class", "point-label"):
+        labels.setdefault(int(e.attrib["data-step"]), set()).add("".join(e.itertext()))
+    points = {int(p.attrib["data-step"]): p.find("s:title", NS).text for p in by_attr(root, "class", "point")}
+    for i, s in enumerate(steps):
+        name = " ".join(s.name.split())
+        assert labels[i] == {f"{i}. " + ("WAITS: " if s.waiting else "") + name}, i  # whole, not cut short
+        assert points[i] == str(s)
+    # wrapped, not shrunk: each line of a label fits the box it is in
+    box = D.swimlanes._BOX_W - 14
+    for e in by_attr(root, "class", "point-label"):
+        lines = [t.text for t in e] or [e.text]
+        assert all(D._base.text_width(line.rstrip(), 11) <= box for line in lines), lines
+
+
+def test_a_name_longer_than_six_lines_ends_in_an_ellipsis_and_stays_whole_in_the_title():
+    from thplab.races import RACES
+
+    race = RACES["put-page-vs-split"](0, without=("compound_lock",))
+    race.play()
+    step = race.interleaving.steps[-2]
+    step.name = "error: " + "a very long dump_page() line, " * 12
+    root = parse(D.race_swimlane(race))
+    i = len(race.interleaving.steps) - 2
+    label = [e for e in by_attr(root, "data-step", i) if e.attrib.get("class") == "point-label"][0]
+    lines = [t.text for t in label]
+    assert len(lines) == 6 and lines[-1].endswith("…")
+    point = [e for e in by_attr(root, "data-step", i) if e.attrib.get("class") == "point"][0]
+    assert point.find("s:title", NS).text == str(step)
+
+
+def test_text_width_matches_the_font_the_diagrams_name_first():
+    """The wrap estimate is DejaVu Sans's own advance widths (read here from the font file)."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font, LoadFlags
+
+    font = FT2Font(font_manager.findfont("DejaVu Sans"))
+    font.set_size(11, 72)
+
+    def real(s):
+        return sum(font.load_char(ord(ch), flags=LoadFlags.NO_HINTING).linearHoriAdvance for ch in s) / 65536
+
+    for s in ("__split_huge_page_refcount: counts redistributed", "pmdp_splitting_flush: TLB-flush IPI",
+              "flags:['uptodate', 'lru', 'swapbacked'] 0x7f0000000", "WAITS: CPU0 {} | ~ @#%&*"):
+        assert abs(D._base.text_width(s, 11) - real(s)) <= 0.01 * real(s) + 0.5, s
+
+
+def test_wrap_breaks_at_spaces_and_gives_the_text_back():
+    wrap = D._base.wrap
+    s = "get_futex_key: tail page; interrupts off, re-pin and take the head"
+    lines = wrap(s, 150, 11)
+    assert len(lines) > 2 and "".join(lines) == s and all(line.endswith(" ") for line in lines[:-1])
+    long_word = "__split_huge_page_refcount_and_more_and_more_and_more"
+    cut = wrap(long_word, 120, 11)
+    assert "".join(cut) == long_word and cut[0].endswith("_")
+    assert all(D._base.text_width(line, 11) <= 120 for line in cut)
+    assert wrap(s, 150, 11, max_lines=2)[-1].endswith("…")
+
+
 # --------------------------------------------------------------------------- 5. PMD state machine
 def test_pmd_state_machine_old_vs_rfc():
     d = D.pmd_state_machine(0, 10)
@@ -338,6 +451,13 @@ def test_pmd_state_machine_old_vs_rfc():
     status = [(e.attrib["data-state"], e.attrib["data-status"]) for e in by_attr(root, "class", "state")]
     assert status[5:] == [("empty", "live"), ("huge", "live"), ("splitting", "gone"), ("invalidated", "gone"),
                           ("table", "live")]
+    assert float(root.attrib["width"]) <= D._base.COLUMN_WIDTH  # two kernels: one panel under the other
+    ys = {}
+    for e in by_attr(root, "class", "state"):
+        ys.setdefault(e.attrib["data-state"], []).append(float(e.attrib["y"]))
+    assert all(len(v) == 2 and v[1] >= v[0] + 400 for v in ys.values()), ys
+    assert [t for t in texts(root) if t.endswith(")") and "(level" in t] == ["old kernel (level 0)",
+                                                                            "after patch 10 (level 10)"]
     mid = parse(D.pmd_state_machine(6))
     assert ("splitting", "defined") in [(e.attrib["data-state"], e.attrib["data-status"])
                                         for e in by_attr(mid, "class", "state")]

@@ -224,3 +224,97 @@ def test_describe_thp_counts_held_subpages_and_refuses_unknown_fields(thp):
     with pytest.raises(ValueError, match="field must be one of"):
         viz.thp_values(m, int(m.thp_heads()[0]), "nope")
     assert np.asarray(viz.thp_values(m, int(m.thp_heads()[0]), "_count"))[0] == 1
+
+
+# --------------------------------------------------------------------------- live swimlanes
+def _points(diagram):
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(diagram.svg)
+    return [(e.attrib["data-step"], e.attrib["data-cpu"]) for e in root.iter() if e.attrib.get("class") == "point"]
+
+
+def test_race_view_draws_the_swimlane_live_in_one_persistent_view():
+    from thplab import diagrams
+
+    rv = widgets.RaceView("split-vs-gup-fast", levels=(0, 10))
+    view = rv.view
+    assert _points(rv.diagram) == [("0", "CPU0"), ("0", "CPU1")]  # "start" in both lanes
+    sent = []
+    view.observe(lambda change: sent.append(change["new"]), names="value")
+    rv.cpu_buttons["CPU1"].click()
+    rv.cpu_buttons["CPU1"].click()
+    assert len(sent) == 2 and rv.view is view                     # one message per click, same widget
+    assert _points(rv.diagram)[2:] == [("1", "CPU1"), ("2", "CPU1")]
+    assert rv.lane.value == rv.diagram.html and rv.lane.value in view.value and rv.log.value in view.value
+    assert rv.diagram.text == diagrams.describe_race_swimlane(rv.race)   # the SVG's own text twin
+    assert "CPU1: gup_pmd_range: PMD read" in rv.log.value           # and the log stays beside it
+    rv.play_button.click()
+    steps = rv.race.interleaving.steps
+    assert len(_points(rv.diagram)) == len(steps) + 1 and 'data-arrow="ipi-sent"' in rv.diagram.svg
+    assert rv.diagram.svg == diagrams.race_swimlane(rv.race).svg
+    rv.protections.value = ("tlb_flush_ipi",)
+    rv.play_button.click()
+    assert "what-if without tlb_flush_ipi" in rv.diagram.title and "✘ the accounting breaks here" in view.value
+    assert widgets.RaceView("split-vs-gup-fast", figure=False).lane.value == ""
+
+
+def test_step_through_of_an_interleaving_draws_its_swimlane_once_and_restyles_it():
+    from thplab import diagrams
+    from thplab.races import RACES
+
+    race = RACES["split-vs-gup-fast"](6)
+    race.play()
+    st = widgets.StepThrough(race.interleaving, pages=[race.head, race.head + 5], title="gup-fast vs split")
+    lane = st.lane.value
+    assert st.diagram.title == "gup-fast vs split" and st.lane in st.widget.children
+    # the same points and locks as the race's own swimlane (head from pages[0])
+    assert _points(st.diagram) == _points(diagrams.race_swimlane(race))
+    assert st.diagram.svg.count('class="lock"') == diagrams.race_swimlane(race).svg.count('class="lock"') > 0
+    assert st.prev_button.disabled and not st.next_button.disabled
+    sent = []
+    st.output.observe(lambda change: sent.append(change["new"]), names="value")
+    st.next_button.click()
+    st.slider.value = st.slider.max
+    assert st.lane.value == lane                                   # the SVG was not sent again
+    n = len(race.interleaving.steps)
+    assert [v.split("<pre")[0] for v in sent] == [widgets.lane_style(st._scope, 1, n),
+                                                  widgets.lane_style(st._scope, n - 1, n)]
+    assert sent[-1].endswith(widgets._pre(widgets.describe_step(race.interleaving, n - 1, st.pages)))
+    assert st.next_button.disabled and f"class='{st._scope}'" in lane
+    css = widgets.lane_style("v1", 3, 6)
+    assert ".v1 svg .point[data-step='3']{" in css and "stroke-width:4px" in css  # outlined thicker, not colour alone
+    assert ".v1 svg [data-step='4'],.v1 svg [data-step='5']{opacity:0.3}" in css and "'3']{opacity" not in css
+    assert "opacity" not in widgets.lane_style("v1", 5, 6)
+
+
+def test_step_through_of_a_recorder_has_no_swimlane(thp):
+    m, pid, addr = thp
+    _, rec = record(m, m.split_huge_page, int(m.thp_heads()[0]))
+    st = widgets.StepThrough(rec)
+    assert st.lane is None and len(st.widget.children) == 3 and st.output.value.startswith("<pre")
+
+
+def test_scenario_explorer_in_an_event_loop_steps_the_hidden_kernel_after_the_click():
+    import asyncio
+
+    from thplab import diagrams
+
+    async def clicks():
+        e = widgets.ScenarioExplorer("fork-pin-split", levels=(0, 10), figure=True)
+        e.step_button.click()
+        assert e.runs[10].done == 1 and e.runs[0].done == 0       # the view first
+        await asyncio.sleep(0)
+        assert e.runs[0].done == 1                                 # then, once the handler returned
+        e.step_button.click()                                      # fork
+        e.kernel.value = 0                                         # toggled before the loop ran: catch up first
+        assert e.runs[0].done == 2 and "▲" in e.plot.value
+        assert e.diagram.svg == diagrams.thp_mappings(e.run.machine, e.run.head, previous=e.previous[0]).svg
+        e.step_button.click()
+        e.reset_button.click()                                     # a reset drops what was deferred
+        await asyncio.sleep(0)
+        assert e.runs[10].done == 0 and e.runs[0].done == 0
+        e.run_button.click()
+        assert e.runs[10].finished and e.runs[0].finished
+
+    asyncio.run(clicks())

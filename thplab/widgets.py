@@ -7,7 +7,9 @@ model and redraw; the logic lives in :mod:`thplab.scenarios`,
 :mod:`thplab.trace`, :mod:`thplab.races` and :mod:`thplab.problems`.
 """
 
+import asyncio
 import html
+import itertools
 
 import ipywidgets as w
 
@@ -20,7 +22,7 @@ from .series import PATCHES, Kernel, changed_functions, patch_card
 from .series.text import MODEL_ONLY, code_diff, function_text, kernel_functions, patch_text  # noqa: F401
 
 __all__ = ["AddressSlicer", "ScenarioExplorer", "StepThrough", "RaceView", "Quiz", "PatchDiff",
-           "MODEL_ONLY", "code_diff", "describe_step", "kernel_functions", "level_name", "level_labels",
+           "MODEL_ONLY", "code_diff", "describe_step", "kernel_functions", "lane_style", "level_name", "level_labels",
            "patch_card", "patch_text", "parse_address", "slice_text"]
 
 _PRE = "<pre style='font-size:12px;line-height:1.3;margin:0'>{}</pre>"
@@ -133,8 +135,25 @@ def slice_text(address, rows):
     return "\n".join(lines)
 
 
+class _Part:
+    """The HTML of one part of a view that reaches the front end inside a larger widget (``.value``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value=""):
+        self.value = value
+
+
 class ScenarioExplorer(_View):
-    """Step one scenario on two kernels at once; a toggle shows either (before / after a patch)."""
+    """Step one scenario on two kernels at once; a toggle shows either (before / after a patch).
+
+    Below the controls, one ``ipywidgets.HTML`` (``view``) shows the status, the counters
+    table, the :func:`~thplab.diagrams.thp_mappings` diagram (what the step changed marked)
+    and a caption; ``status``, ``table``, ``plot`` and ``caption`` hold the HTML of each part.
+    A click costs one widget message: measured in Chromium (benchmarks/bench_widgets.py),
+    the time from click to settled view is the kernel's -- the Python step and each message
+    it sends -- far more than the front end's drawing of the new SVG.
+    """
 
     def __init__(self, scenario="fork-pin-split", levels=(0, 10), seed=0, field="page_mapcount", figure=True):
         self.scenario = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
@@ -147,22 +166,20 @@ class ScenarioExplorer(_View):
         self.step_button = w.Button(description="Step", icon="step-forward", button_style="primary")
         self.run_button = w.Button(description="Run all", icon="fast-forward")
         self.reset_button = w.Button(description="Reset", icon="undo")
-        self.status = w.HTML()
-        self.table = w.HTML()
-        #: One persistent HTML widget; each step replaces its value with the new SVG diagram
-        #: (:func:`thplab.diagrams.thp_mappings`, changes since the previous step marked).
-        self.plot = w.HTML()
-        self.diagram = None
+        self.status, self.table, self.plot, self.caption = _Part(), _Part(), _Part(), _Part()
+        #: The one persistent widget every step rewrites: status, table, diagram, caption.
+        self.view = w.HTML()
+        self.diagram = self._drawn = None
         self.previous = {}
-        self.caption = w.HTML()
         self.step_button.on_click(lambda b: self.step())
         self.run_button.on_click(lambda b: self.run_all())
         self.reset_button.on_click(lambda b: self.reset())
-        self.kernel.observe(lambda change: self.refresh(), names="value")
+        self._pending = None
+        self.kernel.observe(lambda change: self._toggled(), names="value")
         self.widget = w.VBox([w.HTML(f"<b>{html.escape(self.scenario.title)}</b>: "
                                      f"{html.escape(self.scenario.description)}"),
                               self.kernel, w.HBox([self.step_button, self.run_button, self.reset_button]),
-                              self.status, self.table, self.plot, self.caption])
+                              self.view])
         self.reset()
 
     @property
@@ -170,28 +187,75 @@ class ScenarioExplorer(_View):
         return self.runs[self.kernel.value]
 
     def reset(self):
+        if self._pending is not None:  # the old runs' deferred steps are moot
+            self._pending[0].cancel()
+            self._pending = None
         self.runs = {lv: self.scenario.start(lv, seed=self.seed) for lv in self.levels}
         self.previous = {}
+        self.diagram = None
         self.refresh()
 
-    def _remember(self):
-        """Snapshot each kernel's THP before it moves, so the diagram can mark what the step changed."""
+    def _remember(self, levels):
+        """Snapshot the THP of each of ``levels`` before it moves, so the diagram can mark what the step changed."""
         if not self.figure:
             return
         from .diagrams import snapshot_thp
 
-        self.previous = {lv: snapshot_thp(run.machine, run.head) if run.head is not None else None
-                         for lv, run in self.runs.items()}
+        for lv in levels:
+            run = self.runs[lv]
+            if run.head is None:
+                self.previous[lv] = None
+            elif self.diagram is not None and lv == self._drawn:
+                self.previous[lv] = self.diagram.snapshot  # refresh() drew it from this very state
+            else:
+                self.previous[lv] = snapshot_thp(run.machine, run.head)
 
     def step(self):
-        self._remember()
-        for run in self.runs.values():
-            if not run.finished:
-                run.step()
+        """Step the kernel on show and redraw; the others (which no one is looking at yet) after it.
+
+        In a kernel the others step once this click's handler has returned: then the
+        kernel's IOPub thread sends the new view at once instead of waiting for the GIL
+        (measured: ~5 ms of a click).  Anything that reads them catches up first
+        (:meth:`_catch_up`); without a running event loop they step here.
+        """
+        self._catch_up()
+        shown = self.kernel.value
+        self._remember([shown])
+        if not self.run.finished:
+            self.run.step()
+        self.refresh()
+        self._later(lambda: self._step_others(shown))
+
+    def _step_others(self, shown):
+        others = [lv for lv in self.levels if lv != shown]
+        self._remember(others)
+        for lv in others:
+            if not self.runs[lv].finished:
+                self.runs[lv].step()
+
+    def _later(self, fn):
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            fn()
+            return
+        self._pending = (loop.call_soon(self._catch_up), fn)
+
+    def _catch_up(self):
+        """Run the deferred steps of the kernels not on show, if they have not run yet."""
+        if self._pending is not None:
+            handle, fn = self._pending
+            self._pending = None
+            handle.cancel()
+            fn()
+
+    def _toggled(self):
+        self._catch_up()
         self.refresh()
 
     def run_all(self):
-        self._remember()
+        self._catch_up()
+        self._remember(self.levels)
         for run in self.runs.values():
             run.run_all()
         self.refresh()
@@ -199,19 +263,22 @@ class ScenarioExplorer(_View):
     def refresh(self):
         run = self.run
         self.step_button.disabled = self.run_button.disabled = run.finished
-        self.status.value = _pre(run.summary().split("\nlevel ")[0])
-        self.table.value = _pre(run.table())
+        # summary() ends with the counters table: one call gives both
+        status, _, table = run.summary().rpartition("\nlevel ")
+        self.status.value = _pre(status)
+        self.table.value = _pre("level " + table)
         self.caption.value = ("" if run.head is None else
                               "<i>" + html.escape(viz.describe_thp(run.machine, run.head, self.field)) + "</i>")
-        if self.figure:
-            if run.head is None:
-                self.diagram = None
-                self.plot.value = ""
-            else:
-                from .diagrams import thp_mappings
+        self.plot.value = ""
+        self.diagram = None
+        if self.figure and run.head is not None:
+            from .diagrams import thp_mappings
 
-                self.diagram = thp_mappings(run.machine, run.head, previous=self.previous.get(self.kernel.value))
-                self.plot.value = self.diagram.html
+            self.diagram = thp_mappings(run.machine, run.head, previous=self.previous.get(self.kernel.value))
+            self._drawn = self.kernel.value
+            self.plot.value = self.diagram.html
+        self.view.value = "".join(f"<div style='margin:2px 0'>{part.value}</div>" for part in
+                                  (self.status, self.table, self.plot, self.caption) if part.value)
 
 
 class StepThrough(_View):
@@ -220,6 +287,11 @@ class StepThrough(_View):
     ``describe(recorder, i, pages)`` gives the text of position ``i``
     (default :func:`describe_step`); a lesson may pass its own, over any
     object with a ``steps`` list (e.g. the actions of a recorded operation).
+
+    Over a two-CPU :class:`~thplab.trace.Interleaving` it also shows the race's swimlane
+    (:func:`~thplab.diagrams.race_swimlane`, ``head`` from ``pages[0]``), drawn once: a move
+    sends only the text, headed by a small ``<style>`` (:func:`lane_style`) that outlines the
+    current point and fades the ones still to come; the SVG is not sent again.
     """
 
     def __init__(self, recorder, pages=None, title="Step through", describe=None):
@@ -231,18 +303,48 @@ class StepThrough(_View):
         self.prev_button = w.Button(description="Previous", icon="step-backward")
         self.next_button = w.Button(description="Next", icon="step-forward", button_style="primary")
         self.output = w.HTML()
+        self.diagram = self.lane = None
+        if getattr(recorder, "interleaving", None) is True:
+            from .diagrams import race_swimlane
+
+            self.diagram = race_swimlane(recorder, head=pages[0] if pages else None, title=title)
+            self._scope = f"thplab-view-{next(_VIEWS)}"
+            self.lane = w.HTML(f"<div class='{self._scope}'>{self.diagram.html}</div>")
         self.slider.observe(lambda change: self.refresh(), names="value")
         self.prev_button.on_click(lambda b: self._move(-1))
         self.next_button.on_click(lambda b: self._move(1))
         self.widget = w.VBox([w.HTML(f"<b>{html.escape(title)}</b>"),
-                              w.HBox([self.prev_button, self.slider, self.next_button]), self.output])
+                              w.HBox([self.prev_button, self.slider, self.next_button])]
+                             + ([self.lane] if self.lane is not None else []) + [self.output])
         self.refresh()
 
     def _move(self, d):
         self.slider.value = min(max(self.slider.value + d, 0), self.slider.max)
 
     def refresh(self):
-        self.output.value = _pre(self.describe(self.recorder, self.slider.value, self.pages))
+        i = self.slider.value
+        self.prev_button.disabled, self.next_button.disabled = i == 0, i == self.slider.max
+        style = "" if self.lane is None else lane_style(self._scope, i, len(self.recorder.steps))
+        self.output.value = style + _pre(self.describe(self.recorder, i, self.pages))
+
+
+#: Distinct CSS scopes for the views that restyle their diagram (deterministic within a kernel).
+_VIEWS = itertools.count(1)
+
+
+def lane_style(scope, current, n):
+    """A ``<style>`` for the swimlane inside ``.scope``: point ``current`` outlined, later points faded.
+
+    The outline is thicker and solid (not colour alone); what is still to come drops to 30 %
+    opacity, marks tagged with their ``data-step`` included (labels, locks, the IPI arrows).
+    """
+    sel = f".{scope} svg"
+    rules = [f"{sel} .point[data-step='{current}']{{stroke:{viz.OKABE_ITO[4]};stroke-width:4px;"
+             "stroke-dasharray:none}"]
+    later = ",".join(f"{sel} [data-step='{k}']" for k in range(current + 1, n))
+    if later:
+        rules.append(f"{later}{{opacity:0.3}}")
+    return "<style>" + "".join(rules) + "</style>"
 
 
 def describe_step(recorder, i, pages=None, max_rows=12):
@@ -277,15 +379,21 @@ def describe_step(recorder, i, pages=None, max_rows=12):
 
 
 class RaceView(_View):
-    """Interleave two CPUs point by point, on the old or the new kernel."""
+    """Interleave two CPUs point by point, on the old or the new kernel.
+
+    One ``ipywidgets.HTML`` (``view``) shows the race's swimlane
+    (:func:`~thplab.diagrams.race_swimlane`, redrawn with every point), the log with the
+    results (``log``) and what the last point changed (``state``): one message per click.
+    """
 
     WHAT_IF = (("as the kernel is written", ()),
                ("what if: no compound_lock", ("compound_lock",)),
                ("what if: TLB flush ignores IRQs-off CPUs", ("tlb_flush_ipi",)))
 
-    def __init__(self, race="split-vs-gup-fast", levels=(0, 10), what_if=True):
+    def __init__(self, race="split-vs-gup-fast", levels=(0, 10), what_if=True, figure=True):
         self.make = RACES[race]
         self.levels = tuple(levels)
+        self.figure = figure
         self.kernel = w.ToggleButtons(options=level_labels(self.levels), value=self.levels[0],
                                       description="Kernel", style={"button_width": "auto"})
         self.protections = w.Dropdown(options=self.WHAT_IF, value=(), description="Protections",
@@ -294,8 +402,9 @@ class RaceView(_View):
         self.cpu_buttons = {c: w.Button(description=f"Step {c}", icon="step-forward") for c in ("CPU0", "CPU1")}
         self.play_button = w.Button(description="Play the race", icon="play", button_style="primary")
         self.reset_button = w.Button(description="Reset", icon="undo")
-        self.log = w.HTML()
-        self.state = w.HTML()
+        self.lane, self.log, self.state = _Part(), _Part(), _Part()
+        self.view = w.HTML()
+        self.diagram = None
         for cpu, b in self.cpu_buttons.items():
             b.on_click(lambda b, cpu=cpu: self.step(cpu))
         self.play_button.on_click(lambda b: self.play())
@@ -306,7 +415,7 @@ class RaceView(_View):
         self.title = w.HTML()
         self.widget = w.VBox([self.title, self.kernel, self.protections,
                               w.HBox(list(self.cpu_buttons.values()) + [self.play_button, self.reset_button]),
-                              self.log, self.state])
+                              self.view])
         self.reset()
 
     def reset(self):
@@ -330,10 +439,16 @@ class RaceView(_View):
         for cpu, b in self.cpu_buttons.items():
             b.disabled = il.done(cpu)
         self.play_button.disabled = False
-        text = self.race.outcome().split("\n", 1)[1]
-        self.log.value = _pre(text)
+        self.log.value = _pre(self.race.outcome().split("\n", 1)[1])
         last = len(il.steps) - 1
         self.state.value = _pre("Last point, what changed:\n" + describe_step(il, last)) if last else ""
+        if self.figure:
+            from .diagrams import race_swimlane
+
+            self.diagram = race_swimlane(self.race)
+            self.lane.value = self.diagram.html
+        self.view.value = "".join(f"<div style='margin:2px 0'>{part.value}</div>" for part in
+                                  (self.lane, self.log, self.state) if part.value)
 
 
 class Quiz(_View):

@@ -25,6 +25,17 @@ FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
 #: Text sizes in px (never below 11 for labels; the smallest note is 11 too).
 TITLE_SIZE, LABEL_SIZE, SMALL_SIZE = 15, 12, 11
+#: Widest a diagram may be to fit the notebook column at 1280 px with JupyterLab's file browser
+#: open (830-900 px of content) at 100 % zoom.
+COLUMN_WIDTH = 860
+
+#: Advance widths of DejaVu Sans (the first font of :data:`FONT`), in hundredths of an em, for
+#: ASCII 32..126; the bold face is about 10 % wider.  Verdana and Arial are no wider, so a line
+#: measured with these fits in every font the diagrams name.
+_ADVANCE = (32, 40, 46, 84, 64, 95, 78, 27, 39, 39, 50, 84, 32, 36, 32, 34, 64, 64, 64, 64, 64, 64, 64, 64,
+            64, 64, 34, 34, 84, 84, 84, 53, 100, 68, 69, 70, 77, 63, 58, 77, 75, 29, 29, 66, 56, 86, 75, 79,
+            60, 79, 69, 63, 61, 73, 68, 99, 69, 61, 69, 39, 34, 39, 84, 50, 50, 61, 63, 55, 63, 62, 35, 63,
+            63, 28, 28, 58, 28, 97, 63, 61, 63, 63, 41, 52, 39, 63, 59, 82, 59, 59, 52, 64, 34, 64, 84)
 
 #: Stand-in for the id prefix, replaced by a hash of the finished SVG.
 _ID = "IDPFX"
@@ -61,6 +72,12 @@ class Diagram:
             digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
             self._svg = raw.replace(_ID, f"thp{digest}")
         return self._svg
+
+    @property
+    def id(self):
+        """The prefix of every id in the SVG (``thp`` and a hash of the drawing), or None."""
+        match = re.search(r'\sid="(thp[0-9a-f]+)-', self.svg)
+        return match[1] if match else None
 
     @classmethod
     def from_svg(cls, svg, text, title, kind="chart"):
@@ -191,6 +208,51 @@ class Canvas:
 
     def finish(self, kind):
         return Diagram(self.d, self.twin, self.title, kind)
+
+
+def text_width(s, size, bold=False):
+    """Estimated width in px of ``s`` set in :data:`FONT` at ``size`` px (non-ASCII: 1 em)."""
+    em = sum(_ADVANCE[o - 32] if 32 <= o < 127 else 100 for o in map(ord, str(s))) / 100
+    return em * size * (1.1 if bold else 1.0)
+
+
+def wrap(s, width, size, bold=False, max_lines=None):
+    """Break ``s`` into lines no wider than ``width`` px (see :func:`text_width`).
+
+    Lines break at spaces, each line but the last keeping its space, so the
+    lines joined give ``s`` back (and so does the ``<text>`` of their tspans).
+    A word longer than a line is cut after an ``_``, ``(`` or ``,`` where it can
+    be, else anywhere.  With ``max_lines``, the last line kept ends in "…"
+    (the caller puts the whole text in a ``<title>``).
+    """
+    s = " ".join(str(s).split())
+    lines, line = [], ""
+    for word in s.split(" "):
+        cand = f"{line} {word}" if line else word
+        if text_width(cand, size, bold) <= width:
+            line = cand
+            continue
+        if line:
+            lines.append(line + " ")
+        while text_width(word, size, bold) > width:
+            cut = _cut(word, width, size, bold)
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    lines.append(line)
+    if max_lines and len(lines) > max_lines:
+        last = lines[max_lines - 1].rstrip()
+        while last and text_width(last + "…", size, bold) > width:
+            last = last[:-1]
+        lines = lines[:max_lines - 1] + [last + "…"]
+    return lines
+
+
+def _cut(word, width, size, bold):
+    """Where to cut a word wider than ``width``: after the last ``_ ( ,`` that fits, else the last char."""
+    fit = max(i for i in range(1, len(word) + 1) if text_width(word[:i], size, bold) <= width or i == 1)
+    soft = [i + 1 for i in range(fit - 1) if word[i] in "_(,"]
+    return soft[-1] if soft and soft[-1] > fit // 2 else fit
 
 
 def runs(values):

@@ -212,6 +212,8 @@ def thp_mappings(machine, head, previous=None, title=None):
 
     ``previous``: a :func:`snapshot_thp` taken earlier; runs and processes
     that changed since are outlined (thick dashes) and marked "▲ changed".
+    The diagram's ``snapshot`` is the :class:`ThpSnapshot` it was drawn from:
+    the ``previous`` of the next step's drawing.
     """
     head = int(head)
     maps = process_maps(machine, head)
@@ -349,7 +351,9 @@ def thp_mappings(machine, head, previous=None, title=None):
     c.text("━ PMD arrow: one entry maps 2 MiB;  ╌ PTE arrow: one per run of consecutive PTEs"
            + (";  dashed outline ▲: changed since the last step" if previous is not None else ""),
            20, ly + 20, size=SMALL_SIZE, fill=BLACK)
-    return c.finish("thp_mappings")
+    d = c.finish("thp_mappings")
+    d.snapshot = snap
+    return d
 
 
 __all__ = ["thp_mappings", "describe_thp_mappings", "snapshot_thp", "ThpSnapshot", "process_maps"]

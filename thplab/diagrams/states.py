@@ -141,15 +141,20 @@ def _panel(c, k, x0, y0):
 
 
 def pmd_state_machine(kernel_or_level=0, *more):
-    """The PMD's states and transitions for one kernel (a level, Machine or Kernel); more panels side by side."""
+    """The PMD's states and transitions for one kernel (a level, Machine or Kernel); more kernels below it.
+
+    Each kernel is a panel 860 px wide (the notebook column), so two kernels stack vertically.
+    """
     kernels = [_kernel(x) for x in (kernel_or_level,) + more]
     text = "\n".join(describe_pmd_state_machine(k) for k in kernels)
     title = "The life of a PMD entry: " + " vs ".join(f"level {k.level}" for k in kernels)
     pw, ph = 860, 480
-    c = Canvas(pw * len(kernels), ph + 70, title, text)
+    c = Canvas(pw, ph * len(kernels) + 70, title, text)
     for i, k in enumerate(kernels):
-        _panel(c, k, i * pw, 0)
-    ly = ph + 24
+        if i:
+            c.add(dw.Line(12, i * ph, pw - 12, i * ph, stroke=GREY, stroke_width=1.5, class_="panel-rule"))
+        _panel(c, k, 0, i * ph)
+    ly = ph * len(kernels) + 24
     x = 12
     for path, what in (("fault", "fault"), ("zap", "unmap"), ("old-split", "old split_huge_page() (3 phases)"),
                        ("new-split", "RFC split_huge_pmd() of one PMD")):

@@ -16,10 +16,10 @@ import drawsvg as dw
 import numpy as np
 
 from .. import pgtable as pt
-from ..page_flags import PG
+from ..page_flags import PG, compound_head
 from ..params import HPAGE_PMD_NR
-from ._base import (BLACK, BLUE, GREEN, GREY, LABEL_SIZE, ORANGE, PALE, PURPLE, SKY, SMALL_SIZE, VERMILION,
-                    YELLOW, Canvas)
+from ._base import (BLACK, BLUE, GREEN, GREY, LABEL_SIZE, ORANGE, PALE, PURPLE, SKY, SMALL_SIZE,
+                    TITLE_SIZE, VERMILION, YELLOW, Canvas, text_width, wrap)
 
 # ============================================================ shared: PMDs in snapshots
 
@@ -315,20 +315,35 @@ def _locks(steps, head):
     return out
 
 
-def _broken_step(race, steps, broken_at):
+def _race_parts(race, head=None, title=None):
+    """``(interleaving, machine, head, title)`` of a :class:`~thplab.races.Race` or a bare Interleaving.
+
+    For a bare :class:`~thplab.trace.Interleaving` (``interleaving is True`` on it), ``head`` is
+    the compound head of the page given, read in the first snapshot (None: no lock or counter
+    is read from the flags), and ``title`` defaults to "two CPUs".
+    """
+    if getattr(race, "interleaving", None) is True:
+        il = race
+        if head is not None:
+            head = int(compound_head(il.steps[0].state.mem_map, int(head)))
+        return il, il.machine, head, title or "two CPUs"
+    return race.interleaving, race.machine, race.head if head is None else int(head), title or race.title
+
+
+def _broken_step(il, machine, head, broken_at):
     if broken_at is not None:
         return broken_at
     from ..invariants import problems
 
-    il = race.interleaving
-    if not il.finished or not problems(race.machine):
+    steps = il.steps
+    if not il.finished or not problems(machine):
         return None
     for i, s in enumerate(steps):
         if s.name.startswith("error"):
             return i
     done = [i for i, s in enumerate(steps) if s.name == "done"]
-    if done:
-        pages = np.arange(race.head, race.head + HPAGE_PMD_NR)
+    if done and head is not None:
+        pages = np.arange(head, head + HPAGE_PMD_NR)
         for i in range(done[0] + 1, len(steps)):
             a, b = steps[i - 1].state.mem_map, steps[i].state.mem_map
             if (a["_count"][pages] != b["_count"][pages]).any() or (a["_mapcount"][pages] != b["_mapcount"][pages]).any():
@@ -336,15 +351,16 @@ def _broken_step(race, steps, broken_at):
     return len(steps) - 1
 
 
-def describe_race_swimlane(race, broken_at=None):
-    il = race.interleaving
+def describe_race_swimlane(race, broken_at=None, *, head=None, title=None):
+    """Text twin of :func:`race_swimlane`: one line per point, with interrupts, waits and the break."""
+    il, machine, head, title = _race_parts(race, head, title)
     steps = il.steps
     cpus = list(il.cpus)
     irq = _irqs_off(steps, cpus)
-    broken = _broken_step(race, steps, broken_at)
-    without = race.machine.smp.without
-    lines = [f"{race.title}, level {race.machine.level}" + (f", what-if WITHOUT {', '.join(sorted(without))}"
-                                                            if without else "")]
+    broken = _broken_step(il, machine, head, broken_at)
+    without = machine.smp.without
+    lines = [f"{title}, level {machine.level}" + (f", what-if WITHOUT {', '.join(sorted(without))}"
+                                                  if without else "")]
     for i, s in enumerate(steps):
         extra = []
         if irq[i]:
@@ -358,79 +374,105 @@ def describe_race_swimlane(race, broken_at=None):
     return "\n".join(lines)
 
 
-def race_swimlane(race, broken_at=None):
-    """Swimlanes of a :class:`~thplab.races.Race` (play it first, or step it part way).
+#: Geometry of :func:`race_swimlane` (px).  A lane is [interrupts-off margin | point box | lock
+#: column]; the time arrow and two lanes fit :data:`~thplab.diagrams._base.COLUMN_WIDTH`.
+_LEFT, _IRQ_M, _BOX_W, _LOCK_GAP, _LOCK_W, _LANE_GAP = 40, 12, 292, 4, 96, 16
+_LINE = 13          # line pitch of 11 px text
+_MAX_LINES = 6      # a longer point name ends in "…" (whole in the box's <title> and the text twin)
+
+
+def _rotated(c, s, x, y, **kw):
+    """Text reading downwards from (x, y), its glyphs to the right of x, haloed in white over a hatch."""
+    return c.text(s, x, y, size=SMALL_SIZE, transform=f"rotate(90 {x} {y})",
+                  style="paint-order:stroke;stroke:white;stroke-width:3px", **kw)
+
+
+def race_swimlane(race, broken_at=None, *, head=None, title=None):
+    """Swimlanes of a :class:`~thplab.races.Race` (play it first, or step it part way), or of a bare
+    :class:`~thplab.trace.Interleaving` (``head``: a page of the THP whose flags show the locks).
+    ``title``: the heading (default: the race's title and the level).
 
     Each CPU is a column; every kernel point is a box in its CPU's column, in time order
-    downwards.  Hatched bands: interrupts off.  Arrows: the TLB-flush IPI sent (and,
-    when the CPU enables interrupts again, received).  Right of each lane: the locks
-    the snapshots show.  ``broken_at`` overrides the step marked as where the identity
-    breaks (by default: in a finished run whose invariants fail, the first error, or
-    the first change to the THP's counters after the splitter returned).
+    downwards, its name wrapped onto as many lines as it needs (up to six).  Hatched
+    bands: interrupts off.  Arrows: the TLB-flush IPI sent (and, when the CPU enables
+    interrupts again, received).  Right of each lane: the locks the snapshots show.
+    ``broken_at`` overrides the step marked as where the identity breaks (by default: in a
+    finished run whose invariants fail, the first error, or the first change to the THP's
+    counters after the splitter returned).  Two CPUs fit the notebook column (860 px).
     """
-    il = race.interleaving
+    il, machine, head, name = _race_parts(race, head, title)
+    heading_given = title is not None
     steps = il.steps
     cpus = list(il.cpus)
     irq = _irqs_off(steps, cpus)
-    locks = _locks(steps, race.head)
-    broken = _broken_step(race, steps, broken_at)
-    text = describe_race_swimlane(race, broken_at)
-    without = race.machine.smp.without
-    title = f"{race.title}: level {race.machine.level}" + (f", what-if without {' and '.join(sorted(without))}"
-                                                          if without else "")
-    lane_w, gap, left, top, row_h = 540, 60, 50, 86, 34
-    box_w = lane_w - 160  # the right 160 px of a lane show the locks its CPU holds
-    width = left + len(cpus) * (lane_w + gap) + 10
-    c = Canvas(width, top + row_h * len(steps) + 70, title, text)
-    c.heading(title)
-    x_of = {cpu: left + j * (lane_w + gap) for j, cpu in enumerate(cpus)}
+    locks = _locks(steps, head)
+    broken = _broken_step(il, machine, head, broken_at)
+    text = describe_race_swimlane(il, broken_at, head=head, title=name)
+    without = machine.smp.without
+    title = (name if heading_given else f"{name}: level {machine.level}") + (
+        f", what-if without {' and '.join(sorted(without))}" if without else "")
+    lane_w = _BOX_W + _LOCK_GAP + _LOCK_W
+    x_of = {cpu: _LEFT + j * (lane_w + _LANE_GAP + _IRQ_M) for j, cpu in enumerate(cpus)}
+    width = x_of[cpus[-1]] + lane_w + 8
+    heading = wrap(title, width - 24, TITLE_SIZE, bold=True)
+    labels = [wrap(f"{i}. " + ("WAITS: " if s.waiting else "") + " ".join(s.name.split()), _BOX_W - 14,
+                   SMALL_SIZE, max_lines=_MAX_LINES) for i, s in enumerate(steps)]
+    lines = [max(len(lab) + (i == broken), len(locks[i]), 1) for i, lab in enumerate(labels)]
+    row_h = np.array([_LINE * n + 18 for n in lines])
+    top = 70 + 19 * len(heading)
+    ys = np.concatenate([[top], top + np.cumsum(row_h)])
+    legend = [wrap("hatched: interrupts off (the IPI cannot be taken); dashed box: WAITS; ✘ thick box: where "
+                   "the accounting breaks; ⟶ red dashed: the TLB-flush IPI", width - 48, SMALL_SIZE),
+              wrap("a lock the CPU holds, read from the head's flags in each snapshot (PG_compound_lock, "
+                   "PG_locked); owner: the CPU that ran when it was taken", width - 48, SMALL_SIZE)]
+    c = Canvas(width, ys[-1] + 30 + _LINE * sum(map(len, legend)) + 8 * len(legend), title, text)
+    c.add(dw.Text(heading, TITLE_SIZE, 12, 22, line_height=19 / TITLE_SIZE, font_weight="bold", class_="heading"))
     irq_fill = c.hatch("irqoff", PURPLE, "diag")
     for cpu, x in x_of.items():
-        c.text(cpu, x + (box_w + 12) / 2, 60, anchor="middle", size=14, weight="bold")
-        c.add(dw.Line(x + (box_w + 12) / 2, 66, x + (box_w + 12) / 2, top + row_h * len(steps), stroke=GREY,
-                      stroke_dasharray="2 4"))
-    c.text("time", 14, top + 10, size=SMALL_SIZE, fill=GREY)
-    c.arrow(24, top + 16, 24, top + 16 + row_h * 3, colour=GREY, kind="time", width=1.2)
-    # interrupts-off bands (one rect per contiguous stretch per CPU)
+        c.text(cpu, x + _BOX_W / 2, top - 24, anchor="middle", size=14, weight="bold")
+        c.add(dw.Line(x + _BOX_W / 2, top - 18, x + _BOX_W / 2, ys[-1], stroke=GREY, stroke_dasharray="2 4"))
+    c.text("time", 4, top + 10, size=SMALL_SIZE, fill=GREY)
+    c.arrow(16, top + 16, 16, top + 106, colour=GREY, kind="time", width=1.2)
+    # interrupts-off bands (one rect per contiguous stretch per CPU), named in their left margin
     for cpu, x in x_of.items():
         on = np.array([cpu in s for s in irq], bool)
         if not on.any():
             continue
         edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(int), [0]])))
         for a, b in zip(edges[::2], edges[1::2]):
-            c.box(x - 6, top + a * row_h - 2, box_w + 24, (b - a) * row_h, fill=irq_fill, stroke=PURPLE,
+            h = ys[b] - ys[a]
+            c.box(x - _IRQ_M, ys[a], _BOX_W + _IRQ_M + 2, h, fill=irq_fill, stroke=PURPLE,
                   stroke_width=1.2, class_="irqs-off", data_cpu=cpu, data_first=int(a), data_last=int(b - 1),
-                  tip=f"{cpu}: interrupts off, steps {a}..{b - 1}")
-            c.text("interrupts off", x + box_w + 26, top + a * row_h + 4, size=SMALL_SIZE, fill=PURPLE,
-                   weight="bold", transform=f"rotate(90 {x + box_w + 26} {top + a * row_h + 4})")
+                  data_step=int(a), tip=f"{cpu}: interrupts off, steps {a}..{b - 1}")
+            label = next((n for n in ("interrupts off", "irqs off") if text_width(n, SMALL_SIZE, True) + 8 <= h), None)
+            if label:
+                _rotated(c, label, x - _IRQ_M + 1, ys[a] + 4, fill=PURPLE, weight="bold", data_step=int(a))
     # the points
     owner = {}
     for i, s in enumerate(steps):
-        y = top + i * row_h
-        cpus_here = [s.cpu] if s.cpu in x_of else list(x_of)
-        for cpu in cpus_here:
+        y, h = ys[i], row_h[i]
+        for cpu in [s.cpu] if s.cpu in x_of else list(x_of):
             x = x_of[cpu]
             is_broken = i == broken
-            c.box(x + 6, y + 3, box_w, row_h - 8, fill="white", rx=5,
+            c.box(x, y + 3, _BOX_W, h - 6, fill="white", rx=5,
                   stroke=VERMILION if is_broken else BLACK, stroke_width=3 if is_broken else 1.2,
                   stroke_dasharray="5 3" if s.waiting else None, class_="point", data_step=i, data_cpu=cpu,
                   data_waiting=int(bool(s.waiting)), tip=str(s))
-            label = f"{i}. " + ("WAITS: " if s.waiting else "") + " ".join(s.name.split())
-            if len(label) > 60:
-                label = label[:59] + "…"
-            c.text(label, x + 12, y + 21, size=SMALL_SIZE if len(label) > 48 else LABEL_SIZE)
+            c.add(dw.Text(labels[i], SMALL_SIZE, x + 7, y + 18, line_height=_LINE / SMALL_SIZE, fill=BLACK,
+                          class_="point-label", data_step=i, data_cpu=cpu))
             if is_broken:
-                c.text("✘ the accounting breaks here", x + box_w + 12, y + 21, size=LABEL_SIZE,
-                       weight="bold", fill=VERMILION, class_="broken")
-        for lock in locks[i]:
+                c.text("✘ the accounting breaks here", x + 7, y + 18 + _LINE * len(labels[i]), size=SMALL_SIZE,
+                       weight="bold", fill=VERMILION, class_="broken", data_step=i)
+        for k, lock in enumerate(locks[i]):
             if lock not in (locks[i - 1] if i else []):
                 owner[lock] = s.cpu if s.cpu in x_of else cpus[0]
-            x = x_of[owner[lock]]
-            k = locks[i].index(lock)
-            c.box(x + box_w + 14, y + 6 + k * 2, 140, row_h - 14, fill=YELLOW, stroke=BLACK, rx=3,
+            x = x_of[owner[lock]] + _BOX_W + _LOCK_GAP
+            lh = (h - 6) / len(locks[i])
+            c.box(x, y + 3 + k * lh, _LOCK_W, lh, fill=YELLOW, stroke=BLACK, rx=3,
                   class_="lock", data_step=i, data_lock=lock, data_cpu=owner[lock],
                   tip=f"{owner[lock]} holds {lock} (read from the head's flags)")
-            c.text(f"holds {lock}", x + box_w + 84, y + 21, size=SMALL_SIZE, anchor="middle", weight="bold")
+            c.text(lock, x + _LOCK_W / 2, y + 3 + k * lh + lh / 2 + 4, size=SMALL_SIZE, anchor="middle",
+                   data_step=i)
     # the IPI
     for i, s in enumerate(steps):
         if "IPI waits for" not in s.name or s.cpu not in x_of:
@@ -438,27 +480,26 @@ def race_swimlane(race, broken_at=None):
         for cpu in cpus:
             if cpu == s.cpu or cpu not in s.name:
                 continue
-            y = top + i * row_h + row_h / 2
-            x1 = x_of[s.cpu] + (box_w + 6 if x_of[cpu] > x_of[s.cpu] else 6)
-            x2 = x_of[cpu] + (6 if x_of[cpu] > x_of[s.cpu] else box_w + 6)
-            c.arrow(x1, y, x2, y, colour=VERMILION, kind="ipi-sent", width=2.2, dash="6 3",
+            right = x_of[cpu] > x_of[s.cpu]
+            y = ys[i] + row_h[i] / 2
+            x1 = x_of[s.cpu] + (_BOX_W if right else 0)
+            x2 = x_of[cpu] + (-2 if right else _BOX_W + 2)
+            c.arrow(x1, y, x2, y, colour=VERMILION, kind="ipi-sent", width=2.2, dash="6 3", data_step=i,
                     tip=f"{s.cpu} sends the TLB-flush IPI and waits for {cpu}")
             c.text("TLB-flush IPI", (x1 + x2) / 2, y - 6, size=SMALL_SIZE, anchor="middle", fill=VERMILION,
-                   weight="bold")
+                   weight="bold", style="paint-order:stroke;stroke:white;stroke-width:3px", data_step=i)
             later = [j for j in range(i + 1, len(steps)) if cpu not in irq[j]]
             if later:
                 j = later[0]
                 nxt = [k for k in range(j, len(steps)) if steps[k].cpu == s.cpu]
-                yb = top + (nxt[0] if nxt else j) * row_h + row_h / 2
-                c.arrow(x2, top + j * row_h + 4, x1, yb - 4, colour=VERMILION, kind="ipi-ack", width=1.6,
-                        tip=f"{cpu} enables interrupts: the IPI is taken, {s.cpu} goes on")
-    ly = top + row_h * len(steps) + 24
-    c.box(12, ly - 11, 18, 14, fill=irq_fill, stroke=PURPLE)
-    c.text("interrupts off (IPI cannot be taken)   dashed box: WAITS   ✘ thick box: where the accounting "
-           "breaks   ⟶ red dashed: TLB-flush IPI", 36, ly, size=SMALL_SIZE)
-    c.text("holds …: a lock, read from the head's flags in each snapshot (PG_compound_lock, PG_locked); "
-           "owner: the CPU that ran when it was taken", 36, ly + 18,
-           size=SMALL_SIZE)
+                k = nxt[0] if nxt else j
+                c.arrow(x2, ys[j] + 4, x1, ys[k] + row_h[k] / 2 - 4, colour=VERMILION, kind="ipi-ack", width=1.6,
+                        data_step=j, tip=f"{cpu} enables interrupts: the IPI is taken, {s.cpu} goes on")
+    ly = ys[-1] + 28
+    for swatch, part in zip((irq_fill, YELLOW), legend):
+        c.box(12, ly - 11, 18, 14, fill=swatch, stroke=PURPLE if swatch == irq_fill else BLACK)
+        c.add(dw.Text(part, SMALL_SIZE, 36, ly, line_height=_LINE / SMALL_SIZE, class_="legend"))
+        ly += _LINE * len(part) + 8
     return c.finish("race_swimlane")
 
 
