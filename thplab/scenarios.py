@@ -63,8 +63,8 @@ class ScenarioRun:
     results: list = field(default_factory=list)
 
     @property
-    def _level_name(self):
-        """``'level 4'`` on the RFC's stack, else the kernel's name (``'v4.5'``)."""
+    def level_label(self):
+        """``'level 4'`` on the RFC's stack, else the kernel's name (``'v4.5'``): how tables name it."""
         k = self.machine.kernel
         return f"level {k.level}" if k.stack == "rfc-v1" else k.name
 
@@ -131,7 +131,7 @@ class ScenarioRun:
     def table(self, watch=WATCH):
         """The counters as a fixed-width text table (deterministic, for tests and lessons)."""
         rows = self.counters(watch)
-        head = f"{self._level_name}, after {self.done}/{len(self.scenario.steps)} steps"
+        head = f"{self.level_label}, after {self.done}/{len(self.scenario.steps)} steps"
         if not rows:
             return head + ": no THP yet"
         cols = ("subpage", "kind", "_count", "_mapcount", "page_count", "page_mapcount", "pins")
@@ -160,7 +160,7 @@ class ScenarioRun:
 
     def summary(self):
         """Text twin of a scenario's state: steps, results, vmstat deltas, mappings, counters."""
-        lines = [f"{self.scenario.title} -- seed {self.machine.seed}, {self._level_name}"]
+        lines = [f"{self.scenario.title} -- seed {self.machine.seed}, {self.level_label}"]
         for i, (label, result, delta) in enumerate(self.results, 1):
             res = "" if result is None else f" -> {_fmt(result)}"
             ev = "" if not delta else "  [" + ", ".join(f"{k} +{v}" for k, v in delta.items()) + "]"

@@ -18,7 +18,7 @@ from .errors import ThplabError
 from .problems import Problem
 from .races import RACES
 from .scenarios import SCENARIOS
-from .series import PATCHES, Kernel, changed_functions, patch_card
+from .series import PATCHES, patch_card
 from .series.text import MODEL_ONLY, code_diff, function_text, kernel_functions, patch_text  # noqa: F401
 
 __all__ = ["AddressSlicer", "ScenarioExplorer", "StepThrough", "RaceView", "Quiz", "PatchDiff",
@@ -33,12 +33,15 @@ def _pre(text):
 
 
 def level_name(level):
+    """A toggle's label for an RFC level (an int) or a kernel by name (``"v4.5"``)."""
+    if isinstance(level, str):
+        return {"v4.5": "merged, v4.5", "rfc-v1": "RFC v1 (level 10)", "v3.16": "old kernel (level 0)"}.get(level, level)
     return "old kernel (level 0)" if level == 0 else f"after patch {level:02d} (level {level})"
 
 
 def level_labels(levels):
     """Toggle labels: "before/after patch NN" for a consecutive pair, else one name per level."""
-    if len(levels) == 2 and levels[1] == levels[0] + 1:
+    if len(levels) == 2 and all(isinstance(lv, int) for lv in levels) and levels[1] == levels[0] + 1:
         return [(f"before patch {levels[1]:02d} (level {levels[0]})", levels[0]),
                 (f"after patch {levels[1]:02d} (level {levels[1]})", levels[1])]
     return [(level_name(lv), lv) for lv in levels]
@@ -264,9 +267,9 @@ class ScenarioExplorer(_View):
         run = self.run
         self.step_button.disabled = self.run_button.disabled = run.finished
         # summary() ends with the counters table: one call gives both
-        status, _, table = run.summary().rpartition("\nlevel ")
+        status, _, table = run.summary().rpartition(f"\n{run.level_label}, after ")
         self.status.value = _pre(status)
-        self.table.value = _pre("level " + table)
+        self.table.value = _pre(f"{run.level_label}, after " + table)
         self.caption.value = ("" if run.head is None else
                               "<i>" + html.escape(viz.describe_thp(run.machine, run.head, self.field)) + "</i>")
         self.plot.value = ""
