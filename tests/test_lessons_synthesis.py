@@ -371,10 +371,14 @@ def test_verdict_table_counts_every_compared_row():
     run = live.load_recorded()
     text = live_lab.verdict_table(run)
     assert text.startswith(f"RECORDED: Linux {run.kernel}")
+    assert text.splitlines()[1].split()[2::4] == ["L0", "L10", "v4.5"]
     for line in text.splitlines()[2:]:
         name, rows, *counts = line.split()
         counts = list(map(int, counts))
-        assert sum(counts[:3]) == sum(counts[3:]) == int(rows) == len(live.compare(run.experiments[name]))
+        assert len(counts) == 3 * len(live_lab.KERNELS)
+        rows_ = live.compare(run.experiments[name], live_lab.KERNELS)
+        assert {sum(counts[i:i + 3]) for i in range(0, len(counts), 3)} == {int(rows)} == {len(rows_)}
+        assert counts[-2] == sum(r.verdict["v4.5"] == "differs" for r in rows_)
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -394,12 +398,24 @@ def test_live_vs_model_draws_the_recorded_partial_munmap():
     # The real kernel: the unmapped subpage is still a tail with kpagecount 0, the rest count 1.
     assert "256 tail · kpagecount 0" in d.svg and "1-255 tail · kpagecount 1" in d.svg
     assert "model, level 0 (v3.16)" in d.svg and "frames 0x200-0x3ff" in d.svg
-    # Level 0 split the page: all four of its runs differ; level 10 matches the kernel everywhere.
+    # Level 0 split the page: all four of its runs differ; level 10 and v4.5 match the kernel everywhere.
     assert d.svg.count('class="differs"') == 4 and "256 free · kpagecount 0" in d.svg
     assert "≠ real: head" in d.svg and d.text.count("≠ real: tail") == 3
-    level10 = d.text.split("model, level 10")[1]
+    level10, v45 = d.text.split("model, level 10")[1].split("model, v4.5 (merged)")
     assert "≠" not in level10 and "256 tail · kpagecount 0; mapped by nobody" in level10
+    assert "≠" not in v45 and "256 tail · kpagecount 0; mapped by nobody" in v45
     assert max(map(len, d.text.splitlines())) <= 100
+
+
+def test_v45_keeps_the_partially_unmapped_thp_allocated_like_level_10():
+    """v4.5's frames after the partial munmap: compound, nothing freed, the unmapped tail counts 0."""
+    v45, rfc = (live_lab.model_frames("partial_munmap", "munmap", k) for k in ("v4.5", 10))
+    assert v45.title == "model, v4.5 (merged)" and v45.how == {"self": "PTEs"}
+    assert (v45.kind == rfc.kind).all() and v45.kind[0] == 1 and (v45.kind[1:] == 2).all()
+    assert v45.kpagecount[256] == 0 and (np.delete(v45.kpagecount, 256) == 1).all()
+    # The fault differs: v4.5 counts the PMD in every subpage, RFC v1 in the head only.
+    fault = {k: live_lab.model_frames("fault", "fault", k).kpagecount for k in ("v4.5", 10)}
+    assert (fault["v4.5"] == 1).all() and fault[10][0] == 1 and (fault[10][1:] == 0).all()
 
 
 def test_live_vs_model_fork_shows_both_processes():
@@ -409,6 +425,9 @@ def test_live_vs_model_fork_shows_both_processes():
     assert "child maps 511 of the THP's 512 subpages through PTEs" in real
     assert "256 tail · kpagecount 1; mapped by self" in real
     assert "≠ real: kpagecount 2, child maps it" in d.svg
+    # v4.5 copies the whole THP for the child too (PMD split on COW came in v5.8).
+    v45 = d.text.split("model, v4.5 (merged)")[1]
+    assert "child maps 0 of the THP's 512 subpages" in v45 and "≠ real" in v45
 
 
 def test_real_frames_are_filled_only_where_the_counts_leave_no_choice():
@@ -435,21 +454,55 @@ def test_differences_shows_only_rows_that_do_not_match():
         short = live_lab.differences(run, name).splitlines()
         full = live_lab.differences(run, name, all_rows=True).splitlines()
         assert short[0].startswith(f"RECORDED {name} ") and max(map(len, full)) <= 100
-        rows = [r for r in live.compare(run.experiments[name]) if r.step != "fault" or name == "fault"]
+        rows = [r for r in live.compare(run.experiments[name], live_lab.KERNELS)
+                if r.step != "fault" or name == "fault"]
         differing = [r for r in rows if any(v != "match" for v in r.verdict.values())]
         assert len(full) - 2 == len(rows)
         assert len(short) - 2 == (len(differing) or 1)
-    assert "every compared row matches" in live_lab.differences(run, "full_munmap")
+    assert "every compared row matches every model kernel" in live_lab.differences(run, "full_munmap")
     assert "  mprotect       thp_split " in live_lab.differences(run, "mprotect")
+    assert "v4.5 merged" in live_lab.differences(run, "mprotect").splitlines()[1]
+    assert "matches both" in live_lab.differences(run, "full_munmap", levels=(0, 10))
 
 
 def test_reasons_are_numbered_once_and_referenced():
     text = live_lab.reasons()
     numbers = [line.split("]")[0] + "]" for line in text.splitlines() if line.startswith("[")]
     assert numbers == [f"[{i}]" for i in range(1, len(numbers) + 1)]
-    assert live.STEP_EXPLANATIONS[("fork", "child_write")][:40] in text.replace("\n    ", " ")
-    fork = live_lab.differences(live.load_recorded(), "fork")
-    assert f"[{len(numbers)}]" in fork      # the COW reason is the last one
+    flat = text.replace("\n    ", " ")
+    # With v4.5 compared, the later changes' texts stand in for the COW and counter texts.
+    assert live.LATER_EXPLANATIONS["PMD split on COW"] in flat
+    assert live.STEP_EXPLANATIONS[("fork", "child_write")] not in flat
+    assert flat.endswith(live.UNEXPLAINED)
+    texts = live_lab._reason_texts()
+    cow = f"[{texts.index(live.LATER_EXPLANATIONS['PMD split on COW']) + 1}]"
+    assert cow in live_lab.differences(live.load_recorded(), "fork")
+    old = live_lab.reasons(levels=(0, 10)).replace("\n    ", " ")
+    assert live.STEP_EXPLANATIONS[("fork", "child_write")] in old and live.UNEXPLAINED not in old
+
+
+def test_after_v45_lists_what_is_left_and_the_later_change_of_each_row():
+    import copy
+
+    run = live.load_recorded()
+    text = live_lab.after_v45(run)
+    lines = text.splitlines()
+    rows = [line.split() for line in lines[2:lines.index("")]]
+    expected = [(name, r.step, r.quantity) for name, result in run.experiments.items()
+                for r in live.compare(result, live_lab.KERNELS)
+                if r.verdict["v4.5"] != "match" and (r.observed, r.predicted["v4.5"]) != (None, None)
+                and (r.step != "fault" or name == "fault")]
+    assert len(rows) == len(expected) == 10
+    assert [(r[0], r[1]) for r in rows] == [(name, step) for name, step, _ in expected]
+    assert {r[-1] for r in rows} == {"[1]", "[2]"}        # every row named, none unexplained
+    assert "[1] thp_deferred_split_page, about v4.6" in text and "[2] PMD split on COW, v5.8" in text
+    assert "https://git.kernel.org/torvalds/c/3917c80280c9" in text
+    assert "Not needed by any row of this run: FOLL_PIN / pin_user_pages(); folios;" in text
+    assert max(map(len, lines)) <= 100
+    other = copy.deepcopy(run)
+    other.experiments["mprotect"].step("mprotect")["vmstat_delta"]["nr_anon_transparent_hugepages"] = 0
+    assert any(line.startswith("  mprotect") and line.endswith("unexplained")
+               for line in live_lab.after_v45(other).splitlines())
 
 
 def test_live_vs_recorded_lists_only_what_moved():
@@ -461,6 +514,15 @@ def test_live_vs_recorded_lists_only_what_moved():
     other.experiments["fork"].steps[2]["vmstat_delta"]["thp_fault_alloc"] = 1
     text = live_lab.live_vs_recorded(other, run)
     assert len(text.splitlines()) == 2 and "fork" in text and "thp_fault_alloc" in text
+
+
+def test_live_question_diagnoses_the_v45_prediction_too():
+    q = live_lab.LiveQuestion.for_row("fork", "child_write", "kpagecount[1]")
+    assert q.answer == 2 and "v4.5 (merged) predicts 1 (differs)" in q.explanation
+    ok, message = q.check(1)
+    assert not ok and "what the model predicts at v4.5 (merged)" in message
+    assert "what the model predicts at level 0 (v3.16)" in q.check(0)[1]
+    assert "PMD split on COW (v5.8" in q.explanation
 
 
 def test_live_question_for_a_row_diagnoses_the_model_levels():

@@ -9,6 +9,7 @@ THP at 0x200000000000, ``proc/4242/smaps`` right after the THP fault.
 """
 
 import ast
+import copy
 import dataclasses
 import gzip
 import json
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 
 from thplab import live
+from thplab.later import LATER
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "live"
@@ -418,7 +420,7 @@ def test_unprobeable_machine_gets_one_line_and_the_recorded_run(how, monkeypatch
     assert err == why + "\n"
     recorded = live.load_recorded()
     pin = dataclasses.replace(recorded, experiments={"pin": recorded.experiments["pin"]})
-    assert out == live.format_run(pin) + "\n"
+    assert out == live.format_run(pin, live.KERNELS) + "\n"
     # The lesson's path: it says why, shows no live run, and the recorded run stands.
     run, text = live_lab.live_report()
     reason = why.removeprefix("live probing unavailable: ")
@@ -747,6 +749,118 @@ def test_compare_fork_cow():
     assert rows["fork", "kpagecount[1]"].verdict == {0: "differs", 10: "differs"}
 
 
+# ------------------------------------------------- v4.5, and what came after it
+
+
+def test_kernel_labels_name_every_model_kernel():
+    assert [live.kernel_label(k) for k in (0, 4, 10, "v4.5")] == ["L0 v3.16", "L4", "L10 RFC v1", "v4.5 merged"]
+    assert live.KERNELS == (0, 10, "v4.5") and live.MERGED in live.LEVEL_NAMES
+
+
+def test_predict_v45_partial_munmap_keeps_the_thp_compound_and_queued():
+    """v4.5 splits only the PMD, like RFC v1, and queues the THP: its subpages stay allocated."""
+    v45, rfc = live.predict("partial_munmap", "v4.5")["munmap"], live.predict("partial_munmap", 10)["munmap"]
+    for quantity in ("page compound", "subpages mapped", "VMAs", "thp_split_pmd", "AnonHugePages kB"):
+        assert v45[quantity] == rfc[quantity], quantity
+    assert v45["page compound"] is True and v45["thp_split_pmd"] == 1 and v45["thp_split_page"] == 0
+    # v4.5 counts PMD-mapped THPs; RFC v1 kept v3.16's rule (the head's PTE is still there).
+    assert (v45["nr_anon_transparent_hugepages"], rfc["nr_anon_transparent_hugepages"]) == (-1, 0)
+    assert "thp_deferred_split_page" not in v45 and "thp_split" not in v45
+    assert v45[live.SPLIT_QUEUE] == 1 and live.SPLIT_QUEUE not in rfc
+
+
+def test_v45_predictions_are_the_machines():
+    """predict() reads the same Machine a learner boots; the queued THP splits when the shrinker runs."""
+    from thplab import Machine
+    from thplab.page_flags import PageHead, Use
+
+    m = Machine.boot(nr_pages=4096, kernel="v4.5", seed=0)
+    pid, addr, head = m.map_thp()
+    m.munmap(pid, addr + 256 * live.PAGE_SIZE, live.PAGE_SIZE)
+    predicted = live.predict("partial_munmap", "v4.5")["munmap"]
+    assert predicted["page compound"] == bool(PageHead(m.mem_map, head))
+    assert predicted[live.SPLIT_QUEUE] == m.deferred_split_count() and m.split_queue() == [head]
+    assert predicted["kpagecount[1]"] == int(m.page_mapcount(head + 1))
+    assert m.mem_map["use"][head + 256] != Use.free
+    before = m.vmstat["thp_split_page"]
+    m.drop_caches(2)
+    assert m.vmstat["thp_split_page"] == before + 1 and m.deferred_split_count() == 0
+    assert m.mem_map["use"][head + 256] == Use.free and not PageHead(m.mem_map, head)
+
+
+def test_compare_old_signature_is_unchanged():
+    result = live.load_recorded().experiments["partial_munmap"]
+    rows = rows_of(result)
+    assert all(set(row.verdict) == {0, 10} and row.later == [] for row in rows.values())
+    deferred = rows["munmap", "thp_deferred_split_page"]
+    assert deferred.explanations == [live.EXPLANATIONS["thp_deferred_split_page"]]
+    assert [row.quantity for row in live.compare(result)] == [row.quantity for row in live.compare(result, [0, 10])]
+    assert "v4.5 merged" not in live.format_run(live.load_recorded())
+
+
+def test_compare_v45_says_the_deferred_split_counter_came_later():
+    entry = next(e for e in LATER if e.name == "thp_deferred_split_page")
+    for name in ("partial_munmap", "pin"):
+        rows = rows_of(live.load_recorded().experiments[name], live.KERNELS)
+        row = rows["munmap", "thp_deferred_split_page"]
+        assert row.observed == 1 and row.predicted["v4.5"] is None and row.verdict["v4.5"] == "n/a"
+        assert row.later == [entry]
+        assert row.explanations == [live.LATER_EXPLANATIONS["thp_deferred_split_page"]]
+        assert f"Not in v4.5 (added in {entry.version})" in row.explanations[0]
+        assert entry.link in row.explanations[0]
+        # The queue that the counter counts into is v4.5's, as the text says.
+        assert live.predict(name, "v4.5")["munmap"][live.SPLIT_QUEUE] == 1
+        # Where neither has the event (v3.16's thp_split) nothing later is named.
+        assert rows["munmap", "thp_split"].later == []
+
+
+def test_compare_v45_names_pmd_split_on_cow_for_the_childs_write():
+    rows = rows_of(live.load_recorded().experiments["fork"], live.KERNELS)
+    cow = live.LATER_EXPLANATIONS["PMD split on COW"]
+    differing = {key: row for key, row in rows.items() if row.verdict["v4.5"] == "differs"}
+    assert {step for step, _ in differing} == {"child_write", "child_exit"}
+    for row in differing.values():
+        assert [e.name for e in row.later] == ["PMD split on COW"] and cow in row.explanations
+        assert live.STEP_EXPLANATIONS[("fork", "child_write")] not in row.explanations
+    assert "https://git.kernel.org/torvalds/c/3917c80280c9" in cow and "(v5.8, 3917c80280c9)" in cow
+    alloc = rows["child_write", "thp_fault_alloc"]
+    assert alloc.predicted == {0: 1, 10: 1, "v4.5": 1} and alloc.observed == 0
+    # Where v4.5 matches, the COW is not why the older kernels differ: the mapcount rules are.
+    row = rows["child_write", "kpagecount[256]"]
+    assert row.verdict == {0: "differs", 10: "differs", "v4.5": "match"} and row.later == []
+    assert row.explanations == [live.EXPLANATIONS["kpagecount"]]
+    fork = rows["fork", "kpagecount[1]"]
+    assert fork.predicted == {0: 0, 10: 0, "v4.5": 2} and fork.verdict["v4.5"] == "match"
+
+
+def test_compare_v45_unexplained_where_no_later_change_fits():
+    result = copy.deepcopy(live.load_recorded().experiments["mprotect"])
+    result.step("mprotect")["vmstat_delta"]["nr_anon_transparent_hugepages"] = 0
+    row = rows_of(result, live.KERNELS)["mprotect", "nr_anon_transparent_hugepages"]
+    assert row.verdict == {0: "differs", 10: "match", "v4.5": "differs"}
+    assert row.later == [] and row.explanations[-1] == live.UNEXPLAINED
+
+
+def test_compare_v45_names_no_page_mapcount_only_where_the_run_says_so():
+    result = copy.deepcopy(live.load_recorded().experiments["fault"])
+    sample = next(s for s in result.steps[0]["views"]["self"]["samples"] if s["index"] == 1)
+    sample["kpagecount"] = 0
+    row = rows_of(result, live.KERNELS)["fault", "kpagecount[1]"]
+    assert row.verdict["v4.5"] == "differs" and row.later == [] and live.UNEXPLAINED in row.explanations
+    result.notes.append(live.experiments.NO_PAGE_MAPCOUNT_NOTE)
+    row = rows_of(result, live.KERNELS)["fault", "kpagecount[1]"]
+    assert [e.name for e in row.later] == ["CONFIG_NO_PAGE_MAPCOUNT"]
+    assert live.LATER_EXPLANATIONS["CONFIG_NO_PAGE_MAPCOUNT"] in row.explanations
+
+
+@pytest.mark.parametrize("kernel", ["v9", 11, -1, None, True, 2.0])
+def test_unknown_model_kernel_is_refused(kernel):
+    from thplab.errors import ThplabError
+
+    with pytest.raises(ThplabError):
+        live.compare(live.load_recorded().experiments["fault"], (0, kernel))
+
+
 def test_format_run_labels_recorded():
     text = live.format_run(live.load_recorded())
     assert "RECORDED on another machine, not a live reading" in text and "LIVE" not in text
@@ -761,6 +875,19 @@ def test_main_recorded(capsys):
     assert "RECORDED" in out and "== mprotect:" in out and "== fault:" not in out
     header = next(line for line in out.splitlines() if line.lstrip().startswith("step"))
     assert header.split()[-3:] == ["L0", "v3.16", "L4"]
+
+
+def test_main_recorded_compares_with_v45_by_default(capsys):
+    assert live.main(["--recorded", "--experiment", "partial_munmap"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("step"))
+    assert header.split()[-7:] == ["L0", "v3.16", "L10", "RFC", "v1", "v4.5", "merged"]
+    assert "kernel='v4.5'" in out and "Not in v4.5 (added in" in out
+    assert live.main(["--recorded", "--experiment", "fork", "--levels", "10", "v4.5"]) == 0
+    assert "PMD split on COW (v5.8" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        live.main(["--recorded", "--levels", "v9"])
+    assert "neither a series level" in capsys.readouterr().err
 
 
 def test_main_json(capsys):

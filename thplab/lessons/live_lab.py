@@ -2,10 +2,13 @@
 
 :func:`live_vs_model` draws one step of an experiment -- the THP's 512 page
 frames as the real kernel reported them (pagemap, kpageflags, kpagecount)
-next to the model's frames at levels 0 and 10 -- with the run vocabulary of
-:func:`thplab.diagrams.thp_mappings`.  :func:`differences` lists only the
-compared rows where a model level does not match (all rows on demand), with
-reasons numbered once for the whole lesson (:func:`reasons`);
+next to the model's frames at levels 0 and 10 and at v4.5 -- with the run
+vocabulary of :func:`thplab.diagrams.thp_mappings`.  Every helper compares
+with :data:`KERNELS` (level 0, level 10, ``"v4.5"``) unless told otherwise.
+:func:`differences` lists only the compared rows where a model kernel does
+not match (all rows on demand), with reasons numbered once for the whole
+lesson (:func:`reasons`); :func:`after_v45` lists what is left between
+today's kernel and v4.5, each row with the later change that explains it;
 :func:`live_vs_recorded` shows where a live run differs from the recorded one.
 :class:`LiveQuestion` (predict what the real kernel showed) and
 :class:`LevelQuestion` (predict the model at an in-between level) are the
@@ -23,7 +26,8 @@ import numpy as np
 from ..params import HPAGE_PMD_NR
 from ..problems import check_number
 
-__all__ = ["format_experiment", "verdict_table", "reasons", "differences", "live_vs_recorded",
+__all__ = ["KERNELS", "format_experiment", "verdict_table", "reasons", "differences", "after_v45",
+           "live_vs_recorded",
            "real_frames", "model_frames", "live_vs_model", "LiveQuestion", "LevelQuestion",
            "live_status", "live_report", "STEPS"]
 
@@ -33,12 +37,16 @@ STEPS = {"fault": "fault", "partial_munmap": "munmap", "mprotect": "mprotect", "
 
 _LABEL = {"live": "LIVE", "recorded": "RECORDED"}
 
+#: The model kernels the lesson compares with: :data:`thplab.live.KERNELS`
+#: (level 0, RFC v1, the merged v4.5 today's kernel descends from).
+KERNELS = (0, 10, "v4.5")
+
 
 def _source(run):
     return _LABEL.get(run.source, run.source.upper())
 
 
-def format_experiment(run, name, levels=(0, 10), width=100):
+def format_experiment(run, name, levels=KERNELS, width=100):
     """:func:`thplab.live.format_run` for one experiment of ``run`` (live or recorded)."""
     from .. import live
 
@@ -46,13 +54,13 @@ def format_experiment(run, name, levels=(0, 10), width=100):
     return live.format_run(one, levels, width)
 
 
-def verdict_table(run, levels=(0, 10)):
-    """Per experiment: how many compared quantities match, differ or are n/a, per model level."""
+def verdict_table(run, levels=KERNELS):
+    """Per experiment: how many compared quantities match, differ or are n/a, per model kernel."""
     from .. import live
 
     lines = [f"{_source(run)}: Linux {run.kernel}, {run.date}",
              f"{'experiment':<16}{'rows':>5}" + "".join(
-                 f"{f'L{lv} match':>10}{'differs':>9}{'n/a':>5}" for lv in levels)]
+                 f"{_short(lv) + ' match':>11}{'differs':>8}{'n/a':>4}" for lv in levels)]
     for name, result in run.experiments.items():
         if result.status != "ok":
             lines.append(f"{name:<16}  {result.status}: {result.reason}")
@@ -61,7 +69,7 @@ def verdict_table(run, levels=(0, 10)):
         cells = ""
         for lv in levels:
             v = [r.verdict[lv] for r in rows]
-            cells += f"{v.count('match'):>10}{v.count('differs'):>9}{v.count('n/a'):>5}"
+            cells += f"{v.count('match'):>11}{v.count('differs'):>8}{v.count('n/a'):>4}"
         lines.append(f"{name:<16}{len(rows):>5}{cells}")
     return "\n".join(lines)
 
@@ -69,19 +77,32 @@ def verdict_table(run, levels=(0, 10)):
 # ------------------------------------------------------------------ tables without the walls
 
 
-def _reason_texts():
-    """Every reason :func:`thplab.live.compare` can give, in a fixed order (their numbers)."""
+def _short(kernel):
+    """A model kernel in a narrow column: ``L0``, ``L10``, ``v4.5``."""
+    return kernel if isinstance(kernel, str) else f"L{kernel}"
+
+
+def _reason_texts(levels=KERNELS):
+    """Every reason :func:`thplab.live.compare` can give with ``levels``, in a fixed order (their numbers).
+
+    With v4.5 compared, the later changes' texts replace those of the steps and quantities they cover.
+    """
     from .. import live
 
     texts = list(live.EXPLANATIONS.values()) + list(live.STEP_EXPLANATIONS.values())
+    if live.MERGED in levels:
+        covered = ({live.STEP_EXPLANATIONS[key] for key in live.LATER_STEPS}
+                   | {live.EXPLANATIONS[key] for key in live.LATER_QUANTITIES})
+        texts = [t for t in texts if t not in covered] + [*live.LATER_EXPLANATIONS.values(), live.UNEXPLAINED]
     return list(dict.fromkeys(texts))
 
 
-def reasons(width=100):
+def reasons(width=100, levels=KERNELS):
     """The numbered reasons behind the *differs* and *n/a* rows, printed once for the lesson."""
     lines = []
-    for number, text in enumerate(_reason_texts(), 1):
-        lines += textwrap.wrap(text, width, initial_indent=f"[{number}] ", subsequent_indent="    ")
+    for number, text in enumerate(_reason_texts(levels), 1):
+        lines += textwrap.wrap(text, width, initial_indent=f"[{number}] ", subsequent_indent="    ",
+                               break_on_hyphens=False, break_long_words=False)
     return "\n".join(lines)
 
 
@@ -91,8 +112,8 @@ def _cell(value):
     return live._cell(value)
 
 
-def differences(run, name, levels=(0, 10), all_rows=False):
-    """One experiment's compared rows where some model level does not match the real kernel.
+def differences(run, name, levels=KERNELS, all_rows=False):
+    """One experiment's compared rows where some model kernel does not match the real kernel.
 
     ``all_rows=True`` shows every compared row.  The ``fault`` step, common to
     every experiment, is shown under ``fault`` only.  ``[n]`` refers to
@@ -104,10 +125,10 @@ def differences(run, name, levels=(0, 10), all_rows=False):
     head = f"{_source(run)} {name} (Linux {run.kernel}): {live.EXPERIMENTS[name]}"
     if result.status != "ok":
         return f"{head}\n  {result.status}: {result.reason}"
-    numbers = {text: i for i, text in enumerate(_reason_texts(), 1)}
-    names = {lv: f"L{lv} " + live.LEVEL_NAMES.get(lv, "") for lv in levels}
-    lines = [head, f"  {'step':<15}{'quantity':<30}{'real':>6}"
-             + "".join(f"  {names[lv]:<16}" for lv in levels) + "  why"]
+    numbers = {text: i for i, text in enumerate(_reason_texts(levels), 1)}
+    # Fits 100 columns with three kernels: the widest cell is "2048 differs".
+    lines = [head, f"  {'step':<15}{'quantity':<30}{'real':>5}  "
+             + "".join(f"{live.kernel_label(lv):<13}" for lv in levels) + "why"]
     shown, last = 0, None
     for row in live.compare(result, levels):
         if row.step == "fault" and name != "fault":
@@ -116,12 +137,52 @@ def differences(run, name, levels=(0, 10), all_rows=False):
             continue
         step = row.step if row.step != last else ""
         last = row.step
-        cells = "".join(f"  {_cell(row.predicted[lv]) + ' ' + row.verdict[lv]:<16}" for lv in levels)
+        cells = "".join(f"{_cell(row.predicted[lv]) + ' ' + row.verdict[lv]:<13}" for lv in levels)
         why = " ".join(f"[{numbers[t]}]" for t in row.explanations)
-        lines.append(f"  {step:<15}{row.quantity:<30}{_cell(row.observed):>6}{cells}  {why}".rstrip())
+        lines.append(f"  {step:<15}{row.quantity:<30}{_cell(row.observed):>5}  {cells}{why}".rstrip())
         shown += 1
     if not shown:
-        lines.append("  every compared row matches both levels")
+        lines.append(f"  every compared row matches {'both' if len(levels) == 2 else 'every'} model kernel")
+    return "\n".join(lines)
+
+
+def after_v45(run, width=100):
+    """What is left between today's kernel and v4.5: each row where v4.5 does not match, and why.
+
+    Per row the experiment, step and quantity, the real value and v4.5's, and ``[n]``: the change
+    after v4.5 that explains it, listed below with its :data:`thplab.later.LATER` entry (name,
+    version, link) -- or "unexplained".  The fault every experiment starts with is shown under
+    ``fault`` only.  Last, the entries of thplab.later that no row of this run needed.
+    """
+    from .. import live
+    from ..later import LATER
+
+    lines = [f"{_source(run)} Linux {run.kernel}: the rows where v4.5 does not match",
+             f"  {'experiment':<15}{'step':<15}{'quantity':<30}{'real':>5}{'v4.5':>6}  why"]
+    used = []
+    for name, result in run.experiments.items():
+        if result.status != "ok":
+            lines.append(f"  {name:<15}{result.status}: {result.reason}")
+            continue
+        for row in live.compare(result, (live.MERGED,)):
+            if (row.step == "fault" and name != "fault") or row.verdict[live.MERGED] == "match":
+                continue
+            if row.observed is None and row.predicted[live.MERGED] is None:
+                continue
+            used += [e for e in row.later if e not in used]
+            why = " ".join(f"[{used.index(e) + 1}]" for e in row.later) or "unexplained"
+            lines.append(f"  {name:<15}{row.step:<15}{row.quantity:<30}{_cell(row.observed):>5}"
+                         f"{_cell(row.predicted[live.MERGED]):>6}  {why}")
+    if len(lines) == 2:
+        lines.append("  none: every compared row matches v4.5")
+    lines += ["", "The later changes (thplab.later):"]
+    for number, e in enumerate(used, 1):
+        lines += textwrap.wrap(f"[{number}] {e.name}, {e.version}: {e.summary}", width,
+                               subsequent_indent="    ")
+        lines.append(" " * max(0, min(4, width - len(e.link))) + e.link)
+    unused = [e.name for e in LATER if e not in used]
+    lines += textwrap.wrap("Not needed by any row of this run: " + "; ".join(unused) + ".", width,
+                           break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -250,11 +311,10 @@ def real_frames(run, name, step):
 
 def _model_machine(name, step, level):
     """The model's Machine, process ids, address and THP head pfn right after ``step`` of ``name``."""
-    from ..live.comparison import MODEL_STEPS
+    from ..live.comparison import MODEL_STEPS, boot_model
     from ..live.experiments import MAPPING_SIZE
-    from ..machine import Machine
 
-    m = Machine.boot(nr_pages=4096, patches=level, seed=0)
+    m = boot_model(level)
     procs = {"self": m.spawn()}
     addr = m.mmap(procs["self"], MAPPING_SIZE, prot="rw", thp=True)
     head = -1
@@ -267,14 +327,23 @@ def _model_machine(name, step, level):
     raise KeyError(f"{name} has no step {step!r}")
 
 
+def _model_name(level):
+    """``level 0 (v3.16)``, ``level 4 (patches 01-04)``, ``v4.5 (merged)``: a model kernel in a sentence."""
+    from .. import live
+
+    if isinstance(level, str):
+        return f"{level} ({live.LEVEL_NAMES[level]})" if level in live.LEVEL_NAMES else level
+    return f"level {level} ({live.LEVEL_NAMES.get(level, f'patches 01-{level:02d}')})"
+
+
 def model_frames(name, step, level):
     """:class:`Frames` of the model at ``level`` after ``step`` of experiment ``name``.
 
-    The model runs the experiment's scenario (:data:`thplab._live_experiments.MODEL_STEPS`);
-    ``kpagecount`` is ``page_mapcount()`` of the level, what /proc/kpagecount
-    reports.
+    ``level`` is a model kernel as :func:`thplab.live.compare` takes it (``10``,
+    ``"v4.5"``).  The model runs the experiment's scenario
+    (:data:`thplab.live.MODEL_STEPS`); ``kpagecount`` is ``page_mapcount()``
+    of that kernel, what /proc/kpagecount reports.
     """
-    from .. import live
     from ..diagrams import process_maps
     from ..page_flags import PageHead, PageTail, Use
     from ..params import PAGE_SIZE
@@ -292,8 +361,8 @@ def model_frames(name, step, level):
         maps[who] = (m.walk(pid, subpages)["pfn"] == frames).astype(np.int64)
         t = tables.get(pid, {})
         how[who] = "PMD" if t.get("pmd") else "PTEs" if maps[who].any() else "none"
-    return Frames(f"model, level {level} ({live.LEVEL_NAMES.get(level, f'patches 01-{level:02d}')})",
-                  f"frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x}", kind, count, maps, how)
+    return Frames(f"model, {_model_name(level)}", f"frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x}",
+                  kind, count, maps, how)
 
 
 def _differs(model, real):
@@ -352,11 +421,12 @@ def _twin_lines(frames, cuts, diffs=None, real=None):
     return lines
 
 
-def live_vs_model(run, name, step=None, levels=(0, 10)):
+def live_vs_model(run, name, step=None, levels=KERNELS):
     """Diagram: the THP's 512 frames after ``step`` of experiment ``name`` -- the real kernel and the model.
 
     Left the real kernel (labelled RECORDED or LIVE with its kernel and
-    date), then the model at each of ``levels`` after the same step, all on
+    date), then the model at each of ``levels`` (model kernels: series
+    levels, ``"v4.5"``) after the same step, all on
     one vertical scale of subpages.  Each strip is cut into runs of equal
     values (kind, kpagecount, who maps the frame) as in
     :func:`thplab.diagrams.thp_mappings`; left of a strip one bar per process
@@ -366,7 +436,6 @@ def live_vs_model(run, name, step=None, levels=(0, 10)):
     """
     import drawsvg as dw
 
-    from .. import live
     from ..diagrams import runs
     from ..diagrams._base import BLACK, BLUE, GREY, ORANGE, PALE, SKY, SMALL_SIZE, VERMILION, Canvas
 
@@ -487,18 +556,15 @@ def live_vs_model(run, name, step=None, levels=(0, 10)):
 
 
 def _diagnoses(answer, predicted, explanations):
-    """Wrong answers that are a model level's prediction, and why today's kernel says otherwise."""
-    from .. import live
-
+    """Wrong answers that are a model kernel's prediction, and why today's kernel says otherwise."""
     why = " ".join(explanations)
     out = {}
     for level, value in predicted.items():
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, int) and value != answer and value not in out:
-            out[value] = (f"That is what the model predicts at level {level} "
-                          f"({live.LEVEL_NAMES.get(level, f'patches 01-{level:02d}')}); the real kernel "
-                          "differs from that level here, for the reason below." + (f" {why}" if why else ""))
+            out[value] = (f"That is what the model predicts at {_model_name(level)}; the real kernel "
+                          "differs from it here, for the reason below." + (f" {why}" if why else ""))
     return out
 
 
@@ -518,9 +584,9 @@ class LiveQuestion:
 
     ``for_row(experiment, step, quantity)`` asks for one compared quantity;
     ``generate(seed, run)`` picks one where the real kernel differs from a
-    model level, so the rules of lessons 13-14 (what v4.5 and later changed)
-    are needed to answer.  A wrong answer that equals a model level's
-    prediction is diagnosed as such.
+    model kernel, so the rules of lessons 13-15 (what v4.5 changed) and the
+    later changes are needed to answer.  A wrong answer that equals a model
+    kernel's prediction is diagnosed as such.
     """
 
     seed: int
@@ -535,7 +601,7 @@ class LiveQuestion:
     diagnoses: dict = None
 
     @classmethod
-    def for_row(cls, experiment, step, quantity, run=None, levels=(0, 10), seed=None, diagnoses=None):
+    def for_row(cls, experiment, step, quantity, run=None, levels=KERNELS, seed=None, diagnoses=None):
         """The question on one compared row; ``diagnoses`` adds wrong answers the model levels do not give.
 
         Rows the lesson asks about carry their own (:data:`ROW_DIAGNOSES`), kept here so that the
@@ -548,13 +614,14 @@ class LiveQuestion:
         result = run.experiments[experiment]
         row = next(r for r in live.compare(result, levels) if r.step == step and r.quantity == quantity)
         answer = int(row.observed)
-        preds = "; ".join(f"level {lv} predicts {_cell(row.predicted[lv])} ({row.verdict[lv]})" for lv in levels)
+        preds = "; ".join(f"{_model_name(lv)} predicts {_cell(row.predicted[lv])} ({row.verdict[lv]})"
+                          for lv in levels)
         why = f"The model: {preds}." + "".join(f" {t}" for t in row.explanations)
         return cls(seed, run.kernel, run.source, experiment, step, result.step(step)["op"], quantity, answer,
                    why, {**(diagnoses or {}), **_diagnoses(answer, row.predicted, [])})
 
     @classmethod
-    def generate(cls, seed=0, run=None, levels=(0, 10)):
+    def generate(cls, seed=0, run=None, levels=KERNELS):
         from .. import live
 
         run = run or live.load_recorded()
@@ -688,7 +755,7 @@ def live_status():
     return "\n".join(lines)
 
 
-def live_report(levels=(0, 10), names=None, timeout=10.0):
+def live_report(levels=KERNELS, names=None, timeout=10.0):
     """Run the live experiments if this kernel allows; return ``(run or None, text)``.
 
     The text is the verdict counts of the live run and only what it saw

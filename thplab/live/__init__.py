@@ -19,7 +19,9 @@ runs. The package, one module per concern (each imports only those above it):
   probing is unavailable; its ``source`` is ``"recorded"``)
 * :mod:`~thplab.live.comparison` -- the same experiments on the model
   (:func:`predict`) and :func:`compare`, the real kernel next to the model
-  at series level 0 (the old kernel) and 10 (RFC v1)
+  at series level 0 (the old kernel), 10 (RFC v1) and, for the lab, v4.5
+  (:data:`KERNELS`), each difference from v4.5 named by a later change of
+  :mod:`thplab.later`
 * :mod:`~thplab.live.report` -- :func:`format_run` and :func:`main`,
   ``python -m thplab live``
 * :mod:`~thplab.live.child` -- the child's entry point (not imported here)

@@ -402,12 +402,17 @@ EXPERIMENT_STEPS = {
 }
 
 
+#: The note of a run on a kernel that keeps no per-page mapcount in large folios;
+#: :func:`thplab.live.compare` looks for it to name that change.
+NO_PAGE_MAPCOUNT_NOTE = "kpagecount is the folio's average mapcount here (CONFIG_NO_PAGE_MAPCOUNT)."
+
+
 def _common_notes():
     notes = ["/proc/vmstat counters are system-wide: each delta is taken right around one "
              "operation, but other processes can add to it."]
     config = probes.read_kernel_config()
     if config.options.get("CONFIG_NO_PAGE_MAPCOUNT") == "y":
-        notes.append("kpagecount is the folio's average mapcount here (CONFIG_NO_PAGE_MAPCOUNT).")
+        notes.append(NO_PAGE_MAPCOUNT_NOTE)
     elif config.options.get("CONFIG_PAGE_MAPCOUNT") == "y":
         notes.append("kpagecount is folio_precise_page_mapcount() here (CONFIG_PAGE_MAPCOUNT): "
                      "the PMD (entire) mapcount plus the subpage's own PTE mapcount.")

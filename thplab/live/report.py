@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 from . import probes
-from .comparison import LEVEL_NAMES, compare
+from .comparison import KERNELS, compare, kernel_label
 from .experiments import EXPERIMENTS
 from .formats import THP_EVENTS
 from .runs import load_recorded, run_all, save_run
@@ -30,6 +30,9 @@ def _cell(value):
 def format_run(run, levels=(0, 10), width=100):
     """The comparison of a :class:`LiveRun` with the model, as terminal text.
 
+    ``levels`` are the model kernels, as :func:`~thplab.live.compare` takes
+    them (``python -m thplab live`` passes :data:`~thplab.live.KERNELS`).
+
     Every experiment starts with the same fault, shown once (under ``fault``).
     After the first step a row appears only if its quantity changed (real or
     model) or, for a vmstat event, moved. Footnotes give the explanations of
@@ -43,10 +46,12 @@ def format_run(run, levels=(0, 10), width=100):
         lines.append(f"THP: enabled=[{settings['enabled']}] defrag=[{settings['defrag']}] "
                      f"hpage_pmd_size={settings['hpage_pmd_size']} "
                      f"use_zero_page={int(settings['use_zero_page'])}")
-    lines.append("Model: Machine.boot(nr_pages=4096, patches=LEVEL, seed=0). Rows show what moved "
-                 "or changed; '-' means that kernel has no such quantity.")
-    header = f"  {'step':<15}{'quantity':<33}{'real':>6}" + "".join(
-        f"  {f'L{level} ' + LEVEL_NAMES.get(level, ''):<20}" for level in levels)
+    boots = ["patches=LEVEL" if not isinstance(level, str) else f"kernel={level!r}"
+             for level in levels]
+    lines.append(f"Model: Machine.boot(nr_pages=4096, {' or '.join(dict.fromkeys(boots))}, seed=0). "
+                 "Rows show what moved or changed; '-' means that kernel has no such quantity.")
+    header = f"  {'step':<15}{'quantity':<31}{'real':>5}" + "".join(
+        f"  {kernel_label(level):<13}" for level in levels)
     printed_notes = set()
     for name, result in run.experiments.items():
         lines += ["", f"== {name}: {EXPERIMENTS[name]}"]
@@ -68,13 +73,13 @@ def format_run(run, levels=(0, 10), width=100):
             refs = "".join(f" [{footnotes.index(text) + 1}]" for text in row.explanations)
             step = row.step if row.step != last_step else ""
             last_step = row.step
-            cells = "".join(f"  {_cell(row.predicted[level]) + ' ' + row.verdict[level]:<20}"
+            cells = "".join(f"  {_cell(row.predicted[level]) + ' ' + row.verdict[level]:<13}"
                             for level in levels)
-            lines.append(f"  {step:<15}{row.quantity:<33}{_cell(row.observed):>6}{cells}{refs}"
+            lines.append(f"  {step:<15}{row.quantity:<31}{_cell(row.observed):>5}{cells}{refs}"
                          .rstrip())
         for number, text in enumerate(footnotes, 1):
             lines += textwrap.wrap(text, width, initial_indent=f"  [{number}] ",
-                                   subsequent_indent="      ")
+                                   subsequent_indent="      ", break_on_hyphens=False)
         for note in result.notes:
             if note not in printed_notes:
                 printed_notes.add(note)
@@ -114,19 +119,34 @@ def main(argv=None):
         return 128 + signal.SIGINT
 
 
+def _model_kernel(text):
+    """``--levels`` takes RFC series levels and kernel names: ``4`` -> 4, ``v4.5`` -> ``"v4.5"``."""
+    from ..series import KERNELS as NAMES
+
+    if text.isdigit():
+        return int(text)
+    if text in NAMES:
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a series level (0-10) nor a kernel "
+                                     f"name ({', '.join(NAMES)})")
+
+
 def _main(argv):
     parser = argparse.ArgumentParser(
         prog="python -m thplab live",
         description="Run THP experiments on this machine's kernel and compare them with the "
-                    "thplab model at series level 0 (old kernel) and 10 (RFC v1).")
+                    "thplab model at series level 0 (old kernel), 10 (RFC v1) and v4.5 (the "
+                    "merged design today's kernel descends from).")
     parser.add_argument("--recorded", action="store_true",
                         help="show the run recorded with thplab instead of probing this kernel")
     parser.add_argument("--experiment", action="append", choices=list(EXPERIMENTS),
                         help="run only this experiment (repeatable)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds each experiment may take (default 10)")
-    parser.add_argument("--levels", type=int, nargs="+", default=[0, 10], metavar="LEVEL",
-                        help="series levels of the model to compare with (default: 0 10)")
+    parser.add_argument("--levels", type=_model_kernel, nargs="+", default=list(KERNELS),
+                        metavar="KERNEL",
+                        help="model kernels to compare with: series levels and kernel names "
+                             f"(default: {' '.join(map(str, KERNELS))})")
     parser.add_argument("--json", action="store_true", help="print the run as JSON")
     parser.add_argument("--record", metavar="PATH", help="also save the live run as JSON to PATH")
     args = parser.parse_args(argv)
