@@ -495,7 +495,7 @@ def test_after_v45_lists_what_is_left_and_the_later_change_of_each_row():
     assert len(rows) == len(expected) == 10
     assert [(r[0], r[1]) for r in rows] == [(name, step) for name, step, _ in expected]
     assert {r[-1] for r in rows} == {"[1]", "[2]"}        # every row named, none unexplained
-    assert "[1] thp_deferred_split_page, about v4.6" in text and "[2] PMD split on COW, v5.8" in text
+    assert "[1] thp_deferred_split_page, v4.6" in text and "[2] PMD split on COW, v5.8" in text
     assert "https://git.kernel.org/torvalds/c/3917c80280c9" in text
     assert "Not needed by any row of this run: FOLL_PIN / pin_user_pages(); folios;" in text
     assert max(map(len, lines)) <= 100

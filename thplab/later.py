@@ -1,7 +1,7 @@
 """What changed after v4.5: the one list of later THP refcounting and mapcount changes.
 
-thplab models the old kernel and RFC v1 (levels 0-10); the merged v4.5 design
-is described in lesson 14 but not simulated, and nothing after it is.  This
+thplab models the old kernel, RFC v1 (levels 0-10) and the merged v4.5 design
+(``kernel="v4.5"``, lesson 15); nothing after v4.5 is simulated.  This
 module is the course's single place for what came later, so lessons cite it
 instead of keeping their own lists.  Each :class:`Later` entry says what
 changed in thplab's own words, where (a commit id, or the series when the
@@ -36,12 +36,13 @@ def _commit(sha):
 
 
 LATER = (
-    Later("thp_deferred_split_page", "about v4.6", 2016, "thp, vmstats: count deferred split events",
+    Later("thp_deferred_split_page", "v4.6", 2016, "thp, vmstats: count deferred split events",
           "https://lore.kernel.org/linux-mm/1455009302-57702-1-git-send-email-kirill.shutemov@linux.intel.com/",
           "A /proc/vmstat counter of THPs put on the deferred split queue, so the partially unmapped "
           "pages that v4.5 keeps until memory pressure can be seen.",
-          False, "posted 9 Feb 2016; listed in mmotm's since-4.5 branch of 29 Mar 2016 (the 4.6 merge "
-          "window); the v4.6 tag itself not checked"),
+          True, "posted 9 Feb 2016; listed in mmotm's since-4.5 branch of 29 Mar 2016 (the 4.6 merge "
+          "window); absent from the 4.5.0 and 4.5.7 trees, present in 4.6.2's (mm/vmstat.c#L851, "
+          "mm/huge_memory.c#L3400), docs/v4.5-stack.md §3.1"),
     Later("FOLL_PIN / pin_user_pages()", "v5.6", 2020, "eddb1c228f79", _commit("eddb1c228f79"),
           "A second kind of get_user_pages() reference, for DMA and other long holds, that the page "
           "records apart from ordinary references, so the kernel can ask 'may this page be pinned?'.",
