@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .errors import BadArgument
 from .machine import Machine
 from .params import PAGE_SIZE
-from .trace import Interleaving
+from .trace import Interleaving, format_value
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Race:
 def _short(r):
     import numpy as np
 
-    return f"pfns {[hex(int(p)) for p in r]}" if isinstance(r, np.ndarray) else str(r)
+    return f"pfns {[hex(int(p)) for p in r]}" if isinstance(r, np.ndarray) else format_value("result", r)
 
 
 def _stage(level, seed, without):

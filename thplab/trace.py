@@ -85,8 +85,24 @@ class Step:
                    frozenset(machine.smp.irqs_off))
 
     def __str__(self):
-        extra = ", ".join(f"{k}={v}" for k, v in self.detail.items())
+        extra = ", ".join(f"{k}={format_value(k, v)}" for k, v in self.detail.items())
         return f"{self.cpu}: {self.name}" + (f" ({extra})" if extra else "") + (" [waiting]" if self.waiting else "")
+
+
+def format_value(key, value):
+    """A point's detail or a CPU's result as the course prints numbers: pfns and addresses in hex.
+
+    ``head`` is a pfn; an array is the pfns ``get_user_pages()`` returned; a pair of ints is a
+    futex key ``(pid, address)``.  Counts, errnos and text are printed as they are.
+    """
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+        return "[" + ", ".join(f"{int(p):#x}" for p in value) + "]"
+    if key == "head" and isinstance(value, (int, np.integer)):
+        return f"{int(value):#x}"
+    if (isinstance(value, tuple) and len(value) == 2
+            and all(isinstance(v, (int, np.integer)) for v in value)):
+        return f"(pid {int(value[0])}, {int(value[1]):#x})"
+    return str(value)
 
 
 class Recorder:

@@ -14,6 +14,23 @@ from .params import HPAGE_PMD_NR
 #: Okabe & Ito (2008), distinguishable with every common colour-vision deficiency.
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
 
+def mapping_text(value):
+    """A ``struct page``'s ``mapping`` decoded: NULL, or the anon_vma and ``PAGE_MAPPING_ANON``."""
+    value = int(value)
+    if value == 0:
+        return "NULL"
+    return f"anon_vma {value >> 2} | ANON" if value & 1 else f"{value:#x}"
+
+
+def page_field_text(pfn, field, old, new):
+    """One changed ``struct page`` field as a line: pfn and index in hex, mapping decoded."""
+    if field == "mapping":
+        return f"pfn {pfn:#x}: mapping {mapping_text(old)} -> {mapping_text(new)}"
+    if field == "index":
+        return f"pfn {pfn:#x}: index {old:#x} -> {new:#x}"
+    return f"pfn {pfn:#x}: {field} {old} -> {new}"
+
+
 FIELDS = {
     "page_mapcount": "page_mapcount() of each subpage",
     "_mapcount": "raw _mapcount (-1 = none)",

@@ -366,7 +366,7 @@ def describe_step(recorder, i, pages=None, max_rows=12):
             names = [f"{'+' if new >> pg & 1 else '-'}{pg.name}" for pg in PG if (old ^ new) >> pg & 1]
             lines.append(f"  pfn {pfn:#x}: flags {' '.join(names)}")
         else:
-            lines.append(f"  pfn {pfn:#x}: {field} {old} -> {new}")
+            lines.append("  " + viz.page_field_text(pfn, field, old, new))
     if len(rows) > max_rows:
         lines.append(f"  ... {len(rows) - max_rows} more struct page changes")
     for name, old, new in ch["vmstat"]:

@@ -17,6 +17,7 @@ from ..machine import Machine
 from ..page_flags import PageHead, PageTail, compound_head, flag_names
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, MMAP_BASE, PAGE_SIZE
 from ..problems import check_number
+from ..viz import mapping_text, page_field_text
 from ..series.text import patch_card_text  # noqa: F401  (lessons 03-05 call fnd.patch_card_text)
 
 __all__ = [
@@ -309,13 +310,6 @@ def primer_machine(level=0, seed=0):
     return m, pid, thp, small
 
 
-def _mapping_text(value):
-    value = int(value)
-    if value == 0:
-        return "NULL"
-    return f"anon_vma {value >> 2} | ANON" if value & 1 else f"{value:#x}"
-
-
 #: The columns of :func:`struct_pages`: (name, shown by default).
 _STRUCT_PAGE_COLUMNS = (("", True), ("pfn", True), ("flags", True), ("first_page", False), ("order", False),
                         ("_count", True), ("_mapcount", True), ("page_mapcount", False), ("mapping", True),
@@ -345,7 +339,7 @@ def struct_pages(machine, pfns, labels=None, all_columns=False):
                 "first_page": f"{first:#x}" if PageTail(mm, p) else "-",
                 "order": str(int(mm["compound_order"][p])) if mm["compound_order"][p] else "-",
                 "_count": str(int(mm["_count"][p])), "_mapcount": str(int(mm["_mapcount"][p])),
-                "page_mapcount": str(int(machine.page_mapcount(p))), "mapping": _mapping_text(mm["mapping"][p]),
+                "page_mapcount": str(int(machine.page_mapcount(p))), "mapping": mapping_text(mm["mapping"][p]),
                 "index": f"{int(mm['index'][p]):#x}" if mm["index"][p] else "0"}
         rows.append([cell[c] for c in cols])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
@@ -625,14 +619,6 @@ def _flag_text(pfn, bits):
     return f"pfn {pfn:#x}: flags {names}"
 
 
-def _page_field_text(pfn, field, old, new):
-    if field == "mapping":
-        return f"pfn {pfn:#x}: mapping {_mapping_text(old)} -> {_mapping_text(new)}"
-    if field == "index":
-        return f"pfn {pfn:#x}: index {old:#x} -> {new:#x}"
-    return f"pfn {pfn:#x}: {field} {old} -> {new}"
-
-
 def old_split_actions(recorder, head):
     """The old ``split_huge_page()`` in ``recorder`` (level 0) as :class:`SplitActions`.
 
@@ -677,10 +663,10 @@ def old_split_actions(recorder, head):
                 if other:
                     add("refcount", (pfn, _flag_text(pfn, other)))
             elif redistribution:
-                add("refcount", (pfn, _page_field_text(pfn, field, old, new)))
+                add("refcount", (pfn, page_field_text(pfn, field, old, new)))
             elif field == "_count":
                 kind = "put_tails" if pfn != head else ("get" if new > old else "put")
-                add(kind, (pfn, _page_field_text(pfn, field, old, new)))
+                add(kind, (pfn, page_field_text(pfn, field, old, new)))
         for name, old, new in ch["vmstat"]:
             add("thp_split" if name == "thp_split" else "refcount", (None, f"/proc/vmstat {name}: {old} -> {new}"))
         fills = {}
@@ -1078,7 +1064,7 @@ def mapping_table(machine, pfns, labels):
     for label, p in zip(labels, (int(x) for x in pfns)):
         kind = "tail" if PageTail(mm, p) else "head" if PageHead(mm, p) else "-"
         first = f"{int(mm['first_page'][p]):#x}" if PageTail(mm, p) else "-"
-        lines.append(f"{label:<8} {p:>#7x}  {kind:<9}  {first:>10}  {_mapping_text(mm['mapping'][p])}")
+        lines.append(f"{label:<8} {p:>#7x}  {kind:<9}  {first:>10}  {mapping_text(mm['mapping'][p])}")
     return "\n".join(lines)
 
 
