@@ -520,3 +520,31 @@ def test_a_wide_diagram_shrinks_to_its_column_in_html_but_not_below_82_percent()
     assert html.startswith('<div class="thplab-diagram" style="overflow-x:auto')
     assert f"min-width:{int(width * 0.82)}px" in html and "max-width:100%" in html
     assert d.svg in html.replace(f' style="max-width:100%;height:auto;min-width:{int(width * 0.82)}px"', "", 1)
+
+
+def test_thp_mappings_fits_a_notebook_column_with_every_run_label_whole():
+    """860 px wide (JupyterLab at 1280 px with the file browser open); long run labels wrap, none is cut."""
+    import re
+
+    from thplab import Machine, diagrams
+    from thplab.diagrams._base import runs
+    from thplab.diagrams.mappings import _run_label, snapshot_thp
+
+    for kernel in ("rfc-v1", "v4.5"):
+        m = Machine.boot("16M", kernel=kernel)
+        pid, addr, head = m.map_thp()
+        child = m.fork(pid)
+        before = snapshot_thp(m, head)
+        m.mprotect(child, addr, 4096, "r")
+        m.munmap(child, addr + 9 * 4096, 3 * 4096)
+        m.get_user_pages(pid, addr + 40 * 4096)
+        d = diagrams.thp_mappings(m, head, previous=before)
+        assert int(re.search(r'<svg[^>]*\swidth="(\d+)"', d.svg)[1]) <= 860
+        assert "▲" in d.svg
+        plain = diagrams.thp_mappings(m, head)
+        assert int(re.search(r'<svg[^>]*\swidth="(\d+)"', plain.svg)[1]) <= 860
+        shown = "".join(re.findall(r'class="run-label"[^>]*>([^<]*)<', plain.svg))
+        snap = snapshot_thp(m, head)
+        for s, t in runs(snap.values):
+            label, _ = _run_label(snap.values[s], s, t)
+            assert " ".join(label.split()) in shown, label      # wrapped lines join back to the label

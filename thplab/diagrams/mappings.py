@@ -18,7 +18,7 @@ from .. import pgtable as pt
 from ..page_flags import PageHead, PageTail, Use
 from ..params import HPAGE_PMD_NR
 from ._base import (BLACK, BLUE, GREY, LABEL_SIZE, ORANGE, PALE, SKY, SMALL_SIZE, VERMILION, Canvas,
-                    runs, span)
+                    runs, span, text_width, wrap)
 
 _KINDS = {0: "free", 1: "page", 2: "head", 3: "tail"}
 _MAX_LABELS = 24
@@ -223,13 +223,30 @@ def thp_mappings(machine, head, previous=None, title=None):
     value_runs = runs(snap.values)
     shown = value_runs[:_MAX_LABELS]
 
-    # ---- strip geometry: every run at least one label line tall, the rest proportional
-    top, min_h, avail = 64, 18, 520
+    # ---- run labels first: each wrapped to the column beside the strip, so the whole diagram fits
+    # an 860 px notebook column (JupyterLab at 1280 px with the file browser open)
+    strip_x, strip_w, width = 330, 56, 860
+    label_w = width - (strip_x + strip_w + 10) - 10
+    texts = []
+    for s, t in shown:
+        is_changed = previous is not None and changed[s:t].any()
+        old = previous.values[s:t] if is_changed else None
+        uniform = old is not None and not (old != old[0]).any()
+        label, _ = _run_label(snap.values[s], s, t, old[0] if uniform else None)
+        if is_changed and not uniform:
+            label += "  (was: differing values, see the text twin)"
+        label = f"▲ {label}" if is_changed else label
+        size = LABEL_SIZE if text_width(label, LABEL_SIZE, bold=is_changed) <= label_w else SMALL_SIZE
+        texts.append((label, is_changed, size, wrap(label, label_w, size, bold=is_changed, max_lines=3)))
+    line_h = 13
+
+    # ---- strip geometry: every run as tall as its label lines, the rest proportional
+    top, avail = 64, 520
     n = len(value_runs)
-    extra = max(avail - min_h * n, 0)
-    heights = [min_h + extra * (t - s) / HPAGE_PMD_NR for s, t in value_runs]
+    mins = [max(18, 6 + line_h * len(texts[i][3])) if i < len(texts) else 18 for i in range(n)]
+    extra = max(avail - sum(mins), 0)
+    heights = [mins[i] + extra * (t - s) / HPAGE_PMD_NR for i, (s, t) in enumerate(value_runs)]
     ys = np.concatenate([[top], top + np.cumsum(heights)])
-    strip_x, strip_w = 560, 56
 
     def y_of(sub):  # subpage -> y on the strip (piecewise linear inside each run)
         for (s, t), y0, h in zip(value_runs, ys[:-1], heights):
@@ -242,18 +259,9 @@ def thp_mappings(machine, head, previous=None, title=None):
     height = int(max(ys[-1] + 70, top + 110 * max(len(pids), 1) + 60)) + (22 if compound_line else 0)
     state = "THP (compound page)" if snap.compound else "not compound: 512 small pages"
     heading = title or f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x}: {state}, {_kernel_label(machine)}"
-    labels = []
-    for (s, t), y0, h in zip(shown, ys[:-1], heights):
-        is_changed = previous is not None and changed[s:t].any()
-        old = previous.values[s:t] if is_changed else None
-        uniform = old is not None and not (old != old[0]).any()
-        label, _ = _run_label(snap.values[s], s, t, old[0] if uniform else None)
-        if is_changed and not uniform:
-            label += "  (was: differing values, see the text twin)"
-        labels.append((f"▲ {label}" if is_changed else label, is_changed, s, t, y0, h))
-    # Wide enough for the longest run label (about 6.7 px a character at 11 px, bold a little more).
-    longest = max((len(lab) for lab, *_ in labels), default=0)
-    c = Canvas(max(1180, int(strip_x + strip_w + 10 + 7.2 * longest + 20)), height, heading, text)
+    labels = [(label, is_changed, size, lines, s, t, y0, h)
+              for (label, is_changed, size, lines), (s, t), y0, h in zip(texts, shown, ys[:-1], heights)]
+    c = Canvas(width, height, heading, text)
     c.heading(heading)
     c.text("who maps it (page tables)", 20, 48, weight="bold")
     c.text(f"the 512 frames{'' if snap.compound else ' (not compound)'}", strip_x - 10, 48, weight="bold")
@@ -274,15 +282,16 @@ def thp_mappings(machine, head, previous=None, title=None):
             c.add(dw.Lines(strip_x + strip_w - 12, y0 + h / 2, strip_x + strip_w - 6, y0 + h / 2 - 6,
                            strip_x + strip_w, y0 + h / 2, strip_x + strip_w - 6, y0 + h / 2 + 6, close=True,
                            fill=BLACK, class_="pin-marker"))
-        c.text(span(s, t), strip_x + 4, y0 + min(h, min_h) / 2 + 5, size=SMALL_SIZE, mono=True,
+        c.text(span(s, t), strip_x + 4, y0 + min(h, 18) / 2 + 5, size=SMALL_SIZE, mono=True,
                fill=BLACK if kind != "free" else GREY)
-    for label, is_changed, s, t, y0, h in labels:
-        lx, ly = strip_x + strip_w + 10, y0 + min(h, min_h) / 2 + 5
+    for label, is_changed, size, lines, s, t, y0, h in labels:
+        lx = strip_x + strip_w + 10
         if is_changed:
             c.box(strip_x - 4, y0 + 1, strip_w + 8, h - 2, fill="none", stroke=VERMILION, stroke_width=3.5,
                   stroke_dasharray="7 4", class_="changed", data_first=s, data_last=t - 1)
-        c.text(label, lx, ly, size=SMALL_SIZE if len(label) > 72 else LABEL_SIZE, class_="run-label",
-               weight="bold" if is_changed else None)
+        for j, line in enumerate(lines):
+            c.text(line, lx, y0 + 14 + line_h * j, size=size, class_="run-label",
+                   weight="bold" if is_changed else None)
     if len(value_runs) > len(shown):
         c.text(f"… {len(value_runs) - len(shown)} more runs (hover a run for its values)", strip_x + strip_w + 10,
                ys[len(shown)] + 14, size=SMALL_SIZE, fill=GREY)
@@ -291,7 +300,7 @@ def thp_mappings(machine, head, previous=None, title=None):
     slot = (height - 120) / max(len(pids), 1)
     for j, pid in enumerate(pids):
         v = maps[pid]
-        bx, by, bw, bh = 20, 64 + j * slot, 250, min(slot - 16, 92)
+        bx, by, bw, bh = 20, 64 + j * slot, 230, min(slot - 16, 92)
         is_changed = pid in changed_pids
         c.box(bx, by, bw, bh, fill="white", stroke=BLACK, stroke_width=1.4, class_="process", data_pid=pid)
         if is_changed:
@@ -316,7 +325,7 @@ def thp_mappings(machine, head, previous=None, title=None):
         elif v["ptes"]:
             nr = sum(x[2] for x in v["ptes"])
             c.text(f"PTE table: {nr} PTEs,", bx + 8, by + 36, size=SMALL_SIZE)
-            c.text(f"{len(v['ptes'])} run(s) of consecutive subpages", bx + 8, by + 52, size=SMALL_SIZE)
+            c.text(f"{len(v['ptes'])} run(s) of subpages", bx + 8, by + 52, size=SMALL_SIZE)
             c.box(bx + bw - 40, by + 26, 32, bh - 34, fill=c.hatch("ptes", ORANGE, "dots"), stroke=BLACK)
             c.text("PTE", bx + bw - 24, by + 22, size=SMALL_SIZE, anchor="middle")
             arrows = v["ptes"][:_MAX_PTE_ARROWS]
@@ -339,7 +348,7 @@ def thp_mappings(machine, head, previous=None, title=None):
     # ---- legend
     ly = height - 40
     if compound_line:
-        c.text(compound_line, 20, ly - 24, weight="bold", class_="compound-mapcount")
+        c.text(compound_line, 20, ly - 24, size=SMALL_SIZE, weight="bold", class_="compound-mapcount")
     items = [("head", ORANGE), ("tail", SKY), ("small page", PALE), ("free", c.hatch("free", GREY, "cross"))]
     x = 20
     for name, fill in items:
