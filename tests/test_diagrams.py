@@ -548,3 +548,29 @@ def test_thp_mappings_fits_a_notebook_column_with_every_run_label_whole():
         for s, t in runs(snap.values):
             label, _ = _run_label(snap.values[s], s, t)
             assert " ".join(label.split()) in shown, label      # wrapped lines join back to the label
+
+
+def test_split_swimlane_and_split_counters_fit_a_notebook_column():
+    import re
+
+    from thplab import Machine, diagrams
+    from thplab.trace import record
+
+    m = Machine.boot("8M", patches=0, seed=0)
+    pid, addr, head = m.map_thp()
+    m.fork(pid)
+    m.get_user_pages(pid, addr + 5 * 4096)
+    _, rec = record(m, m.split_huge_page, head)
+    lane = diagrams.split_swimlane(m, rec, head)
+    assert int(re.search(r'<svg[^>]*\swidth="(\d+)"', lane.svg)[1]) <= 860
+    assert lane.svg.count('class="counter"') >= 10 and "(= 1 pin(s) in a tail)" in lane.svg
+    for kw in ({"patches": 10}, {"kernel": "v4.5"}):
+        m = Machine.boot("8M", seed=0, **kw)
+        pid, addr, head = m.map_thp()
+        child = m.fork(pid)
+        m.split_huge_pmd(child, addr)
+        _, rec = record(m, m.split_huge_page, head)
+        d = diagrams.split_counters(rec, head)
+        assert int(re.search(r'<svg[^>]*\swidth="(\d+)"', d.svg)[1]) <= 860
+        assert d.svg.count('class="verdict"') == len(rec.steps)
+        assert ("total_mapcount" in d.svg) == ("kernel" in kw)

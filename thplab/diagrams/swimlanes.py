@@ -141,30 +141,43 @@ def _counter_text(head, c):
 
 
 def split_swimlane(machine, recorder, head):
-    """Swimlane of the old three-phase ``split_huge_page()`` recorded in ``recorder`` (level 0)."""
+    """Swimlane of the old three-phase ``split_huge_page()`` recorded in ``recorder`` (level 0).
+
+    One row per phase: its kernel points on the left, each process's PMD in a column, and under
+    the PMDs the counters after the phase -- 860 px wide, a notebook column at 1280 px.
+    """
     head = int(head)
     rows, slots = _split_rows(machine, recorder, head)
     text = describe_split_swimlane(machine, recorder, head)
     pids = [pid for pid, _, _ in slots]
-    col_w, first_x, counters_x = 190, 330, 330 + 190 * max(len(pids), 1) + 20
-    width = counters_x + 430
-    row_h = 104
+    width, first_x = 860, 330
+    col_w = min(190, (width - first_x - 12) // max(len(pids), 1))
+    names_w = first_x - 30
+    # each row as tall as its points (wrapped) or its PMDs and counters, whichever is taller
+    laid = []
+    for p, names, pmds, counters in rows:
+        lines = [wrap(f"• {n}", names_w, SMALL_SIZE, max_lines=2) for n in names[:4]]
+        h = max(36 + 13 * sum(map(len, lines)) + (14 if len(names) > 4 else 0), 96 + 16 * len(counters)) + 12
+        laid.append((p, names, pmds, counters, lines, h))
+    ys = np.concatenate([[70], 70 + np.cumsum([x[-1] for x in laid])])
     title = f"The old split_huge_page() in three phases: THP at pfn {head:#x}, level {machine.level}"
-    c = Canvas(width, 80 + row_h * len(rows) + 40, title, text)
+    c = Canvas(width, int(ys[-1]) + 56, title, text)
     c.heading(title)
     c.text("phase and the kernel points in it", 12, 56, weight="bold")
     for j, pid in enumerate(pids):
         c.text(f"pid {pid}: its PMD", first_x + j * col_w + 8, 56, weight="bold")
-    c.text("counters (struct page) after the phase", counters_x, 56, weight="bold")
-    for r, (p, names, pmds, counters) in enumerate(rows):
-        y = 70 + r * row_h
-        c.box(8, y, width - 16, row_h - 8, fill="white" if r % 2 else PALE, stroke="none", class_="phase",
+    for r, (p, names, pmds, counters, lines, h) in enumerate(laid):
+        y = float(ys[r])
+        c.box(8, y, width - 16, h - 8, fill="white" if r % 2 else PALE, stroke="none", class_="phase",
               data_phase=_PHASES[p][0])
         c.text(_PHASES[p][1], 14, y + 18, weight="bold")
-        for k, n in enumerate(names[:4]):
-            c.text(f"• {n}", 20, y + 36 + 14 * k, size=SMALL_SIZE)
+        ty = y + 36
+        for name_lines in lines:
+            for line in name_lines:
+                c.text(line, 20, ty, size=SMALL_SIZE)
+                ty += 13
         if len(names) > 4:
-            c.text(f"  … {len(names) - 4} more", 20, y + 36 + 56, size=SMALL_SIZE)
+            c.text(f"  … {len(names) - 4} more", 20, ty, size=SMALL_SIZE)
         for j, (pid, st, e) in enumerate(pmds):
             x = first_x + j * col_w + 8
             colour, hatch = _STATE_STYLE[st]
@@ -174,17 +187,19 @@ def split_swimlane(machine, recorder, head):
             c.add(dw.Rectangle(x + 5, y + 13, col_w - 34, 20, fill="white", rx=3))
             c.text(st, x + 10, y + 28, weight="bold")
             c.text(f"{e:#018x}", x, y + 72, size=SMALL_SIZE, mono=True)
-            if r and rows[r - 1][2][j][1] != st:
+            if r and laid[r - 1][2][j][1] != st:
                 c.arrow(x + (col_w - 24) / 2, y - 20, x + (col_w - 24) / 2, y + 6, colour=BLACK,
-                        kind="pmd-change", width=1.4, tip=f"pid {pid}: {rows[r - 1][2][j][1]} -> {st}")
+                        kind="pmd-change", width=1.4, tip=f"pid {pid}: {laid[r - 1][2][j][1]} -> {st}")
         for k, cnt in enumerate(counters):
             line = _counter_text(head, cnt)
             pin = cnt[0] != head and cnt[3] and cnt[2] >= 0
-            c.text(("◆ " if pin else "") + line, counters_x, y + 20 + 18 * k,
-                   size=LABEL_SIZE if len(line) < 60 else SMALL_SIZE, class_="counter", data_pfn=cnt[0])
-    ly = 70 + row_h * len(rows) + 14
-    c.text("◆ a pin held in a tail's _mapcount (old scheme); PMD states: huge (horizontal lines), splitting "
-           "(diagonal), invalidated (cross-hatch), table (dots)", 12, ly, size=SMALL_SIZE)
+            c.text(("◆ " if pin else "") + line, first_x + 8, y + 96 + 16 * k, size=SMALL_SIZE,
+                   class_="counter", data_pfn=cnt[0])
+    ly = float(ys[-1]) + 14
+    c.text("Under the PMDs: the counters (struct page) after the phase.  ◆ a pin held in a tail's "
+           "_mapcount (old scheme).", 12, ly, size=SMALL_SIZE)
+    c.text("PMD states: huge (horizontal lines), splitting (diagonal), invalidated (cross-hatch), "
+           "table (dots)", 12, ly + 16, size=SMALL_SIZE)
     return c.finish("split_swimlane")
 
 
@@ -236,11 +251,14 @@ def split_counters(recorder, head, title=None):
     rows = _split_test_rows(recorder, head)
     text = describe_split_counters(recorder, head)
     n = len(rows)
-    col = 112
-    left = 130
-    width = max(left + col * n + 40, 720)
+    left = 70
+    # one column per point, as wide as 860 px allows (a notebook column at 1280 px)
+    col = max(min(112, (860 - left - 20) // max(n, 1)), 64)
+    bar = (col - 16) // 2
+    width = max(left + col * n + 20, 720)
     top, plot_h = 80, 200
-    title = title or f"split_huge_page(): can it split? head _count vs Σ page_mapcount, THP at pfn {head:#x}"
+    total = "total_mapcount" if recorder.machine.kernel.caps.get("compound_mapcount") else "Σ page_mapcount"
+    title = title or f"split_huge_page(): can it split? head _count vs {total}, THP at pfn {head:#x}"
     c = Canvas(width, top + plot_h + 110 + 16 * n + 20, title, text)
     c.heading(title)
     vmax = max(max(r["count"] for r in rows), max(r["total"] for r in rows), 1)
@@ -259,37 +277,38 @@ def split_counters(recorder, head, title=None):
         x = left + col * r["i"] + 10
         for k, (key, fill, label) in enumerate((("count", count_fill, "_count"), ("total", total_fill, "Σ"))):
             v = r[key]
-            bx = x + k * 42
-            c.box(bx, yv(v), 38, base - yv(v), fill=fill, stroke=BLACK, class_="bar", data_step=r["i"],
+            bx = x + k * (bar + 4)
+            c.box(bx, yv(v), bar, base - yv(v), fill=fill, stroke=BLACK, class_="bar", data_step=r["i"],
                   data_series=key, data_value=v, tip=f"point {r['i']}: {label} {v}")
-            c.text(str(v), bx + 19, yv(v) - 4, size=SMALL_SIZE, anchor="middle", weight="bold")
-        c.text(str(r["i"]), x + 40, base + 16, anchor="middle", weight="bold")
+            c.text(str(v), bx + bar / 2, yv(v) - 4 - 11 * k * (bar < 34), size=SMALL_SIZE, anchor="middle",
+                   weight="bold")
+        mid = x + bar + 2
+        c.text(str(r["i"]), mid, base + 16, anchor="middle", weight="bold")
         if not r["compound"] or r["outside"]:
             verdict, mark, colour = "n/a", "—", GREY
         elif r["ok"]:
             verdict, mark, colour = "pass", "✔", GREEN
         else:
             verdict, mark, colour = "fail", "✘", VERMILION
-        c.box(x, base + 24, 84, 40, fill="white", stroke=colour, stroke_width=2.5 if verdict != "n/a" else 1,
-              stroke_dasharray=None if verdict == "pass" else "5 3", rx=6, class_="verdict", data_step=r["i"],
-              data_verdict=verdict)
-        c.text(f"{mark} {verdict}", x + 42, base + 40, anchor="middle", weight="bold", fill=BLACK)
-        c.text("outside call" if r["outside"] else f"{r['count'] - 1} vs {r['total']}" if r["compound"] else "split",
-               x + 42, base + 56,
-               size=SMALL_SIZE, anchor="middle")
+        c.box(x - 4, base + 24, col - 6, 40, fill="white", stroke=colour,
+              stroke_width=2.5 if verdict != "n/a" else 1, stroke_dasharray=None if verdict == "pass" else "5 3",
+              rx=6, class_="verdict", data_step=r["i"], data_verdict=verdict)
+        c.text(f"{mark} {verdict}", mid, base + 40, anchor="middle", weight="bold", fill=BLACK)
+        c.text("outside" if r["outside"] else f"{r['count'] - 1} vs {r['total']}" if r["compound"] else "split",
+               mid, base + 56, size=SMALL_SIZE, anchor="middle")
         if r["kernel_checks"]:
-            c.text("◆ tested", x + 42, base + 80, size=SMALL_SIZE, anchor="middle", weight="bold",
+            c.text("◆ tested", mid, base + 80, size=SMALL_SIZE, anchor="middle", weight="bold",
                    class_="kernel-checks")
     ly = base + 106
     for r in rows:
         c.text(f"{r['i']:>2}  {r['name']}" + (" ◆" if r["kernel_checks"] else ""), 16, ly + 16 * r["i"],
                size=SMALL_SIZE, mono=True)
-    lx = left
+    lx = 16
     c.box(lx, 40, 16, 14, fill=count_fill, stroke=BLACK)
     c.text("head _count (page_count)", lx + 22, 52, size=SMALL_SIZE)
-    c.box(lx + 200, 40, 16, 14, fill=total_fill, stroke=BLACK)
-    c.text("Σ page_mapcount (512 subpages)", lx + 222, 52, size=SMALL_SIZE)
-    c.text("test: page_count − 1 == Σ page_mapcount  (✔ pass / ✘ fail)", lx + 440, 52, size=SMALL_SIZE)
+    c.box(lx + 190, 40, 16, 14, fill=total_fill, stroke=BLACK)
+    c.text(total + ("" if total == "total_mapcount" else " (512 subpages)"), lx + 212, 52, size=SMALL_SIZE)
+    c.text(f"test: page_count − 1 == {total}  (✔ pass / ✘ fail)", lx + 420, 52, size=SMALL_SIZE)
     return c.finish("split_counters")
 
 
