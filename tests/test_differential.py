@@ -176,7 +176,7 @@ def test_vectorized_model_agrees_with_the_scalar_model(level, seed):
     assert len(done) >= 30
 
 
-@pytest.mark.parametrize("step", [1, 3, 7])
+@pytest.mark.parametrize("step", range(1, 8))
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_v45_agrees_with_the_scalar_model(step, seed):
     done = run(step, seed, steps=60, stack="v4.5")

@@ -401,8 +401,8 @@ def test_random_operations_keep_invariants_16m(level, data):
     run(level, data, "16M", steps=30)
 
 
-#: v4.5 steps with different behaviour: 1 (old counters, new events), 2-6 (no THP), 7 (all of it).
-V45_STEPS = [1, 3, 7]
+#: Every step of the v4.5 stack: 1 (old counters, new events), 2-6 (THP off), 7 (all of it).
+V45_STEPS = list(range(1, 8))
 
 
 @pytest.mark.parametrize("step", V45_STEPS)
