@@ -95,3 +95,13 @@ def all_free(m):
     return (m.allocator.nr_free_pages == m.nr_pages and len(m.pgtables.live_rows()) == 0
             and not m.pins.any() and bool((m.mem_map["_count"] == 0).all()))
 
+
+
+def pytest_collection_modifyitems(items):
+    """Run the real-browser tests last.
+
+    Playwright's sync API leaves its event loop set as the running loop of the main thread
+    between calls, so a test after it that runs an event loop of its own (widgets that defer
+    work to the loop, as in a Jupyter kernel) would see a loop that never turns.
+    """
+    items.sort(key=lambda item: "browser" in item.path.parts[-2:-1])
