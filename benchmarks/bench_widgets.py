@@ -48,40 +48,6 @@ sys.path.insert(0, str(REPO))
 QUIET_MS = 300
 TIMEOUT_MS = 15_000
 
-# Resolves with [ms to the first mutation, ms to the frame after the last one, [ms of each
-# websocket message received up to then]] counted from the click on `button`.
-_JS_ARM = """
-([button, view, quiet, timeout]) => {
-  window.__thplabLatency = new Promise((resolve, reject) => {
-    const before = view.innerHTML;
-    let t0 = null, first = null, last = null;
-    const obs = new MutationObserver(() => {
-      if (t0 === null) return;
-      if (first === null) first = performance.now();
-      requestAnimationFrame(() => { last = performance.now(); });
-    });
-    obs.observe(view, {subtree: true, childList: true, characterData: true, attributes: true});
-    button.addEventListener('click', () => { t0 = performance.now(); }, {capture: true, once: true});
-    const started = performance.now();
-    const poll = () => {
-      const now = performance.now();
-      if (last !== null && now - last >= quiet && view.innerHTML !== before) {
-        obs.disconnect();
-        const msgs = window.__thplabMessages.filter(t => t >= t0 && t <= last).map(t => t - t0);
-        resolve([first - t0, last - t0, msgs]);
-      } else if (now - started > timeout) {
-        obs.disconnect();
-        reject(new Error(t0 === null ? 'the click never arrived' : 'the view did not change'));
-      } else {
-        setTimeout(poll, 20);
-      }
-    };
-    poll();
-  });
-  return true;
-}
-"""
-
 # Installed before JupyterLab loads: the arrival time of every websocket message.
 _JS_MESSAGES = """
 (() => {
@@ -196,8 +162,11 @@ class Target:
 
 
 def _click(page, target):
+    from tests.browser import drive
+
     button = target.next_button()
-    page.evaluate(_JS_ARM, [button.element_handle(), target.view.element_handle(), QUIET_MS, TIMEOUT_MS])
+    page.evaluate(drive.ARM_CLICK_TO_VIEW, [button.element_handle(), target.view.element_handle(), QUIET_MS,
+                                           TIMEOUT_MS])
     button.scroll_into_view_if_needed()
     button.click()
     first, settled, msgs = page.evaluate("() => window.__thplabLatency")

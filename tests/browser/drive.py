@@ -251,3 +251,41 @@ def measure(page, action: Callable[[], object], until: str | Pattern[str], scope
     dt = time.perf_counter() - t0
     print(f"latency[{name or until}]: {dt * 1000:.0f} ms")
     return dt
+
+
+#: Arm a click-to-view measurement (page.evaluate with [button, view, quiet ms, timeout ms]); then
+#: ``window.__thplabLatency`` resolves with [ms to the first mutation of ``view``, ms to the frame
+#: after its last one, [ms of each websocket message received meanwhile]] counted from the click,
+#: once ``view`` changed and stayed unchanged for ``quiet`` ms.  The messages are recorded only
+#: where ``window.__thplabMessages`` was installed (benchmarks/bench_widgets.py does).
+ARM_CLICK_TO_VIEW = """
+([button, view, quiet, timeout]) => {
+  window.__thplabLatency = new Promise((resolve, reject) => {
+    const before = view.innerHTML;
+    let t0 = null, first = null, last = null;
+    const obs = new MutationObserver(() => {
+      if (t0 === null) return;
+      if (first === null) first = performance.now();
+      requestAnimationFrame(() => { last = performance.now(); });
+    });
+    obs.observe(view, {subtree: true, childList: true, characterData: true, attributes: true});
+    button.addEventListener('click', () => { t0 = performance.now(); }, {capture: true, once: true});
+    const started = performance.now();
+    const poll = () => {
+      const now = performance.now();
+      if (last !== null && now - last >= quiet && view.innerHTML !== before) {
+        obs.disconnect();
+        const msgs = (window.__thplabMessages || []).filter(t => t >= t0 && t <= last).map(t => t - t0);
+        resolve([first - t0, last - t0, msgs]);
+      } else if (now - started > timeout) {
+        obs.disconnect();
+        reject(new Error(t0 === null ? 'the click never arrived' : 'the view did not change'));
+      } else {
+        setTimeout(poll, 20);
+      }
+    };
+    poll();
+  });
+  return true;
+}
+"""

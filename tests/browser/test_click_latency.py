@@ -32,47 +32,13 @@ ROUNDS = 2         # run the scenario twice (Reset in between, untimed): 12 clic
 QUIET_MS = 300     # the view counts as settled after this long without a DOM change
 TIMEOUT_MS = 15_000
 
-# Arm a measurement: resolves with [ms to the first mutation of `view`, ms to the frame after its
-# last mutation] counted from the click on `button`, once `view` changed and then stayed
-# unchanged for `quiet` ms.
-_JS_ARM = """
-([button, view, quiet, timeout]) => {
-  window.__thplabLatency = new Promise((resolve, reject) => {
-    const before = view.innerHTML;
-    let t0 = null, first = null, last = null;
-    const obs = new MutationObserver(() => {
-      if (t0 === null) return;
-      if (first === null) first = performance.now();
-      requestAnimationFrame(() => { last = performance.now(); });
-    });
-    obs.observe(view, {subtree: true, childList: true, characterData: true, attributes: true});
-    button.addEventListener('click', () => { t0 = performance.now(); }, {capture: true, once: true});
-    const started = performance.now();
-    const poll = () => {
-      const now = performance.now();
-      if (last !== null && now - last >= quiet && view.innerHTML !== before) {
-        obs.disconnect();
-        resolve([first - t0, last - t0]);
-      } else if (now - started > timeout) {
-        obs.disconnect();
-        reject(new Error(t0 === null ? 'the click never arrived' : 'the view did not change'));
-      } else {
-        setTimeout(poll, 20);
-      }
-    };
-    poll();
-  });
-  return true;
-}
-"""
-
 
 def _click_to_view_ms(page, button, view) -> tuple[float, float]:
     """``(first change, settled)`` in ms after a click on ``button``."""
-    page.evaluate(_JS_ARM, [button.element_handle(), view.element_handle(), QUIET_MS, TIMEOUT_MS])
+    page.evaluate(drive.ARM_CLICK_TO_VIEW, [button.element_handle(), view.element_handle(), QUIET_MS, TIMEOUT_MS])
     button.scroll_into_view_if_needed()
     button.click()
-    first, settled = page.evaluate("() => window.__thplabLatency")
+    first, settled, _ = page.evaluate("() => window.__thplabLatency")
     return first, settled
 
 
