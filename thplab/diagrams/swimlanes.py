@@ -18,7 +18,7 @@ import numpy as np
 from .. import pgtable as pt
 from ..page_flags import PG, compound_head
 from ..params import HPAGE_PMD_NR
-from ._base import (BLACK, BLUE, GREEN, GREY, LABEL_SIZE, ORANGE, PALE, PURPLE, SKY, SMALL_SIZE,
+from ._base import (BLACK, BLUE, GREEN, GREY, ORANGE, PALE, PURPLE, SKY, SMALL_SIZE,
                     TITLE_SIZE, VERMILION, YELLOW, Canvas, text_width, wrap)
 
 # ============================================================ shared: PMDs in snapshots

@@ -180,10 +180,10 @@ def describe_thp_fields(machine, head):
     lines.append(f"  page[2]: deferred split list {'linked (queued)' if f['queued'] else 'empty'}; "
                  f"_mapcount {f['mapcount'][2]}")
     rest = f["mapcount"][3:]
-    lines.append(f"  pages 3-511: _mapcount " + (f"{rest[0]} each" if (rest == rest[0]).all()
+    lines.append("  pages 3-511: _mapcount " + (f"{rest[0]} each" if (rest == rest[0]).all()
                                                  else f"{rest.min()} to {rest.max()}"))
     lines.append(f"  total_mapcount = {f['cm'] + 1} + Σ(_mapcount + 1) {int((f['mapcount'] + 1).sum())}"
-                 + (f" - 512 (DoubleMap)" if f["dm"] else "") + f" = {f['total']}; "
+                 + (" - 512 (DoubleMap)" if f["dm"] else "") + f" = {f['total']}; "
                  f"page_count {f['count']} = total_mapcount + {f['count'] - f['total']} pin(s)")
     return "\n".join(lines)
 

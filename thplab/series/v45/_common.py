@@ -12,8 +12,6 @@ DOUBLE_MAP = np.uint32(1 << PG.private_2)
 #: ``PG_locked``: the page lock (``lock_page()``), a bit of ``flags``.
 LOCKED = np.uint32(1 << PG.locked)
 
-T457 = "https://elixir.bootlin.com/linux/v4.5.7/source/"
-
 
 def cm_raw(k, heads):
     """Raw ``compound_mapcount`` (biased -1) of THP ``heads``."""
