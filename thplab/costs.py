@@ -14,6 +14,7 @@ the head each).  A "level" here is an RFC level (an int) or a kernel name
 import collections
 
 from .machine import Machine
+from .series import kernel_args
 
 
 def measure(machine, fn, *args):
@@ -25,16 +26,9 @@ def measure(machine, fn, *args):
     return result, +after
 
 
-def boot(level, mem="8M"):
-    """A machine at ``level``: an RFC level (int) or a kernel by name (``"v4.5"``)."""
-    if isinstance(level, str):
-        return Machine.boot(mem, kernel=level)
-    return Machine.boot(mem, patches=level)
-
-
 def tail_get_put(level, subpage=5):
     """Costs of ``get_page(tail)`` and of ``put_page(tail)`` on a PMD-mapped THP at ``level``."""
-    m = boot(level)
+    m = Machine.boot("8M", **kernel_args(level))
     _, _, head = m.map_thp()
     tail = head + subpage
     _, get = measure(m, m.kernel.get_page, tail)

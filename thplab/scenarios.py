@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import BadArgument
 from .machine import Machine
+from .series import kernel_args
 from .page_flags import PageHead, PageTail, Use, compound_head
 from .params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 
@@ -38,9 +39,8 @@ class Scenario:
         """Boot a machine at ``level`` (of ``kernel``'s stack, the RFC's by default) and return
         a :class:`ScenarioRun` before step 1.  A kernel with THP marked BROKEN (v4.5 steps
         2-6) has no THP to run a scenario on, and is refused."""
-        if isinstance(level, str):      # a kernel by name, e.g. start("v4.5")
-            kernel, level = level, None
-        m = Machine.boot(self.mem, kernel=kernel, patches=level, seed=seed, nodes=self.nodes)
+        how = kernel_args(level) if kernel is None else {"kernel": kernel, "patches": level}
+        m = Machine.boot(self.mem, seed=seed, nodes=self.nodes, **how)
         if m.kernel.caps.get("thp_broken"):
             raise BadArgument(f"{m.kernel.name} has THP marked BROKEN (the series turned it off from "
                               "its patch 11 to 35, v4.5 steps 2-6): no THP for scenario "

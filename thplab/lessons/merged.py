@@ -15,7 +15,7 @@ import numpy as np
 from ..exercises import Text
 from ..invariants import held_pages
 from ..machine import Machine
-from ..page_flags import PG, PageHead
+from ..page_flags import PageHead
 from ..params import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
 from ..problems import check_number
 from ..series import STACKS
@@ -163,7 +163,7 @@ def _head_fields(m, head):
     sub = np.arange(head, head + HPAGE_PMD_NR)
     return {
         "count": int(mm["_count"][head]), "mapcount": mm["_mapcount"][sub].astype(np.int64),
-        "cm": int(mm["mapping"][head + 1]), "dm": bool(mm["flags"][head + 1] & (1 << PG.private_2)),
+        "cm": int(k.compound_mapcount(head)) - 1, "dm": bool(k.PageDoubleMap(head)),
         "queued": any(head in q for q in m.split_queues), "pins": int(m.pins[sub].sum()),
         "total": int(k.total_mapcount(head)), "page_mapcount": np.asarray(m.page_mapcount(sub)),
     }

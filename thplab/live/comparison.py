@@ -24,6 +24,7 @@ from ..errors import BadArgument
 from ..later import LATER
 from ..machine import Machine
 from ..page_flags import PageCompound, PageHead
+from ..series import kernel_args
 from .experiments import MAPPING_SIZE, MIDDLE, MPROTECT_NR, NO_PAGE_MAPCOUNT_NOTE, PIN_SUBPAGE
 from .formats import THP_EVENTS
 from .probes import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE
@@ -61,8 +62,7 @@ def boot_model(kernel):
     if isinstance(kernel, bool) or not isinstance(kernel, (numbers.Integral, str)):
         raise BadArgument(f"a model kernel is a series level (0-10) or a kernel name such as "
                           f"'v4.5', not {kernel!r}")
-    how = {"kernel": kernel} if isinstance(kernel, str) else {"patches": kernel}
-    return Machine.boot(nr_pages=4096, seed=0, **how)
+    return Machine.boot(nr_pages=4096, seed=0, **kernel_args(kernel))
 
 
 #: Subpages whose kpagecount is compared: head, first tail, and MIDDLE.

@@ -58,6 +58,12 @@ def kernel_level(kernel=None, patches=None):
         raise BadArgument(f"patches is the step of {stack}, 0..{len(STACKS[stack])}, got {level}")
     return stack, level
 
+def kernel_args(level):
+    """``Machine.boot`` keywords for ``level``: an RFC level (an int, ``patches=``) or a kernel
+    by name (``"v4.5"``, ``kernel=``), the two ways the course's tables name a kernel."""
+    return {"kernel": level} if isinstance(level, str) else {"patches": level}
+
+
 BASE.data["TRANSHUGE_DOC"] = OLD_DOC
 # Patch 01 deletes the FOLL_SPLIT promise, the last line of its section (its email: 11 lines).
 P01.data["TRANSHUGE_DOC"] = {
@@ -92,5 +98,5 @@ def changed_functions(number, stack="rfc-v1"):
     return sorted(n for n in p.functions), sorted(p.removed)
 
 
-__all__ = ["BASE", "PATCHES", "V45_STEPS", "STACKS", "KERNELS", "LEVEL0", "kernel_level", "Kernel", "Patch",
+__all__ = ["BASE", "PATCHES", "V45_STEPS", "STACKS", "KERNELS", "LEVEL0", "kernel_level", "kernel_args", "Kernel", "Patch",
            "patch_card", "changed_functions", "OLD_DOC", "NEW_DOC"]

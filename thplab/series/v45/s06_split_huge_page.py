@@ -61,9 +61,8 @@ _TAIL_KEEPS = np.uint32(sum(1 << b for b in (PG.referenced, PG.swapbacked, PG.ml
 
 @S06.replaces
 def lock_page(k, page):
-    """Mirrors ``lock_page()``: take the page lock (``PG_locked``)."""
+    """Mirrors ``lock_page()``: take the page lock (the lock sets ``PG_locked``)."""
     k.machine.smp.lock(k, ("page_lock", int(page)), "lock_page")
-    k.mem_map["flags"][page] |= LOCKED
 
 
 @S06.replaces
@@ -72,9 +71,11 @@ def unlock_page(k, page):
     pages = _pages(page)
     k.mem_map["flags"][pages] &= ~LOCKED
     smp = k.machine.smp
-    for p in pages.tolist():
-        if smp.is_locked(("page_lock", p)):
-            smp.unlock(k, ("page_lock", p))
+    # Only a page lock_page() took is held as a lock (a split's tails inherit just the bit):
+    # look among the few locks held, not at every page.
+    wanted = set(pages.tolist())
+    for key in [key for key in smp.held if key[0] == "page_lock" and key[1] in wanted]:
+        smp.unlock(k, key)
 
 
 def thp_vmas(k, head):
