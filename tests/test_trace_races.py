@@ -163,3 +163,19 @@ def test_compound_lock_irqsave_and_lru_lock_hold_up_the_tlb_flush_ipi():
     assert ipi and all(s.cpu == "CPU0" and "CPU1" in s.irqs_off for s in ipi)
     assert not steps[-1].irqs_off
     race.machine.check()
+
+
+def test_a_cpu_takes_the_ipi_when_its_interrupts_come_back_on_not_later():
+    """The futex retry re-disables interrupts at once; the IPI was taken in between, so the flush is done."""
+    race = RACES["futex-vs-split"](0)
+    il = race.interleaving
+    il.run_until("CPU1", "interrupts off")
+    assert il.run_until("CPU0", "IPI waits").waiting
+    step = il.run_until("CPU1", "start again")
+    assert "takes the TLB-flush IPI from CPU0" in step.name
+    il.run_until("CPU1", "local_irq_disable")
+    assert "CPU1" in race.machine.smp.irqs_off
+    # CPU0's flush no longer waits although CPU1 has interrupts off again.
+    step = il.run_until("CPU0", "tail pins read")
+    assert not step.waiting and "tail pins read" in step.name
+    il.finish()

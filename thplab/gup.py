@@ -11,6 +11,7 @@ modelled either: entries keep the bits the fault path gave them.
 
 import numpy as np
 
+from .smp import what_taken
 from .errors import KernelFunctionRemoved, OutOfMemory, Segfault, VMBug
 from .params import (EFAULT, FOLL_GET, FOLL_SPLIT, FOLL_TOUCH, FOLL_WRITE, HPAGE_PMD_MASK,
                      HPAGE_PMD_SIZE, PAGE_SHIFT, VM_READ, VM_WRITE)
@@ -105,8 +106,9 @@ def get_user_pages_fast(k, mm, start, nr_pages, write=False):
     try:
         fast = __get_user_pages_fast(k, mm, start, nr_pages, write)
     finally:
-        smp.local_irq_enable()
-    k.point("get_user_pages_fast: local_irq_enable", pinned=len(fast))
+        taken = smp.local_irq_enable()
+    k.point("get_user_pages_fast: local_irq_enable" + (f"; {what_taken(taken)}" if taken else ""),
+            pinned=len(fast))
     if len(fast) == nr_pages:
         return fast
     try:

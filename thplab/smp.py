@@ -37,6 +37,9 @@ class Smp:
         self.machine = machine
         self.held = {}
         self.irqs_off = set()
+        #: Per CPU that sent a TLB-flush IPI, the CPUs that have not taken it yet: those that
+        #: had interrupts off when it was sent take it when theirs come back on.
+        self.ipis = {}
         #: Per CPU, the interrupt state each irq-disabling lock found (``flags`` of irqsave).
         self._saved = {}
         #: Protections switched off for a "what if" experiment (see the module docstring).
@@ -89,7 +92,9 @@ class Smp:
         elif key[0] == "page_lock":
             k.machine.mem_map["flags"][key[1]] &= ~np.uint32(1 << PG.locked)
         if irq and not self._saved[self.cpu].pop():
-            self.irqs_off.discard(self.cpu)
+            taken = self.local_irq_enable()
+            if taken:
+                k.point(f"{what_taken(taken)} (interrupts back on)")
 
     def is_locked(self, key):
         return key in self.held
@@ -98,13 +103,30 @@ class Smp:
         self.irqs_off.add(self.cpu)
 
     def local_irq_enable(self):
-        self.irqs_off.discard(self.cpu)
+        """Interrupts back on: the TLB-flush IPIs held up here are taken now; returns their senders."""
+        me = self.cpu
+        self.irqs_off.discard(me)
+        taken = sorted(sender for sender, targets in self.ipis.items() if me in targets)
+        for sender in taken:
+            self.ipis[sender].discard(me)
+        return taken
 
     def flush_tlb_range(self, k, what):
         """Mirrors ``flush_tlb_range()``: the IPI completes only when no other CPU has IRQs off."""
         me = self.cpu
         if "tlb_flush_ipi" in self.without:
             return
-        self._wait(k, lambda: bool(self.irqs_off - {me}),
-                   f"{what}: TLB-flush IPI waits for {', '.join(sorted(self.irqs_off - {me}))} "
-                   "(interrupts disabled there)")
+        # The IPI reaches every other CPU at once; one with interrupts off takes it only when
+        # they come back on (local_irq_enable), and the flush waits for all (smp_call_function_many).
+        self.ipis[me] = self.irqs_off - {me}
+        try:
+            self._wait(k, lambda: bool(self.ipis[me]),
+                       f"{what}: TLB-flush IPI waits for {', '.join(sorted(self.ipis[me]))} "
+                       "(interrupts disabled there)")
+        finally:
+            del self.ipis[me]
+
+
+def what_taken(senders):
+    """The words for a CPU taking the TLB-flush IPIs of ``senders``."""
+    return "takes the TLB-flush IPI from " + " and ".join(senders)

@@ -976,6 +976,7 @@ def get_futex_key(k, mm, address, rw=VERIFY_READ):
     ``(mm pid, page address)`` or a negative errno.
     """
     from ..gup import __get_user_pages_fast
+    from ..smp import what_taken
 
     if address % 4:
         return -EINVAL
@@ -997,10 +998,13 @@ def get_futex_key(k, mm, address, rw=VERIFY_READ):
                 if page != page_head:
                     k.get_page(page_head)
                     k.put_page(page)
-                smp.local_irq_enable()
+                taken = smp.local_irq_enable()
+                if taken:
+                    k.point(f"get_futex_key: local_irq_enable; {what_taken(taken)}")
             else:
-                smp.local_irq_enable()
-                k.point("get_futex_key: re-pin failed; local_irq_enable, start again")
+                taken = smp.local_irq_enable()
+                k.point("get_futex_key: re-pin failed; local_irq_enable" +
+                        (f", {what_taken(taken)}" if taken else "") + "; start again")
                 continue
         break
     return futex_key_of(k, mm, address, page_head, ro)
