@@ -265,13 +265,15 @@ def test_split_swimlane_three_phases_two_processes_one_pin():
     assert states[:2] == [("1", "huge"), ("2", "huge")]
     assert states[2:4] == [("1", "splitting"), ("2", "splitting")]
     assert states[-2:] == [("1", "table"), ("2", "table")]
-    assert ("2", "invalidated") in states  # phase 3 caught pid 2 between pmdp_invalidate and pmd_populate
+    # Each phase shows its end state: phase 3 ends after both pmd_populate() calls.
+    assert states[-4:] == [("1", "table"), ("2", "table")] * 2 and ("2", "invalidated") not in states
     t = texts(root)
     assert "◆ subpage 5: _count 0, _mapcount 0 (= 1 pin(s) in a tail)" in t  # the pin sits in the tail
     assert any(s.startswith("subpage 5: _count 3") for s in t)  # after: 2 mappings + 1 pin
     assert "phase 1: mark every PMD _PAGE_SPLITTING" in d.text and "pid 2 splitting" in d.text
-    # pid 1: huge -> splitting -> table; pid 2: huge -> splitting -> invalidated -> table
-    assert len(by_attr(root, "data-arrow", "pmd-change")) == 2 + 3
+    assert "__split_huge_page_map: PTEs filled, pmdp_invalidate" in d.text  # the window, named in the points
+    # each pid: huge -> splitting -> table
+    assert len(by_attr(root, "data-arrow", "pmd-change")) == 2 + 2
 
 
 # --------------------------------------------------------------------------- 6. the new split's test
@@ -309,8 +311,8 @@ def test_race_swimlane_ipi_and_interrupts_off():
     assert arrows.count("ipi-sent") == 1 and arrows.count("ipi-ack") == 1
     bands = by_attr(root, "class", "irqs-off")
     assert [(b.attrib["data-cpu"], b.attrib["data-first"], b.attrib["data-last"]) for b in sorted(bands, key=lambda b: int(b.attrib["data-first"]))] == [
-        ("CPU1", "1", "7"),     # local_irq_disable() .. local_irq_enable() in gup-fast
-        ("CPU0", "10", "11")]   # spin_lock_irq(&zone->lru_lock) in __split_huge_page_refcount
+        ("CPU1", "1", "8"),     # local_irq_disable() .. local_irq_enable() in gup-fast
+        ("CPU0", "11", "12")]   # spin_lock_irq(&zone->lru_lock) in __split_huge_page_refcount
     points = by_attr(root, "class", "point")
     assert len(points) == len(race.interleaving.steps) + 1  # "start" is drawn in both lanes
     waiting = [p for p in points if p.attrib["data-waiting"] == "1"]
@@ -328,18 +330,22 @@ def test_race_swimlane_what_if_marks_where_it_breaks():
     root = check_conventions(d)
     assert not [a for a in by_attr(root, "data-arrow") if a.attrib["data-arrow"].startswith("ipi")]
     broken = [p for p in by_attr(root, "class", "point") if p.attrib["stroke"] == D._base.VERMILION]
-    assert [p.attrib["data-step"] for p in broken] == ["11"]
+    # the step where CPU1 acts on the PMD value it read before the split: its tail pin
+    at = next(i for i, s in enumerate(race.interleaving.steps) if s.name.startswith("gup_huge_pmd"))
+    assert [p.attrib["data-step"] for p in broken] == [str(at)]
     assert "✘ the accounting breaks here" in texts(root)
-    assert "11 CPU1: gup_huge_pmd: tail pins taken, head not yet [irqs off on CPU1; THE ACCOUNTING BREAKS HERE]" in d.text
+    assert (f"{at} CPU1: gup_huge_pmd: tail pins taken, head not yet [irqs off on CPU1; "
+            "THE ACCOUNTING BREAKS HERE]") in d.text
     assert "what-if without tlb_flush_ipi" in root.find("s:title", NS).text
 
     race = RACES["put-page-vs-split"](0, without=("compound_lock",))
     race.play()
     text = D.describe_race_swimlane(race)
-    assert "11 CPU1: error: page:pfn 0x200" in text and text.count("THE ACCOUNTING BREAKS HERE") == 1
+    at = next(i for i, s in enumerate(race.interleaving.steps) if s.name.startswith("error"))
+    assert f"{at} CPU1: error: page:pfn 0x200" in text and text.count("THE ACCOUNTING BREAKS HERE") == 1
     broken = [p.attrib["data-step"] for p in by_attr(parse(D.race_swimlane(race)), "class", "point")
               if p.attrib["stroke"] == D._base.VERMILION]
-    assert broken == ["11"]
+    assert broken == [str(at)]
 
 
 def test_race_swimlane_of_a_partial_run_shows_the_recorded_interrupt_state():

@@ -22,11 +22,11 @@ def test_old_split_passes_its_three_phases_in_order():
     ret, rec = record(m, m.split_huge_page, head)
     names = [s.name for s in rec.steps]
     assert ret == 0
-    phase1 = names.index("__split_huge_page_splitting")
+    phase1 = names.index("__split_huge_page_splitting: huge PMD found")
     phase2 = names.index("__split_huge_page_refcount: counts redistributed")
-    phase3 = names.index("__split_huge_page_map: pmdp_invalidate")
+    phase3 = names.index("__split_huge_page_map: PTEs filled, pmdp_invalidate")
     assert phase1 < phase2 < phase3
-    assert names.count("__split_huge_page_splitting") == 2  # one PMD per process
+    assert names.count("__split_huge_page_splitting: huge PMD found") == 2  # one PMD per process
 
 
 def test_recorder_diff_shows_the_refcount_redistribution():

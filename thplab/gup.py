@@ -63,7 +63,7 @@ def get_user_pages(k, mm, start, nr_pages, write=False, foll_split=False):
             faults += 1
             if faults > 64:
                 raise VMBug(f"get_user_pages: page at {addr:#x} never became present")
-            k.point("get_user_pages: faultin_page", address=hex(addr))
+            k.point("get_user_pages: follow_page_mask found no page, faultin_page next", address=hex(addr))
             try:
                 k.__handle_mm_fault(mm, vma, addr, write)
             except OutOfMemory:

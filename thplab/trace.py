@@ -1,7 +1,9 @@
 """Step through a kernel operation, or interleave two, at kernel-named points.
 
-Kernel functions call ``k.point("name", ...)`` where something worth seeing
-happens (``__split_huge_page_refcount: compound_lock taken``...).
+Kernel functions call ``k.point("name", ...)`` right after something worth
+seeing has happened, and the name says what (``__split_huge_page_refcount:
+compound_lock taken``...): a log line is an action done, never one about to be
+done.  The exceptions say so in their names ("tail pins taken, head not yet").
 
 * :class:`Recorder` keeps a snapshot of the machine at every point of
   whatever runs inside it, so a lesson can step through and diff states.

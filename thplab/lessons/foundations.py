@@ -561,9 +561,10 @@ def record_old_split(machine, head):
 
 
 #: What the old split does, in kernel order: (kind, label, phase).  The model reports a
-#: point *between* actions (some right after one, some right before), so the changes seen
-#: from one point to the next can belong to several actions; :func:`old_split_actions`
-#: names each change by the action that made it.
+#: point after the action it names, and some actions have no point of their own (the PTE
+#: fill comes just before pmdp_invalidate's point), so the changes seen from one point to
+#: the next can belong to several actions; :func:`old_split_actions` names each change by
+#: the action that made it.
 _SPLIT_ACTIONS = (
     ("get", "get_page(head): reclaim and migration hold a reference", "caller"),
     ("splitting", "pmdp_splitting_flush(): _PAGE_SPLITTING in pid {pid}'s PMD, then a TLB flush", "phase 1"),

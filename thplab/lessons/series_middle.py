@@ -717,7 +717,7 @@ FUTEX_POINTS = (
     (("interrupts off", "put_compound_page: compound_lock_irqsave"),
      "re-pinned and head reference taken; tail pin still held (interrupts off)"),
     (("lock_page",),
-     "about to lock_page() the head"),
+     "lock_page() done: the head is locked"),
 )
 
 

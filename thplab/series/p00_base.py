@@ -114,9 +114,12 @@ def compound_locked(k, pages, what):
     taken = []
     try:
         for head in np.unique(compound_head(mem_map, tails)).tolist():
-            k.point(f"{what}: compound_lock_irqsave(head)", head=head)
             smp.lock(k, ("compound_lock", head), f"{what}: compound_lock", irq=True)
             taken.append(head)
+            # A point names what the CPU has just done, so it follows the lock (and a
+            # what-if that removes the lock reports nothing here).
+            if "compound_lock" not in smp.without:
+                k.point(f"{what}: compound_lock_irqsave(head), lock held", head=head)
         yield len(tails)
     finally:
         for head in reversed(taken):
@@ -632,6 +635,7 @@ def gup_huge_pmd(k, pmd, addr, nr, write):
     k.point("gup_huge_pmd: tail pins taken, head not yet", head=head)
     mm["_count"][head] += nr
     mm["flags"][head] |= np.uint32(1 << PG.referenced)
+    k.point("gup_huge_pmd: head referenced", head=head, nr=nr)
     k.cost("atomic", 1 + len(tails))
     return pages
 
@@ -736,8 +740,8 @@ def split_huge_page_to_list(k, page, list=None):
         return 1
     anon_vma = k.machine.anon_vma_of(page)
     key = ("anon_vma", anon_vma.root.id)
-    k.point("split_huge_page: anon_vma_lock_write")
     k.machine.smp.lock(k, key, "split_huge_page: anon_vma_lock_write")
+    k.point("split_huge_page: anon_vma_lock_write, anon_vma locked")
     try:
         if not PageCompound(k.mem_map, page):
             return 0
@@ -778,7 +782,7 @@ def __split_huge_page_splitting(k, page, vma, address):
     pmdp = page_check_address_pmd(k, page, vma.mm, address, splitting=False)
     if pmdp is None:
         return 0
-    k.point("__split_huge_page_splitting", pid=vma.mm.pid, address=hex(address))
+    k.point("__split_huge_page_splitting: huge PMD found", pid=vma.mm.pid, address=hex(address))
     k.pmdp_splitting_flush(vma, address, pmdp)
     return 1
 
@@ -811,6 +815,7 @@ def __split_huge_page_refcount(k, page, list):
     smp.unlock(k, ("compound_lock", page))
     smp.unlock(k, LRU_LOCK, irq=True)
     k.put_page(tails)
+    k.point("__split_huge_page_refcount: unlocked, tails' +1 put")
 
 
 def tails_become_pages(mem_map, page, tails):
@@ -858,9 +863,10 @@ def __split_huge_page_map(k, page, vma, address):
     pgtable = mem.pgtable_trans_huge_withdraw(k, mm, pmdp)
     k.machine.pgtables.table(pgtable)[:] = mem.ptes_for_huge_pmd(k, vma, pmd, page)
     mem.set_entry(k, pmdp, pt.clear_bits(pmd, pt._PAGE_PRESENT))  # pmdp_invalidate()
-    k.point("__split_huge_page_map: pmdp_invalidate", pid=mm.pid, address=hex(address))
+    k.point("__split_huge_page_map: PTEs filled, pmdp_invalidate", pid=mm.pid, address=hex(address))
     k.machine.smp.flush_tlb_range(k, "pmdp_invalidate")
     mem.set_entry(k, pmdp, pt.mk_table_entry(pgtable))  # pmd_populate()
+    k.point("__split_huge_page_map: pmd_populate, PTE table in", pid=mm.pid, address=hex(address))
     return 1
 
 
@@ -947,7 +953,7 @@ def futex_pin_page(k, mm, address, rw):
         return -EFAULT, True
 
 
-def futex_key_of(k, mm, address, page_head, ro, where="get_futex_key: lock_page(head)"):
+def futex_key_of(k, mm, address, page_head, ro, where="get_futex_key: lock_page(head), head locked"):
     """The end of ``get_futex_key()``: lock the head, read the key (v3.16 kernel/futex.c#L472-L527).
 
     A read-only pin on an anonymous page gives ``-EFAULT``: such a page never
@@ -956,8 +962,8 @@ def futex_key_of(k, mm, address, page_head, ro, where="get_futex_key: lock_page(
     ``-EFAULT``.
     """
     smp = k.machine.smp
-    k.point(where, head=page_head)
     smp.lock(k, ("page_lock", page_head), "get_futex_key: lock_page")
+    k.point(where, head=page_head)
     key = -EFAULT if ro and k.PageAnon(page_head) else (mm.pid, address)
     smp.unlock(k, ("page_lock", page_head))
     k.put_page(page_head)

@@ -111,6 +111,7 @@ def gup_huge_pmd(k, pmd, addr, nr, write):
     pages = head + ((addr & ~HPAGE_PMD_MASK) >> 12) + np.arange(nr, dtype=np.int64)
     k.point("gup_huge_pmd: PMD read, head not yet referenced", head=head)
     k.mem_map["_count"][head] += nr
+    k.point("gup_huge_pmd: head referenced", head=head, nr=nr)
     k.cost("atomic", 1)
     return pages
 

@@ -41,4 +41,4 @@ def get_futex_key(k, mm, address, rw=VERIFY_READ):
         return page
     page = int(compound_head(k.mem_map, page))
     # The tail's pin is a head reference now: it is the one futex_key_of() drops.
-    return futex_key_of(k, mm, address, page, ro, "get_futex_key: lock_page(compound_head(page))")
+    return futex_key_of(k, mm, address, page, ro, "get_futex_key: lock_page(compound_head(page)), head locked")
