@@ -154,10 +154,21 @@ def _kernel_label(machine):
     return f"level {k.level}" if k.stack == "rfc-v1" else k.name
 
 
-def _compound_line(machine, head):
-    """What a kernel with ``compound_mapcount`` (v4.5) keeps per THP, as one line; else None."""
+def _compound_line(machine, head, maps):
+    """One line on how this kernel counts PMD maps of the THP, where the strip alone misleads; else None.
+
+    v4.5: ``compound_mapcount`` and ``PageDoubleMap``.  RFC v1 (patch 04 on):
+    a PMD is counted in the head's ``_mapcount`` only, so a tail mapped by a
+    PMD in one process and a PTE in another reads ``page_mapcount`` 1.
+    """
     k = machine.kernel
-    if not k.caps.get("compound_mapcount") or not PageHead(machine.mem_map, head):
+    if not PageHead(machine.mem_map, head):
+        return None
+    if not k.caps.get("compound_mapcount"):
+        if (k.caps.get("pte_mapped_thp") and any(v["pmd"] for v in maps.values())
+                and any(v["ptes"] for v in maps.values())):
+            return ("RFC v1: a PMD map is counted in the head's _mapcount only; "
+                    "a tail's page_mapcount counts its PTEs")
         return None
     line = (f"compound_mapcount {int(k.compound_mapcount(head))} (PMD maps, kept in page[1]);  "
             f"PageDoubleMap {'set' if k.PageDoubleMap(head) else 'clear'}")
@@ -171,7 +182,7 @@ def _describe(machine, snap, maps, previous):
     head = snap.head
     state = "a compound page (THP)" if snap.compound else "not compound: 512 separate page frames"
     lines = [f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x} at {_kernel_label(machine)}: {state}."]
-    extra = _compound_line(machine, head)
+    extra = _compound_line(machine, head, maps)
     if extra:
         lines.append("  " + extra)
     changed, pids = _changes(snap, previous)
@@ -255,7 +266,7 @@ def thp_mappings(machine, head, previous=None, title=None):
         return ys[-1]
 
     pids = list(maps)
-    compound_line = _compound_line(machine, head)
+    compound_line = _compound_line(machine, head, maps)
     height = int(max(ys[-1] + 70, top + 110 * max(len(pids), 1) + 60)) + (22 if compound_line else 0)
     state = "THP (compound page)" if snap.compound else "not compound: 512 small pages"
     heading = title or f"Frames {head:#x}-{head + HPAGE_PMD_NR - 1:#x}: {state}, {_kernel_label(machine)}"
