@@ -482,3 +482,22 @@ def test_the_world_is_still_consistent_after_all_bad_calls(world):
         m.exit(pid)
     m.check()
     assert m.allocator.nr_free_pages == m.nr_pages
+
+
+@pytest.mark.parametrize("level, name, swapped", [
+    (2, "split_huge_page_pmd", lambda vma, pmd, addr: (vma, pmd, addr)),   # wants (vma, address, pmd)
+    (3, "split_huge_pmd", lambda vma, pmd, addr: (vma, addr, pmd)),        # wants (vma, pmd, address)
+    (4, "split_huge_pmd", lambda vma, pmd, addr: (vma, addr, pmd)),
+    ("v4.5", "split_huge_pmd", lambda vma, pmd, addr: (vma, addr, pmd)),
+])
+def test_a_pmd_split_called_in_the_other_argument_order_says_so_and_changes_nothing(level, name, swapped):
+    """Patch 03 swapped pmd and address: the old order under the new name is a clear error."""
+    from thplab.lessons.foundations import huge_pmd_of
+
+    m = Machine.boot("16M", **({"kernel": level} if isinstance(level, str) else {"patches": level}))
+    pid, addr, head = m.map_thp()
+    vma, pmd = huge_pmd_of(m, pid, addr)
+    before = snapshot(m)
+    with pytest.raises(BadArgument, match=r"pmd must be a PMD slot .* not 0x7f0000000000; check the argument order"):
+        getattr(m.kernel, name)(*swapped(vma, pmd, addr))
+    assert_unchanged(before, m)

@@ -9,7 +9,7 @@ import pytest
 from thplab import KernelFunctionRemoved, Machine
 from thplab import pgtable as pt
 from thplab.lessons import foundations as f
-from thplab.params import EBUSY, HPAGE_PMD_NR
+from thplab.params import EBUSY, HPAGE_PMD_NR, PAGE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -498,9 +498,19 @@ def test_rmap_walk_choice_without_patch_02_finds_nothing_for_a_tail():
     m, pid, addr, head, _ = f.pte_mapped_thp(4, old_pageanon=True)
     old = f.rmap_walk_choice(m, [head, head + 5], ["subpage 0", "subpage 5"]).splitlines()
     assert "anon (anon_vma" in old[2] and "file" in old[3] and "NULL" in old[3]
+    assert " 1 map " in old[2] and " 0 maps " in old[3]  # the head's PTE is found, subpage 5's is not
     m, pid, addr, head, _ = f.pte_mapped_thp(4)
     new = f.rmap_walk_choice(m, [head + 5], ["subpage 5"], name="with patch 02").splitlines()
-    assert new[0] == "with patch 02:" and f"pid {pid} {addr:#x}-" in new[2]
+    assert new[0] == "with patch 02:" and f"pid {pid} {addr:#x}-" in new[2] and " 1 map " in new[2]
+
+
+def test_rmap_walk_finds_every_mapping_the_model_has():
+    """The count is a page-table lookup: a fork doubles it, an munmap of the subpage drops the parent's."""
+    m, pid, addr, head, _ = f.pte_mapped_thp(4)
+    m.fork(pid)
+    assert " 2 maps " in f.rmap_walk_choice(m, [head + 5]).splitlines()[2]
+    m.munmap(pid, addr + 5 * PAGE_SIZE, PAGE_SIZE)
+    assert " 1 map " in f.rmap_walk_choice(m, [head + 5]).splitlines()[2]
 
 
 def test_mapping_table():

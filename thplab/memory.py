@@ -10,7 +10,7 @@ level.  Work on the entries of one table is a numpy operation, never a loop.
 import numpy as np
 
 from . import pgtable as pt
-from .errors import VMBug
+from .errors import BadArgument, VMBug
 from .page_flags import PG, PAGE_MAPPING_ANON, Use
 from .params import (HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE,
                      PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT, VM_EXEC, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ,
@@ -95,6 +95,19 @@ def pte_free_many(k, mm, pfns):
     m.mem_map["_count"][pfns] -= 1
     m.allocator.free_pages(pfns)
     m.vmstat.count("nr_page_table_pages", -len(pfns))
+
+
+def check_pmd_arg(slot):
+    """Refuse a ``pmd`` argument that is not a page-table slot, naming both argument orders.
+
+    Patch 03 swapped ``pmd`` and ``address``; an address in the ``pmd`` place
+    is the mistake this catches.
+    """
+    if not (isinstance(slot, tuple) and len(slot) == 2 and all(isinstance(x, (int, np.integer)) for x in slot)):
+        raise BadArgument(f"pmd must be a PMD slot (table pfn, index) as mem.pmd_offset() returns, not "
+                          f"{hex(slot) if isinstance(slot, int) else repr(slot)}; check the argument order: "
+                          "split_huge_page_pmd(vma, address, pmd) up to patch 02, "
+                          "split_huge_pmd(vma, pmd, address) from patch 03 on")
 
 
 def entry(k, slot):

@@ -877,6 +877,7 @@ def split_huge_page_pmd(k, vma, address, pmdp):
     Despite its name it splits the whole THP (``split_huge_page()``), in
     every process -- there is no way to split just one PMD.
     """
+    mem.check_pmd_arg(pmdp)
     while pt.pmd_trans_huge(mem.entry(k, pmdp)):
         page = int(pt.pmd_pfn(mem.entry(k, pmdp)))
         k.get_page(page)

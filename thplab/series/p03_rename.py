@@ -30,9 +30,12 @@ P03 = Patch(
     source="reconstructed",
 )
 P03.removes("split_huge_page_pmd", why="Patch 03 renamed it split_huge_pmd(vma, pmd, address).")
+# v3.14 has three callers of split_huge_page_pmd_mm(): vm86's mark_screen_rdonly(),
+# walk_pmd_range() (mm/pagewalk.c#L61) and split_huge_page_address() (mm/huge_memory.c#L2921).
 P03.removes("split_huge_page_pmd_mm",
-            why="Patch 03 removed it: its one caller (x86 vm86) looks the VMA up and calls "
-                "split_huge_pmd(vma, pmd, address).")
+            why="Patch 03 removed it: its callers (vm86's mark_screen_rdonly(), walk_pmd_range(), "
+                "split_huge_page_address()) call split_huge_pmd(vma, pmd, address) with a VMA "
+                "[reconstructed].")
 
 
 @P03.replaces
@@ -41,6 +44,7 @@ def split_huge_pmd(k, vma, pmdp, address):
 
     It still splits the whole THP in every process (``split_huge_page()``).
     """
+    mem.check_pmd_arg(pmdp)
     while pt.pmd_trans_huge(mem.entry(k, pmdp)):
         page = int(pt.pmd_pfn(mem.entry(k, pmdp)))
         k.get_page(page)

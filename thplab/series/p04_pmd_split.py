@@ -137,6 +137,7 @@ def do_huge_pmd_wp_page(k, mm, vma, address, pmdp, orig_pmd):
 @P04.replaces
 def split_huge_pmd(k, vma, pmdp, address):
     """Mirrors ``split_huge_pmd()`` after patch 04: split just this PMD, if it is huge."""
+    mem.check_pmd_arg(pmdp)
     if pt.pmd_trans_huge(mem.entry(k, pmdp)):
         k.__split_huge_pmd(vma, pmdp, address)
 

@@ -52,6 +52,7 @@ S05 = Patch(
 @S05.replaces
 def split_huge_pmd(k, vma, pmdp, address):
     """Mirrors the ``split_huge_pmd()`` macro (4.5.7 include/linux/huge_mm.h#L106): split a huge PMD."""
+    mem.check_pmd_arg(pmdp)
     if pt.pmd_trans_huge(mem.entry(k, pmdp)):
         k.__split_huge_pmd(vma, pmdp, address)
 
