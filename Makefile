@@ -115,11 +115,11 @@ chromium:
 	  echo "       or point CHROMIUM=/path/to/chromium at another Chromium/Chrome." >&2; \
 	  exit 1; fi
 
-# All three phases always run; the target fails if any failed. On 2 cores: about 13 minutes.
+# All three phases always run; the target fails if any failed. On 2 cores: about 10 minutes.
 test: $(STAMP) $(LAB_OVERRIDES_STAMP) chromium
 	@start=$$(date +%s); rc=0; \
-	echo "== make test: three phases, about 13 minutes on 2 cores"; \
-	echo "== make test 1/3: package tests and the real-browser test (about 11 minutes)"; \
+	echo "== make test: three phases, about 10 minutes on 2 cores"; \
+	echo "== make test 1/3: package tests and the real-browser test (about 8 minutes)"; \
 	$(MAKE) --no-print-directory test-tests || rc=1; \
 	echo "== make test 2/3: every lesson under nbval (about 1 minute)"; \
 	$(MAKE) --no-print-directory test-notebooks || rc=1; \

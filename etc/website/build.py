@@ -108,7 +108,7 @@ def lesson_with_outputs(path: Path, executed: Path) -> tuple[object, str]:
     if copy_path.exists():
         ran = nbformat.read(copy_path, as_version=4)
         if _sources(ran) == _sources(tracked) and not _errors(ran):
-            return ran, f"executed copy {copy_path.relative_to(REPO) if copy_path.is_relative_to(REPO) else copy_path}"
+            return ran, f"as run by nbval, from {executed}"
     return execute(path, tracked, recorded=False), "run here"
 
 

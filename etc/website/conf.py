@@ -10,11 +10,10 @@ extensions = ["myst_nb"]
 nb_execution_mode = "off"
 # Widgets are not live on the site: no ipywidgets loader, no require.js from a CDN.
 nb_ipywidgets_js = {}
+# Stderr shown as such (MyST-NB's default, relied on: the site test fails on a stderr cell).
 nb_output_stderr = "show"
 # How the kernel chunked a stream varies by run: one block per stream, as JupyterLab shows it.
 nb_merge_streams = True
-myst_enable_extensions = ["html_image"]
-myst_heading_anchors = 3
 # The glossary goes from its title straight to one "###" heading per term.
 suppress_warnings = ["myst.header"]
 
@@ -28,7 +27,6 @@ html_show_sourcelink = False
 html_theme_options = {
     "use_download_button": False,
     "use_fullscreen_button": False,
-    "show_navbar_depth": 1,
     "home_page_in_toc": True,
 }
 # One search box, the theme's field at the top of the page: not a second one in the sidebar

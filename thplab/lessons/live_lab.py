@@ -740,7 +740,7 @@ def _thp_line(s):
 
 
 def _recorded_label(recorded):
-    return (f"RECORDED on Linux {recorded.kernel}, {recorded.date} -- not this machine "
+    return (f"RECORDED on Linux {recorded.kernel}, {recorded.date} -- not this machine\n"
             "(THPLAB_LIVE=recorded; unset it to read this machine)")
 
 
