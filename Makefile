@@ -2,8 +2,8 @@
 #   make lab    set up .venv (first time only) and open your working copies of the lessons
 #   make test   set up .venv, make sure Chromium is there, run the test suite and the lessons
 #
-# Also: make reset LESSONS="03 glossary" (or LESSONS=all), make test-quick, make lab-tracked,
-# make notebooks, make longrun -- see `make help` and the README.
+# Also: make reset LESSONS="03 glossary" (or LESSONS=all), make test-quick, make site,
+# make lab-tracked, make notebooks, make longrun -- see `make help` and the README.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -25,7 +25,7 @@ CHROMIUM  ?= /usr/bin/chromium
 PYTEST    := $(VPY) -m pytest
 
 .PHONY: help lab lab-tracked reset test test-quick venv install lab-settings chromium test-tests \
-	test-notebooks notebooks clean-venv longrun
+	test-notebooks test-site site notebooks clean-venv longrun
 
 help:
 	@echo "make lab    - create .venv if needed and open your working copies of the lessons (lessons/)"
@@ -34,6 +34,8 @@ help:
 	@echo "make reset LESSONS=\"03 glossary\" - replace those working copies with the tracked lessons"
 	@echo "              (LESSONS=all for every one; your edits in them are lost)"
 	@echo "make test-quick - only the package tests, no browser, no lessons (about 2 minutes)"
+	@echo "make site   - the course as a static website: build/site/index.html (SITE_OWNER=<GitHub"
+	@echo "              account> for the Binder links; about 15 s after make test, else a minute)"
 	@echo "(contributors) make lab-tracked - open notebooks/ itself, to edit the lessons"
 	@echo "(contributors) make notebooks   - before committing lessons: clear outputs, record the"
 	@echo "                          '# NBVAL_CHECK_OUTPUT' cells' outputs (etc/notebook_outputs.py)"
@@ -52,8 +54,8 @@ $(LAB_STAMP): pyproject.toml | $(VPY)
 	@touch $@
 
 $(STAMP): pyproject.toml | $(VPY)
-	@echo "Installing thplab with its lab and test dependencies into $(VENV) (first time: about a minute)"
-	$(VPY) -m pip install --quiet --progress-bar off -e '.[lab,test]'
+	@echo "Installing thplab with its lab, site and test dependencies into $(VENV) (first time: about a minute)"
+	$(VPY) -m pip install --quiet --progress-bar off -e '.[lab,site,test]'
 	@touch $@ $(LAB_STAMP)
 
 $(LAB_OVERRIDES_STAMP): $(OVERRIDES) etc/jupyterlab/install_overrides.py | $(LAB_STAMP)
@@ -93,6 +95,13 @@ lab-tracked: $(LAB_STAMP) $(LAB_OVERRIDES_STAMP)
 notebooks: $(STAMP)
 	$(VPY) etc/notebook_outputs.py record $(NOTEBOOKS)
 
+# ---------------------------------------------------------------- site
+# The course as a static website in build/site/ (etc/website/build.py): lessons with their
+# outputs from build/executed/ when `make test-notebooks` left them there (about 15 s), else
+# run here (about a minute). SITE_OWNER: the GitHub account in the Binder links.
+site: $(STAMP)
+	$(VPY) etc/website/build.py $(if $(SITE_OWNER),--owner $(SITE_OWNER))
+
 # ---------------------------------------------------------------- tests
 chromium:
 	@if [ -x "$(CHROMIUM)" ]; then \
@@ -106,18 +115,25 @@ chromium:
 	  echo "       or point CHROMIUM=/path/to/chromium at another Chromium/Chrome." >&2; \
 	  exit 1; fi
 
-# Both suites always run; the target fails if either failed. On 2 cores: about 9 minutes.
+# All three phases always run; the target fails if any failed. On 2 cores: about 10 minutes.
 test: $(STAMP) $(LAB_OVERRIDES_STAMP) chromium
 	@start=$$(date +%s); rc=0; \
-	echo "== make test 1/2: package tests and the real-browser test (about 8 minutes on 2 cores)"; \
+	echo "== make test: three phases, about 10 minutes on 2 cores"; \
+	echo "== make test 1/3: package tests and the real-browser test (about 8 minutes)"; \
 	$(MAKE) --no-print-directory test-tests || rc=1; \
-	echo "== make test 2/2: every lesson under nbval (about 1 minute)"; \
+	echo "== make test 2/3: every lesson under nbval (about 1 minute)"; \
 	$(MAKE) --no-print-directory test-notebooks || rc=1; \
+	echo "== make test 3/3: the course website, built from the lessons just run, in Chromium (under a minute)"; \
+	$(MAKE) --no-print-directory test-site || rc=1; \
 	echo "== make test: done in $$(( $$(date +%s) - start )) s"; \
 	exit $$rc
 
 test-tests: $(STAMP) $(LAB_OVERRIDES_STAMP)
-	THPLAB_CHROMIUM=$(CHROMIUM) $(PYTEST) -q tests
+	THPLAB_CHROMIUM=$(CHROMIUM) $(PYTEST) -q tests --ignore=tests/browser/test_site.py
+
+# Builds the site from build/executed/ (test-notebooks leaves the lessons there) and opens it.
+test-site: $(STAMP)
+	THPLAB_CHROMIUM=$(CHROMIUM) $(PYTEST) -q -p no:cacheprovider -s tests/browser/test_site.py
 
 test-quick: $(STAMP)
 	$(PYTEST) -q -p no:cacheprovider tests --ignore=tests/browser
@@ -128,11 +144,13 @@ longrun: $(STAMP)
 	$(PYTEST) -q -p no:cacheprovider -s -m longrun tests/test_longrun.py
 
 # pytest exits 5 when it collects nothing: only acceptable while notebooks/ has no notebook.
+# nbval_executed (etc/website) keeps each lesson as it ran, in build/executed/, for `make site`.
 test-notebooks: $(STAMP)
 	@if [ -z "$$(find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | head -n 1)" ]; then \
 	  echo "notebooks/: no notebooks yet, nothing to run with nbval"; \
 	else \
 	  $(VPY) etc/notebook_outputs.py inject build/nbval && \
-	  echo "$(PYTEST) -q --nbval-lax --nbval-current-env build/nbval" && \
-	  $(PYTEST) -q -p no:cacheprovider --nbval-lax --nbval-current-env build/nbval; \
+	  echo "$(PYTEST) -q -p nbval_executed --executed-dir build/executed --nbval-lax --nbval-current-env build/nbval" && \
+	  PYTHONPATH=etc/website $(PYTEST) -q -p no:cacheprovider -p nbval_executed --executed-dir build/executed \
+	    --nbval-lax --nbval-current-env build/nbval; \
 	fi

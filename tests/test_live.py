@@ -429,6 +429,39 @@ def test_unprobeable_machine_gets_one_line_and_the_recorded_run(how, monkeypatch
     assert {result.status for result in live.run_all().experiments.values()} == {"unavailable"}
 
 
+def test_thplab_live_recorded_shows_the_recorded_run_not_this_machine(monkeypatch, tmp_path):
+    """What the course website is built with: no probe of the build machine, the recorded run labelled."""
+    import platform
+
+    from thplab.lessons import live_lab
+
+    monkeypatch.setenv("THPLAB_LIVE", "recorded")
+    monkeypatch.setattr(platform, "release", lambda: "9.9.9-the-build-machine")
+    monkeypatch.setattr(live.probes, "PROC", str(tmp_path / "no-proc"))
+    monkeypatch.setattr(live.probes, "SYS_THP", str(tmp_path / "no-sys-thp"))
+    recorded = live.load_recorded()
+    assert live.recorded_only()
+    assert live.thp_unavailable_reason().startswith("THPLAB_LIVE=recorded: ")
+    label = f"RECORDED on Linux {recorded.kernel}, {recorded.date} -- not this machine"
+    status = live_lab.live_status()
+    assert status.splitlines()[0].startswith(label) and "9.9.9" not in status
+    assert f"enabled=[{recorded.settings['enabled']}]" in status
+    run, text = live_lab.live_report(levels=(0, 10, "v4.5"))
+    assert run is None and text.startswith(label)
+    assert text.endswith(live_lab.verdict_table(recorded, (0, 10, "v4.5")))
+
+
+@pytest.mark.parametrize("value", ["yes", "live", "RECORDED"])
+def test_thplab_live_takes_only_recorded(value, monkeypatch):
+    monkeypatch.setenv("THPLAB_LIVE", value)
+    with pytest.raises(ValueError, match=f"THPLAB_LIVE='{value}': the only value it takes is 'recorded'"):
+        live.recorded_only()
+    monkeypatch.setenv("THPLAB_LIVE", "")
+    assert not live.recorded_only()
+    monkeypatch.delenv("THPLAB_LIVE")
+    assert not live.recorded_only()
+
+
 def test_unknown_experiment():
     with pytest.raises(ValueError, match="unknown experiment"):
         live.run_experiment("swapout")

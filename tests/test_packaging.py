@@ -130,11 +130,14 @@ def test_pyproject_basics():
     find = data["tool"]["setuptools"]["packages"]["find"]
     assert "thplab*" in find["include"] and find.get("where", ["."]) == ["."]
     extras = proj["optional-dependencies"]
-    assert {"lab", "test"} <= set(extras)
+    assert {"lab", "site", "test"} <= set(extras)
     lab = pip_requirements("lab")
     for name in ("jupyterlab", "notebook", "ipywidgets", "matplotlib", "ipykernel"):
         assert name in lab, name
     assert lab["jupyterlab"].specifier.contains("4.2.0") and not lab["jupyterlab"].specifier.contains("5.0")
+    site = pip_requirements("site")
+    assert {"sphinx", "myst-nb", "sphinx-book-theme"} <= set(site), "the site builds offline from these"
+    assert site["sphinx"].specifier.contains("8.0") and not site["sphinx"].specifier.contains("10.0")
     test = {canonicalize_name(Requirement(r).name) for r in extras["test"]}
     assert {"pytest", "nbval", "hypothesis", "playwright", "pyyaml"} <= test
 
@@ -269,11 +272,16 @@ def test_makefile_targets():
     targets = _makefile_targets()
     assert {"lab", "test"} <= targets
     text = (REPO / "Makefile").read_text()
-    assert "-m venv" in text and re.search(r"pip install .*-e '\.\[lab,test\]'", text)
+    assert "-m venv" in text and re.search(r"pip install .*-e '\.\[lab,site,test\]'", text)
     assert "install_overrides.py" in text
     assert "--nbval-lax" in text and "notebook_outputs.py inject build/nbval" in text
     assert "notebook_outputs.py record" in text
     assert "notebooks/00-index.ipynb" in text
+    # the site: built from the lessons nbval ran, tested in phase 3, not twice
+    assert {"site", "test-site"} <= targets
+    assert "-p nbval_executed --executed-dir build/executed" in text and "PYTHONPATH=etc/website" in text
+    assert "etc/website/build.py" in text and "--ignore=tests/browser/test_site.py" in text
+    assert [int(n) for n in re.findall(r"== make test (\d)/3", text)] == [1, 2, 3]
 
 
 def test_ci_runs_make_test():

@@ -18,3 +18,11 @@ def test_readme_python_example_runs(capsys):
 def test_readme_names_the_two_setup_commands_once_each():
     text = README.read_text()
     assert text.count("```bash\nmake lab\n```") == 1 and text.count("```bash\nmake test\n```") == 1
+
+
+def test_readme_documents_make_site_below_the_setup_commands():
+    text = README.read_text()
+    site = text.find("`make site`")
+    assert text.find("```bash\nmake test\n```") < site < text.find("## What is inside")
+    for fact in ("build/site/index.html", "SITE_OWNER", "offline", "THPLAB_LIVE=recorded"):
+        assert fact in text[site:], fact

@@ -732,20 +732,35 @@ class LevelQuestion:
 # ------------------------------------------------------------------ this machine
 
 
+def _thp_line(s):
+    """One line of THP settings (a :class:`~thplab.live.ThpSettings`)."""
+    return (f"THP: enabled=[{s.enabled}] defrag=[{s.defrag}] hpage_pmd_size={s.hpage_pmd_size} "
+            f"use_zero_page={int(bool(s.use_zero_page))}"
+            + (f" hugepages-2048kB/enabled=[{s.pmd_size_enabled}]" if s.pmd_size_enabled else ""))
+
+
+def _recorded_label(recorded):
+    return (f"RECORDED on Linux {recorded.kernel}, {recorded.date} -- not this machine\n"
+            "(THPLAB_LIVE=recorded; unset it to read this machine)")
+
+
 def live_status():
-    """What this machine offers the live experiments, as text (varies by machine: never a checked cell)."""
+    """What this machine offers the live experiments, as text (varies by machine: never a checked cell).
+
+    With ``THPLAB_LIVE=recorded`` (:func:`thplab.live.recorded_only`), what the recorded run's
+    machine offered, labelled as such.
+    """
     import platform
 
     from .. import live
 
+    if live.recorded_only():
+        recorded = live.load_recorded()
+        return "\n".join([_recorded_label(recorded), _thp_line(live.ThpSettings(**recorded.settings)),
+                          "experiments: ran there (the recorded run below)"])
     s = live.read_thp_settings()
     lines = [f"kernel: Linux {platform.release()}"]
-    if s.available:
-        lines.append(f"THP: enabled=[{s.enabled}] defrag=[{s.defrag}] hpage_pmd_size={s.hpage_pmd_size} "
-                     f"use_zero_page={int(bool(s.use_zero_page))}"
-                     + (f" hugepages-2048kB/enabled=[{s.pmd_size_enabled}]" if s.pmd_size_enabled else ""))
-    else:
-        lines.append(f"THP settings: {s.reason}")
+    lines.append(_thp_line(s) if s.available else f"THP settings: {s.reason}")
     reason = live.thp_unavailable_reason()
     lines.append("experiments: can run here" if not reason else f"experiments: cannot run here ({reason})")
     if not reason:
@@ -761,10 +776,14 @@ def live_report(levels=KERNELS, names=None, timeout=10.0):
     The text is the verdict counts of the live run and only what it saw
     differently from the recorded run (:func:`live_vs_recorded`).  Without
     THP, ``/proc`` or root the text says what is missing (and the THP
-    settings that could be read); nothing raises.
+    settings that could be read); nothing raises.  With ``THPLAB_LIVE=recorded``
+    the text is the recorded run's verdict counts, labelled as recorded.
     """
     from .. import live
 
+    if live.recorded_only():
+        recorded = live.load_recorded()
+        return None, _recorded_label(recorded) + "\n\n" + verdict_table(recorded, levels)
     reason = live.thp_unavailable_reason()
     if reason:
         s = live.read_thp_settings()

@@ -8,7 +8,8 @@ runs. The package, one module per concern (each imports only those above it):
 * :mod:`~thplab.live.probes` -- reading them (never writing):
   :func:`read_thp_settings`, :func:`read_vmstat`, :func:`read_smaps`,
   :func:`read_pagemap`, :func:`read_kpageflags`, :func:`read_kpagecount`,
-  :func:`read_kernel_config`, :func:`thp_unavailable_reason`
+  :func:`read_kernel_config`, :func:`thp_unavailable_reason`,
+  :func:`recorded_only` (``THPLAB_LIVE=recorded``: the recorded run, not this kernel)
 * :mod:`~thplab.live.syscalls` -- the libc calls (``Libc``, ``MADV_*``, ...)
   of the experiments and ``benchmarks/bench_vs_kernel.py``
 * :mod:`~thplab.live.experiments` -- what each experiment does, inside the
@@ -38,7 +39,7 @@ from .experiments import EXPERIMENTS
 from .formats import *  # noqa: F401,F403
 from .probes import (HPAGE_PMD_NR, PAGE_SIZE, KernelConfig, KpageValues, Pagemap, SmapsRange,
                      ThpSettings, Vmstat, read_kernel_config, read_kpagecount, read_kpageflags,
-                     read_pagemap, read_smaps, read_thp_settings, read_vmstat,
+                     read_pagemap, read_smaps, read_thp_settings, read_vmstat, recorded_only,
                      thp_unavailable_reason)
 # lessons/live_lab.py formats its tables' cells as the report does.
 from .report import _cell, format_run, main  # noqa: F401
@@ -49,6 +50,6 @@ __all__ = [
     "PAGE_SIZE", "HPAGE_PMD_NR", "ThpSettings", "Vmstat", "SmapsRange", "Pagemap",
     "KpageValues", "KernelConfig", "read_thp_settings", "read_vmstat", "read_smaps",
     "read_pagemap", "read_kpageflags", "read_kpagecount", "read_kernel_config",
-    "thp_unavailable_reason",
+    "thp_unavailable_reason", "recorded_only",
     "EXPERIMENTS", *runs.__all__, *comparison.__all__, *report.__all__,
 ]

@@ -8,6 +8,11 @@
   :func:`read_kpagecount`
 * ``/proc/config.gz`` -- :func:`read_kernel_config`
 
+``THPLAB_LIVE=recorded`` in the environment (:func:`recorded_only`) makes
+:func:`thp_unavailable_reason` say so, and the lessons show the recorded run
+instead of this kernel: the course website is built that way, so that its
+pages never pass the build machine's kernel off as the reader's.
+
 Every probe returns a dataclass with ``available`` and ``reason`` instead of
 raising when the file is missing, unreadable or malformed (not Linux, THP
 compiled out, not root); :func:`thp_unavailable_reason` sums them up for the
@@ -41,6 +46,7 @@ __all__ = [
     "ThpSettings", "Vmstat", "SmapsRange", "Pagemap", "KpageValues", "KernelConfig",
     "read_thp_settings", "read_vmstat", "read_smaps", "read_pagemap",
     "read_kpageflags", "read_kpagecount", "read_kernel_config", "thp_unavailable_reason",
+    "recorded_only",
 ]
 
 #: Root of procfs. Module attributes, read at call time, so that tests can
@@ -406,8 +412,23 @@ def read_kernel_config(names=("CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_PAGE_MAPCOU
     return KernelConfig(True, "", parse_kernel_config(text, names))
 
 
+def recorded_only():
+    """Whether ``THPLAB_LIVE=recorded`` asks for the recorded run instead of this kernel.
+
+    Read at each call; unset or empty means probe this kernel. Any other value
+    raises ``ValueError``.
+    """
+    value = os.environ.get("THPLAB_LIVE", "")
+    if value not in ("", "recorded"):
+        raise ValueError(f"THPLAB_LIVE={value!r}: the only value it takes is 'recorded' "
+                         "(show the recorded run, not this kernel); unset it to probe this kernel")
+    return value == "recorded"
+
+
 def thp_unavailable_reason():
     """Why the experiments cannot run here, or ``""`` if they can."""
+    if recorded_only():
+        return "THPLAB_LIVE=recorded: the recorded run is shown, this kernel is not probed"
     settings = read_thp_settings()
     if not settings.madvise_thp_usable:
         return settings.unusable_reason
