@@ -50,8 +50,8 @@ TERM_ANCHOR = re.compile(r'^<a id="(term-[\w-]+)"></a>$', re.M)
 TERM_LINK = re.compile(r"\]\(glossary\.md#(term-[\w-]+)\)")
 WIDGET_NOTE = (
     '<p class="thplab-widget-note">A widget is here in JupyterLab. It needs a running kernel, so it '
-    'is not live on this website: launch the lesson on Binder (link at the top) to use it. Its '
-    'static twin, the diagram or printed text that shows the same state, follows.</p>'
+    'is not live on this website: launch the lesson on Binder (link at the top) to use it. Where the '
+    'lesson needs what it shows, its static twin follows: a diagram or printed text of the same state.</p>'
 )
 
 
