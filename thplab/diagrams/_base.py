@@ -7,6 +7,7 @@ Element ids are made from a hash of the drawing itself, so the same state
 gives the same bytes and two different diagrams on one page never share ids.
 """
 
+import functools
 import hashlib
 import re
 import html
@@ -212,8 +213,13 @@ class Canvas:
 
 def text_width(s, size, bold=False):
     """Estimated width in px of ``s`` set in :data:`FONT` at ``size`` px (non-ASCII: 1 em)."""
-    em = sum(_ADVANCE[o - 32] if 32 <= o < 127 else 100 for o in map(ord, str(s))) / 100
-    return em * size * (1.1 if bold else 1.0)
+    return _ems(str(s)) * size * (1.1 if bold else 1.0)
+
+
+@functools.lru_cache(maxsize=8192)
+def _ems(s):
+    # Cached: wrap() measures every growing prefix of a label, and every redraw the same labels.
+    return sum(_ADVANCE[o - 32] if 32 <= o < 127 else 100 for o in map(ord, s)) / 100
 
 
 def wrap(s, width, size, bold=False, max_lines=None):
