@@ -14,6 +14,9 @@ go round the widgets in turn:
   trip: click -> comm message -> handler -> one state update -> re-render);
 * **explorer**: ``ScenarioExplorer("fork-pin-split", levels=(0, 10))``, Step (Reset, untimed,
   after the last step);
+* **explorer views replayed**: a Button that puts the explorer's own views, computed
+  beforehand, into one ``ipywidgets.HTML`` in turn -- the same messages and DOM work as a
+  Step with no Python in the click (the floor a Step could reach);
 * **baseline explorer** (``--baseline DIR``): the same widget from another checkout's
   ``thplab/`` (e.g. ``git archive`` of main), imported as a second package;
 * **step-through**: ``StepThrough`` of a played race, Next (its swimlane's current point is
@@ -79,6 +82,8 @@ display(widgets.HBox([add_one, counter]))
 """
 
 _THPLAB = """\
+import itertools
+
 import ipywidgets
 from IPython.display import display
 from thplab import diagrams, widgets  # diagrams first, as the lessons import it
@@ -92,6 +97,26 @@ def labelled(name, view):
 
 race = RACES["split-vs-gup-fast"](0)
 race.play()
+
+# The explorer's own views, computed beforehand and replayed: the same messages and the
+# same DOM work with no model, text twins or drawing in the click -- the floor of a Step.
+_views = []
+_offline = widgets.ScenarioExplorer("fork-pin-split", levels=(0, 10))
+while not _offline.run.finished:
+    _offline.step()
+    _views.append(_offline.view.value)
+replay_button, replay_view = ipywidgets.Button(description="Replay"), ipywidgets.HTML(_views[-1])
+
+
+_replayed = itertools.count()
+
+
+def on_replay(_button):
+    replay_view.value = _views[next(_replayed) % len(_views)]
+
+
+replay_button.on_click(on_replay)
+display(ipywidgets.VBox([ipywidgets.HTML("<b>bench: replayed views</b>"), replay_button, replay_view]))
 display(labelled("explorer", widgets.ScenarioExplorer("fork-pin-split", levels=(0, 10))),
         labelled("step-through", widgets.StepThrough(race.interleaving, pages=[race.head, race.head + 5],
                                                      title="split_huge_page() vs get_user_pages_fast()")),
@@ -214,7 +239,8 @@ def main(argv=None):
 
                 trivial = Target("trivial Button -> Label", page, nb, ["Add one"])
                 trivial.view = nb.locator(".widget-label").filter(has_text="count:").first
-                targets = [trivial, Target("explorer Step", page, box("explorer"), ["Step"], reset="Reset")]
+                targets = [trivial, Target("explorer Step", page, box("explorer"), ["Step"], reset="Reset"),
+                           Target("explorer views replayed (no Python)", page, box("replayed views"), ["Replay"])]
                 if args.baseline:
                     targets.append(Target("baseline explorer Step", page, box("baseline explorer"), ["Step"],
                                           reset="Reset"))
