@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from thplab.errors import BadArgument
+
 from thplab import live
 from thplab.later import LATER
 
@@ -454,7 +456,7 @@ def test_thplab_live_recorded_shows_the_recorded_run_not_this_machine(monkeypatc
 @pytest.mark.parametrize("value", ["yes", "live", "RECORDED"])
 def test_thplab_live_takes_only_recorded(value, monkeypatch):
     monkeypatch.setenv("THPLAB_LIVE", value)
-    with pytest.raises(ValueError, match=f"THPLAB_LIVE='{value}': the only value it takes is 'recorded'"):
+    with pytest.raises(BadArgument, match=f"THPLAB_LIVE='{value}': the only value it takes is 'recorded'"):
         live.recorded_only()
     monkeypatch.setenv("THPLAB_LIVE", "")
     assert not live.recorded_only()

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import BadArgument
 from ..params import HPAGE_PMD_NR
 from .formats import (decode_pagemap, parse_kernel_config, parse_smaps, parse_sysfs_choice,
                       parse_vmstat, thp_counters)
@@ -416,11 +417,11 @@ def recorded_only():
     """Whether ``THPLAB_LIVE=recorded`` asks for the recorded run instead of this kernel.
 
     Read at each call; unset or empty means probe this kernel. Any other value
-    raises ``ValueError``.
+    raises :class:`~thplab.errors.BadArgument`.
     """
     value = os.environ.get("THPLAB_LIVE", "")
     if value not in ("", "recorded"):
-        raise ValueError(f"THPLAB_LIVE={value!r}: the only value it takes is 'recorded' "
+        raise BadArgument(f"THPLAB_LIVE={value!r}: the only value it takes is 'recorded' "
                          "(show the recorded run, not this kernel); unset it to probe this kernel")
     return value == "recorded"
 
