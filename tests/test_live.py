@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thplab.errors import BadArgument
-
 from thplab import live
+from thplab.errors import BadArgument
 from thplab.later import LATER
 
 ROOT = Path(__file__).resolve().parents[1]
