@@ -48,6 +48,12 @@ def test_widgets_become_a_note_and_the_lesson_gets_its_binder_link():
     assert out.cells[1].outputs[0]["data"] == {"text/html": build.WIDGET_NOTE}
 
 
+def test_nbval_markers_are_not_shown_to_readers():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)  # NBVAL_x stays")])
+    out = build.for_the_site(nb, "https://binder/lessons/01-x.ipynb", "https://github.com/o/thplab")
+    assert out.cells[1].source == "print(1)  # NBVAL_x stays"
+
+
 def test_an_executed_copy_is_used_only_if_it_is_the_lesson_as_tracked(tmp_path, monkeypatch):
     lesson = REPO / "notebooks" / "01-thp-primer.ipynb"
     ran = nbformat.read(lesson, as_version=4)

@@ -44,6 +44,7 @@ BINDER_URL = re.compile(r"https://mybinder\.org/v2/gh/<owner>/(?P<repo>[\w.-]+)/
                         r"\?urlpath=(?P<urlpath>lab/tree/lessons/)00-index\.ipynb")
 #: A GitHub account name (what SITE_OWNER must be).
 GITHUB_OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?")
+NBVAL_MARKER = re.compile(r"^# NBVAL_\w+[ \t]*\n?", re.M)
 LEAVING_LINK = re.compile(r"\]\(\.\./([^)\s]+)\)")
 #: The glossary's anchors (raw HTML, which JupyterLab follows) and the links to them.
 TERM_ANCHOR = re.compile(r'^<a id="(term-[\w-]+)"></a>$', re.M)
@@ -120,12 +121,15 @@ def site_markdown(text: str, repo_url: str) -> str:
 
 
 def for_the_site(nb, launch_url: str, repo_url: str):
-    """Add the Binder link, replace widgets by a note, point links that leave notebooks/ at GitHub."""
+    """Add the Binder link, replace widgets by a note, drop nbval's markers, point links that leave
+    notebooks/ at GitHub."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = site_markdown(cell.source, repo_url)
         elif cell.cell_type == "code":
+            # nbval's markers are for the course's tests, not for a reader
+            cell.source = NBVAL_MARKER.sub("", cell.source)
             outputs = []
             for out in cell.outputs:
                 if WIDGET_VIEW in out.get("data", {}):
