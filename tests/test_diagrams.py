@@ -10,6 +10,7 @@ from thplab.lessons import foundations as fnd
 from thplab.params import PAGE_SIZE
 
 NS = {"s": "http://www.w3.org/2000/svg"}
+_ID_RE = re.compile(D._base._ID)
 
 
 def parse(diagram):
@@ -28,6 +29,8 @@ def by_attr(root, name, value=None):
 
 def check_conventions(diagram):
     """White background, title + desc, explicit size + viewBox, text >= 11 px, ids unique to the drawing."""
+    if diagram.drawing is not None:  # thplab's one-pass writer gives exactly drawsvg's document
+        assert diagram.svg == _ID_RE.sub(diagram.id, diagram.drawing.as_svg(header=""))
     root = parse(diagram)
     w, h = float(root.attrib["width"]), float(root.attrib["height"])
     assert root.attrib["viewBox"] == f"0 0 {root.attrib['width']} {root.attrib['height']}"

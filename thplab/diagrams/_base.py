@@ -7,8 +7,11 @@ Element ids are made from a hash of the drawing itself, so the same state
 gives the same bytes and two different diagrams on one page never share ids.
 """
 
+import collections
 import functools
 import hashlib
+import io
+import itertools
 import re
 import html
 
@@ -69,7 +72,7 @@ class Diagram:
     @property
     def svg(self):
         if self._svg is None:
-            raw = self.drawing.as_svg(header="")
+            raw = _svg_document(self.drawing)
             digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
             self._svg = raw.replace(_ID, f"thp{digest}")
         return self._svg
@@ -119,6 +122,45 @@ class Diagram:
         """Write the SVG to ``path``."""
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.svg)
+
+
+def _svg_document(drawing):
+    """``drawing.as_svg(header="")``, written in one pass instead of three.
+
+    drawsvg's ``as_svg`` walks every element once for linked defs and once
+    more to name elements used twice before it writes them; a course diagram
+    has neither (its patterns and markers are in ``other_defs`` with explicit
+    ids, and attributes name them as ``url(#...)`` strings), and the two walks
+    were half of an explorer Step's serialisation.  tests/test_diagrams.py
+    checks that every diagram it draws comes out identical to ``as_svg``.
+    """
+    from drawsvg import types
+    from drawsvg.drawing import SVG_END, SVG_START
+
+    context = drawing.context
+    out = io.StringIO()
+    width, height = drawing.calc_render_size()
+    args = dict(width=width, height=height, viewBox=" ".join(map(str, drawing.view_box)))
+    args.update(drawing.svg_args)
+    out.write(SVG_START)
+    context.write_svg_document_args(drawing, args, out)
+    out.write(">\n<defs>\n")
+    counter = itertools.count()
+    id_map = collections.defaultdict(lambda: f"{drawing.id_prefix}{next(counter)}")
+    seen = set()
+
+    def is_duplicate(element):
+        dup = id(element) in seen
+        seen.add(id(element))
+        return dup
+
+    for group, end in ((drawing.other_defs, "</defs>\n"), (drawing.all_elements(context=context), SVG_END)):
+        for element in group:
+            element.write_svg_element(id_map, is_duplicate, out, types.LocalContext(context, element, drawing, group),
+                                      False)
+            out.write("\n")
+        out.write(end)
+    return out.getvalue()
 
 
 class _Desc(dw.elements._TextContainingElement):
