@@ -11,7 +11,7 @@ import numpy as np
 
 from . import pgtable as pt
 from .errors import BadArgument, VMBug
-from .page_flags import PG, PAGE_MAPPING_ANON, Use
+from .page_flags import PG, PAGE_MAPPING_ANON, Use, compound_head
 from .params import (HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE,
                      PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT, VM_EXEC, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ,
                      VM_WRITE)
@@ -237,9 +237,13 @@ def rmap_walk_vmas(k, page):
     """The VMAs an rmap walk of anon page ``page`` visits (``anon_vma_interval_tree_foreach``).
 
     Yields ``(vma, address)`` where the page's index falls inside the VMA.
+    SIMPLIFICATION: a tail's index is its head's plus its place in the THP
+    (4.5.7's ``page_to_pgoff()``); how the RFC computed it for a PTE-mapped
+    tail is not archived.
     """
     av = k.machine.anon_vma_of(page)
-    index = int(k.mem_map["index"][page])
+    head = int(compound_head(k.mem_map, page))
+    index = int(k.mem_map["index"][head]) + int(page) - head
     for vma in list(av.vmas):
         address = vma.vma_address(index)
         if vma.vm_start <= address < vma.vm_end:

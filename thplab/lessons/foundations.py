@@ -1186,7 +1186,7 @@ def rmap_walk_choice(machine, pfns, labels=None, name=None):
     for label, p, a in zip(labels, pfns, anon):
         if a:
             av = machine.anon_vma_of(p)
-            found = _mappings_found(machine, av, p)
+            found = _mappings_found(machine, p)
             vmas = ", ".join(f"pid {v.mm.pid} {v.vm_start:#x}-{v.vm_end:#x}" for v in av.vmas)
             lines.append(f"  {label:<11} {'true':<11} {f'anon (anon_vma {av.id})':<18} "
                          f"{f'{found} map' + ('s' if found != 1 else ''):<8} VMAs: {vmas}")
@@ -1197,25 +1197,12 @@ def rmap_walk_choice(machine, pfns, labels=None, name=None):
     return "\n".join(lines)
 
 
-def _mappings_found(machine, av, page):
-    """How many of the anon_vma's VMAs map ``page`` where an rmap walk looks for it.
+def _mappings_found(machine, page):
+    """How many mappings of ``page`` an rmap walk finds: its address in each VMA, that page table read there."""
+    from ..memory import rmap_walk_vmas
 
-    The walk computes the page's address in each VMA from its offset and
-    checks that VMA's page table there.  SIMPLIFICATION: a tail's offset is
-    taken as its head's ``index`` plus its place in the THP (4.5.7's
-    ``page_to_pgoff()``); how the RFC computed it for a PTE-mapped tail is
-    not archived.
-    """
-    from ..page_flags import compound_head
-
-    head = int(compound_head(machine.mem_map, page))
-    index = int(machine.mem_map["index"][head]) + page - head
-    found = 0
-    for vma in av.vmas:
-        address = vma.vma_address(index)
-        if vma.vm_start <= address < vma.vm_end:
-            found += int(machine.walk(vma.mm.pid, [address])["pfn"][0] == page)
-    return found
+    return sum(int(machine.walk(vma.mm.pid, [address])["pfn"][0] == page)
+               for vma, address in rmap_walk_vmas(machine.kernel, page))
 
 
 def _rss_experiment(level, broken, first=8, nr=4, cow=5, seed=0):
